@@ -1,0 +1,206 @@
+"""DNS: ask every configured resolver for A or AAAA and keep every answer.
+
+An on-path injector races the real resolver: its forged reply arrives first and the real
+one follows. A stub resolver takes the first and never learns. So on UDP we keep the socket
+open for `race_window` seconds after the first reply and record every further reply to the
+same query; a second, different answer is proof of injection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from probe import failures
+from probe.checks.net import Stopwatch
+from probe.observation import Observation
+
+MAX_UDP_REPLIES = 16  # replies we keep per query: a flood must not grow memory
+MAX_DOH_BYTES = 65535
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverSpec:
+    """A resolver as the check sees it; `control` ones are believed untampered."""
+
+    name: str
+    protocol: str  # udp | tcp | doh
+    address: str | None = None
+    port: int = 53
+    url: str | None = None
+    control: bool = False
+
+    @property
+    def where(self) -> str:
+        return self.url or f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPolicy:
+    """What makes an answer suspicious: fingerprints, bogons, and the service's space."""
+
+    fingerprints: dict[str, str]  # address -> fingerprint name
+    public_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def is_bogon(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return True
+        if any(ip.version == n.version and ip in n for n in self.public_networks):
+            return False
+        return not ip.is_global or ip.is_multicast
+
+
+def system_resolvers(resolv_conf: str) -> list[ResolverSpec]:
+    """The nameservers of resolv.conf, named system, system-2, ..."""
+    try:
+        resolver = dns.resolver.Resolver(filename=resolv_conf, configure=True)
+    except (OSError, dns.exception.DNSException):
+        return []
+    specs = []
+    for index, server in enumerate(resolver.nameservers):
+        name = "system" if index == 0 else f"system-{index + 1}"
+        specs.append(ResolverSpec(name, "udp", str(server), 53))
+    return specs
+
+
+def _addresses(response: dns.message.Message, rdtype: int) -> list[str]:
+    return [
+        rr.to_text() for rrset in response.answer if rrset.rdtype == rdtype for rr in rrset
+    ]
+
+
+async def _udp_query(
+    query: dns.message.Message, spec: ResolverSpec, timeout: float, race_window: float
+) -> tuple[dns.message.Message, list[list[str]], int]:
+    """Send one UDP query; return the first reply, later differing answers, garbage count."""
+    assert spec.address is not None
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    rdtype = query.question[0].rdtype
+    first: dns.message.Message | None = None
+    late: list[list[str]] = []
+    garbage = 0
+    try:
+        await loop.sock_connect(sock, (spec.address, spec.port))
+        await loop.sock_sendall(sock, query.to_wire())
+        deadline = loop.time() + timeout
+        while len(late) < MAX_UDP_REPLIES:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    wire = await loop.sock_recv(sock, 65535)
+            except TimeoutError:
+                break
+            try:
+                reply = dns.message.from_wire(wire)
+            except dns.exception.DNSException:
+                garbage += 1
+                continue
+            if not query.is_response(reply):
+                garbage += 1
+                continue
+            if first is None:
+                first = reply
+                deadline = min(deadline, loop.time() + race_window)
+            else:
+                answer = _addresses(reply, rdtype)
+                if answer != _addresses(first, rdtype) and answer not in late:
+                    late.append(answer)
+    finally:
+        sock.close()
+    if first is None:
+        raise TimeoutError(f"no reply from {spec.where}")
+    return first, late, garbage
+
+
+async def _doh_query(
+    query: dns.message.Message, spec: ResolverSpec, timeout: float, session: aiohttp.ClientSession
+) -> dns.message.Message:
+    assert spec.url is not None
+    async with session.post(
+        spec.url,
+        data=query.to_wire(),
+        headers={"content-type": "application/dns-message", "accept": "application/dns-message"},
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as response:
+        if response.status != 200:
+            raise failures.UnexpectedStatus(f"DoH server answered HTTP {response.status}")
+        wire = await response.content.read(MAX_DOH_BYTES)
+    return dns.message.from_wire(wire)
+
+
+async def check_dns(
+    messenger: str,
+    target: str,
+    name: str,
+    family: int,
+    spec: ResolverSpec,
+    *,
+    timeout: float,
+    race_window: float,
+    policy: AnswerPolicy,
+    in_space: Any,
+    session: aiohttp.ClientSession | None,
+) -> Observation:
+    """Resolve `name` (A for family 4, AAAA for 6) with one resolver; flag what looks forged."""
+    rdtype = dns.rdatatype.A if family == 4 else dns.rdatatype.AAAA
+    query = dns.message.make_query(name, rdtype)
+    watch = Stopwatch()
+    details: dict[str, Any] = {
+        "resolver": spec.name, "resolver_address": spec.where, "protocol": spec.protocol,
+        "qtype": dns.rdatatype.to_text(rdtype), "control": spec.control,
+    }
+    failure = None
+    try:
+        async with asyncio.timeout(timeout):
+            late: list[list[str]] = []
+            if spec.protocol == "udp":
+                reply, late, garbage = await _udp_query(query, spec, timeout, race_window)
+                if garbage:
+                    details["garbage_replies"] = garbage
+            elif spec.protocol == "tcp":
+                assert spec.address is not None
+                reply = await dns.asyncquery.tcp(query, spec.address, timeout, spec.port)
+            else:
+                if session is None:
+                    raise RuntimeError("DoH needs an HTTP session")
+                reply = await _doh_query(query, spec, timeout, session)
+        answers = _addresses(reply, rdtype)
+        details["rcode"] = dns.rcode.to_text(reply.rcode())
+        details["answers"] = answers
+        details["late_answers"] = late
+        seen = answers + [a for answer in late for a in answer]
+        details["fingerprints"] = sorted({policy.fingerprints[a] for a in seen if a in policy.fingerprints})
+        details["bogons"] = [a for a in seen if policy.is_bogon(a)]
+        details["outside_space"] = [a for a in answers if not in_space(a)]
+        if reply.rcode() != dns.rcode.NOERROR:
+            failure = failures.rcode_failure(reply.rcode())
+        elif details["bogons"]:
+            failure = failures.DNS_BOGON
+        elif not answers:
+            failure = failures.DNS_NO_ANSWER
+    except Exception as exc:
+        failure = failures.classify(exc)
+        details["error"] = str(exc)[:200]
+    address = spec.address
+    return Observation(
+        messenger, target, "dns", failures.RESOLVE, failure, address,
+        spec.port if spec.address else None, watch.started, watch.elapsed(), details,
+    )

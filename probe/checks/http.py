@@ -1,0 +1,113 @@
+"""HTTP: one GET of a service URL, read with a cap, matched against blockpage fingerprints.
+
+The request goes to the address the round resolved (not a fresh lookup), so the HTTP step
+tests the same path as the DNS/TCP/TLS steps before it. Reading stops at `max_bytes` or
+after `transfer_seconds`; what was read in that time gives the throughput that tells
+throttling apart.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from probe import failures
+from probe.checks.net import Stopwatch
+from probe.observation import Observation
+
+FINGERPRINT_WINDOW = 65536  # blockpages are small: match the first 64 KiB only
+
+
+@dataclass(frozen=True, slots=True)
+class Blockpage:
+    name: str
+    pattern: str
+
+
+class PinnedResolver(AbstractResolver):
+    """Answers every lookup with one address: the one the DNS step chose."""
+
+    def __init__(self, address: str) -> None:
+        self._address = address
+        self._family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
+        return [ResolveResult(hostname=host, host=self._address, port=port,
+                              family=self._family, proto=0, flags=0)]
+
+    async def close(self) -> None:
+        return None
+
+
+def match_blockpage(text: str, blockpages: list[Blockpage]) -> str | None:
+    return next((b.name for b in blockpages if b.pattern in text), None)
+
+
+async def fetch(
+    url: str,
+    *,
+    address: str | None,
+    context: ssl.SSLContext,
+    timeout: float,
+    max_bytes: int,
+    transfer_seconds: float,
+    blockpages: list[Blockpage],
+    source: str | None = None,
+) -> tuple[str | None, dict[str, Any]]:
+    """GET `url` (pinned to `address` if given); return (failure, evidence)."""
+    details: dict[str, Any] = {"url": url}
+    connector = aiohttp.TCPConnector(
+        ssl=context, resolver=PinnedResolver(address) if address else None,
+        local_addr=(source, 0) if source else None, force_close=True, limit=1,
+    )
+    try:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout),
+            headers={"User-Agent": "reach-probe (+https://github.com/reach-probe)"},
+        ) as session, session.get(url, allow_redirects=False) as response:
+            details["status"] = response.status
+            details["server"] = response.headers.get("Server", "")
+            location = response.headers.get("Location", "")
+            if location:
+                details["location"] = location
+            body = bytearray()
+            first_byte = time.perf_counter()
+            deadline = first_byte + transfer_seconds
+            while len(body) < max_bytes and time.perf_counter() < deadline:
+                chunk = await response.content.read(min(65536, max_bytes - len(body)))
+                if not chunk:
+                    break
+                body += chunk
+            elapsed = max(time.perf_counter() - first_byte, 1e-6)
+            details["bytes"] = len(body)
+            details["complete"] = response.content.at_eof()
+            details["throughput_bps"] = round(len(body) * 8 / elapsed, 1)
+            window = bytes(body[:FINGERPRINT_WINDOW]).decode("utf-8", "replace") + location
+            blockpage = match_blockpage(window, blockpages)
+            if blockpage:
+                details["blockpage"] = blockpage
+            if response.status >= 400:
+                raise failures.UnexpectedStatus(f"HTTP {response.status}")
+        return None, details
+    except Exception as exc:
+        details["error"] = str(exc)[:200]
+        return failures.classify(exc), details
+
+
+async def check_http(
+    messenger: str | None, target: str, url: str, address: str | None, **options: Any
+) -> Observation:
+    """One GET of a service URL as an observation."""
+    watch = Stopwatch()
+    failure, details = await fetch(url, address=address, **options)
+    port = 443 if url.startswith("https:") else 80
+    return Observation(
+        messenger, target, "http", failures.HTTP_ROUND_TRIP, failure, address, port,
+        watch.started, watch.elapsed(), details,
+    )

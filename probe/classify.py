@@ -1,0 +1,245 @@
+"""The classifier: one round's observations in, one verdict per target out.
+
+It is a rule table read top to bottom; the first rule whose condition holds gives the
+verdict, and the verdict names that rule and the observations it looked at. Order is the
+argument: a vantage whose own network is down says nothing about the service, so that rule
+comes first; DNS comes before TCP because a forged answer explains every later failure;
+a mechanism only a censor produces (a forged answer, a filtered SNI) is only claimed when
+the evidence for it is positive (a fingerprint, a second answer, a working neutral SNI).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from probe import failures as F
+from probe.catalog import DCTarget, DomainTarget, MessengerPlan
+from probe.observation import Observation, Verdict
+from probe.round import Baseline, RoundResult
+
+# Throttling: the service's transfer below this fraction of the baseline's, on a transfer
+# long enough to measure (incomplete within the time limit, or at least this many bytes).
+THROTTLE_RATIO = 0.3
+THROTTLE_MIN_BYTES = 65536
+
+TIMEOUTS = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE})
+RESETS = frozenset({F.CONNECTION_RESET, F.CONNECTION_REFUSED})
+DNS_ERRORS = frozenset({F.DNS_NXDOMAIN, F.DNS_SERVFAIL, F.DNS_REFUSED, F.DNS_NO_ANSWER,
+                        F.GENERIC_TIMEOUT})
+
+
+@dataclass
+class TargetView:
+    """One target's observations of one round, with the questions rules ask of them."""
+
+    target: DCTarget | DomainTarget
+    observations: list[Observation]
+    baseline: Baseline
+    baseline_observations: list[Observation]
+
+    def primary(self, check: str) -> Observation | None:
+        return next((o for o in self.observations if o.check == check and not o.aux), None)
+
+    def aux(self, check: str) -> Observation | None:
+        return next((o for o in self.observations if o.check == check and o.aux), None)
+
+    def resolvers(self, control: bool) -> list[Observation]:
+        return [o for o in self.observations
+                if o.check == "dns" and bool(o.details.get("control")) == control]
+
+    def failed(self, check: str, among: Collection[str] | None = None) -> Observation | None:
+        """The primary observation of `check` if it failed (with one of `among`)."""
+        obs = self.primary(check)
+        if obs is None or obs.ok or (among is not None and obs.failure not in among):
+            return None
+        return obs
+
+
+Evidence = list[Observation] | None
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    verdict: str
+    condition: str  # the rule in words: shown in docs and in every verdict's reason
+    test: Callable[[TargetView], Evidence]
+
+
+def _offline(v: TargetView) -> Evidence:
+    family = v.target.address.version if isinstance(v.target, DCTarget) else v.target.family
+    return None if v.baseline.family_ok(family) else v.baseline_observations
+
+
+def _dns_flag(flag: str) -> Callable[[TargetView], Evidence]:
+    def test(v: TargetView) -> Evidence:
+        hits = [o for o in v.resolvers(control=False) if o.details.get(flag)]
+        return hits or None
+    return test
+
+
+def _dns_outside_space(v: TargetView) -> Evidence:
+    dns = v.primary("dns")
+    if dns is None or not dns.details.get("outside_space"):
+        return None
+    address = dns.details["answers"][0]
+    later = [o for o in v.observations
+             if o.check != "dns" and not o.aux and o.address == address and not o.ok]
+    return [dns, *later] if later else None
+
+
+def _dns_blocked(v: TargetView) -> Evidence:
+    dns = v.failed("dns", DNS_ERRORS)
+    answered = [o for o in v.resolvers(control=True) if o.ok and o.details.get("answers")]
+    return [dns, *answered] if dns is not None and not dns.details["control"] and answered else None
+
+
+def _dns_nowhere(v: TargetView) -> Evidence:
+    if isinstance(v.target, DCTarget):
+        return None
+    lookups = [o for o in v.observations if o.check == "dns"]
+    if not lookups:
+        return []  # no resolver to ask: nothing can be said
+    return lookups if all(not o.ok for o in lookups) else None
+
+
+def _blockpage(v: TargetView) -> Evidence:
+    http = v.primary("http")
+    return [http] if http is not None and http.details.get("blockpage") else None
+
+
+def _failed(check: str, among: Collection[str] | None = None) -> Callable[[TargetView], Evidence]:
+    def test(v: TargetView) -> Evidence:
+        obs = v.failed(check, among)
+        return [obs] if obs is not None else None
+    return test
+
+
+def _sni_differential(v: TargetView) -> Evidence:
+    tls = v.failed("tls")
+    neutral = v.aux("tls")
+    if tls is None or tls.failure in F.CERTIFICATE_FAILURES or neutral is None:
+        return None
+    return [tls, neutral] if neutral.ok else None
+
+
+def _tls_reset_any_sni(v: TargetView) -> Evidence:
+    tls = v.failed("tls", RESETS | {F.EOF_ERROR})
+    neutral = v.aux("tls")
+    if tls is None or neutral is None or neutral.failure not in RESETS | {F.EOF_ERROR}:
+        return None
+    return [tls, neutral]
+
+
+def _mtproto_transport_error(v: TargetView) -> Evidence:
+    obs = v.failed("mtproto", {F.MTPROTO_UNEXPECTED_RESPONSE})
+    return [obs] if obs is not None and "transport error" in obs.details.get("error", "") else None
+
+
+def _throttled(v: TargetView) -> Evidence:
+    http = v.primary("http")
+    reference = v.baseline.throughput_bps
+    if http is None or not http.ok or not reference:
+        return None
+    measurable = not http.details.get("complete") or http.details.get("bytes", 0) >= THROTTLE_MIN_BYTES
+    slow = http.details.get("throughput_bps", 0) < THROTTLE_RATIO * reference
+    return [http] if measurable and slow else None
+
+
+def _all_ok(v: TargetView) -> Evidence:
+    primaries = [o for o in v.observations if not o.aux]
+    return primaries if primaries and all(o.ok for o in primaries) else None
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("baseline_unreachable", "vantage_offline",
+         "no baseline target of this address family connects: the vantage's own network is down",
+         _offline),
+    Rule("dns_fingerprint", "dns_injection",
+         "a resolver answered a known censorship address (fingerprint)", _dns_flag("fingerprints")),
+    Rule("dns_bogon", "dns_injection",
+         "a resolver answered a private or reserved address", _dns_flag("bogons")),
+    Rule("dns_race", "dns_injection",
+         "two different replies came back to one UDP query (an on-path injector raced the resolver)",
+         _dns_flag("late_answers")),
+    Rule("dns_outside_space", "dns_injection",
+         "the answer is outside the service's address space and the service's checks fail there",
+         _dns_outside_space),
+    Rule("dns_failure_control_ok", "dns_blocking",
+         "the vantage's resolver failed while a control resolver answered", _dns_blocked),
+    Rule("dns_no_address", "inconclusive",
+         "no resolver, control included, gave an address in this family", _dns_nowhere),
+    Rule("http_blockpage_fingerprint", "http_blockpage",
+         "the HTTP answer matches a known blockpage", _blockpage),
+    Rule("connect_timeout", "ip_blocking",
+         "TCP connect timed out or the address is unreachable", _failed("tcp", TIMEOUTS)),
+    Rule("connect_reset", "tcp_reset",
+         "TCP connect was reset or refused", _failed("tcp", RESETS)),
+    Rule("tls_certificate_invalid", "tls_interception",
+         "the TLS peer showed a certificate that does not chain to a trusted root or match the name",
+         _failed("tls", F.CERTIFICATE_FAILURES)),
+    Rule("sni_differential", "sni_filtering",
+         "TLS with the service's name failed while a neutral name to the same address succeeded",
+         _sni_differential),
+    Rule("tls_reset_any_sni", "tcp_reset",
+         "TLS was reset whatever the name (the address, not the name, is filtered)",
+         _tls_reset_any_sni),
+    Rule("tls_failed", "inconclusive",
+         "TLS failed with the service's name and with a neutral one", _failed("tls")),
+    Rule("mtproto_transport_error", "inconclusive",
+         "the data centre answered an MTProto transport error (it speaks MTProto, but refused)",
+         _mtproto_transport_error),
+    Rule("mtproto_silenced", "protocol_filtering",
+         "TCP connects, but the MTProto handshake gets no answer", _failed("mtproto", {F.GENERIC_TIMEOUT})),
+    Rule("mtproto_reset", "protocol_filtering",
+         "TCP connects, but the MTProto handshake is reset or closed",
+         _failed("mtproto", RESETS | {F.EOF_ERROR})),
+    Rule("mtproto_tampered", "protocol_filtering",
+         "TCP connects, but the MTProto handshake gets an answer that is not resPQ with our nonce",
+         _failed("mtproto")),
+    Rule("http_failed", "inconclusive", "the HTTP request failed without a blockpage", _failed("http")),
+    Rule("throughput_below_baseline", "throttling",
+         f"the service's transfer ran below {THROTTLE_RATIO:.0%} of the baseline's throughput",
+         _throttled),
+    Rule("all_checks_ok", "ok", "every check of the target succeeded", _all_ok),
+    Rule("unclassified", "inconclusive", "no rule matched these observations", lambda v: []),
+)
+
+
+def _reason(rule: Rule, evidence: list[Observation]) -> str:
+    steps = [
+        " ".join(filter(None, (o.check, o.address and f"{o.address}:{o.port}", o.failure or "ok")))
+        for o in evidence[:4]
+    ]
+    return rule.condition + (f" ({'; '.join(steps)})" if steps else "")
+
+
+def classify_target(view: TargetView) -> Verdict:
+    for rule in RULES:
+        evidence = rule.test(view)
+        if evidence is not None:
+            return Verdict(view.target.messenger, view.target.name, rule.verdict, rule.id,
+                           _reason(rule, evidence), evidence)
+    raise AssertionError("the last rule always matches")
+
+
+def _targets(plans: list[MessengerPlan]) -> list[DCTarget | DomainTarget]:
+    targets: list[DCTarget | DomainTarget] = []
+    for p in plans:
+        targets += p.dc_targets
+        targets += p.domain_targets
+    return targets
+
+
+def classify_round(result: RoundResult) -> list[Verdict]:
+    """One verdict per planned target, in plan order."""
+    by_target: dict[tuple[str | None, str], list[Observation]] = defaultdict(list)
+    for obs in result.observations:
+        by_target[(obs.messenger, obs.target)].append(obs)
+    baseline_obs = [o for o in result.observations if o.messenger is None]
+    return [
+        classify_target(TargetView(t, by_target[(t.messenger, t.name)], result.baseline, baseline_obs))
+        for t in _targets(result.plans)
+    ]

@@ -1,0 +1,141 @@
+"""The `probe` command line (typer). Bad input is one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+import yaml
+from rich.console import Console
+
+from probe import __version__, catalog
+from probe.config import ConfigError, load_config
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="reach: a reachability monitor for messaging services that governments block.",
+)
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str) -> NoReturn:
+    """One clear line on stderr, exit 2: the contract for every kind of bad input."""
+    print(f"probe: error: {message}", file=sys.stderr)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"probe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """reach probe."""
+
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Probe config (YAML).")]
+
+
+@app.command()
+def once(
+    config: ConfigOption,
+    format: Annotated[str, typer.Option(help="table or json.")] = "table",
+    fail_on_block: Annotated[bool, typer.Option(help="Exit 1 when a target is blocked.")] = False,
+) -> None:
+    """Run one round, print its verdicts, exit 0 (1 with --fail-on-block and a block)."""
+    from probe.report import blocked, print_table, round_json
+    from probe.round import run_round
+
+    if format not in ("table", "json"):
+        fail(f"--format must be 'table' or 'json', not {format!r}")
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    err = Console(stderr=True)
+    if format == "table" and err.is_terminal:
+        with err.status("probing...") as status:
+            def progress(done: int, planned: int) -> None:
+                status.update(f"probing: {done}/{planned} checks")
+            result = asyncio.run(run_round(cfg, progress))
+    else:
+        result = asyncio.run(run_round(cfg))
+    from probe.evidence import EvidenceLog
+
+    EvidenceLog.for_config(cfg).append_round(result)
+    if format == "json":
+        json.dump(round_json(result), sys.stdout, indent=1)
+        print()
+    else:
+        print_table(result, Console())
+    if fail_on_block and blocked(result):
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    listen: Annotated[str, typer.Option(help="HOST:PORT to serve metrics and status on.")] = ":9650",
+) -> None:
+    """Run rounds on the schedule and serve /metrics, /api/status and a status page."""
+    from probe.service import parse_listen, serve
+
+    try:
+        host, port = parse_listen(listen)
+        cfg = load_config(config)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    code = asyncio.run(serve(config, cfg, host, port))
+    raise typer.Exit(code)
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path, typer.Argument(help="Config file to validate.")]) -> None:
+    """Validate a config; print a summary, or the error with file, line and key (exit 2)."""
+    try:
+        cfg = load_config(path)
+        plans = catalog.plan(cfg)
+    except ConfigError as exc:
+        fail(str(exc))
+    targets = sum(len(p.target_names) for p in plans)
+    print(f"{path}: ok (vantage {cfg.vantage.name}, {cfg.vantage.role}; "
+          f"{len(plans)} messenger(s), {targets} targets)")
+
+
+@app.command("catalog")
+def show_catalog(
+    messenger: Annotated[str | None, typer.Argument(help="Messenger; all when omitted.")] = None,
+) -> None:
+    """Print the built-in endpoints (YAML)."""
+    names = [messenger] if messenger else catalog.available()
+    try:
+        data = [catalog.describe(name) for name in names]
+    except ConfigError as exc:
+        fail(str(exc))
+    print(yaml.safe_dump_all(data, sort_keys=False), end="")
+
+
+def main() -> None:
+    """Entry point: typer without tracebacks, and usage errors as one line, exit 2."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # click's usage errors: bad option, missing argument
+        print(f"probe: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except typer.Abort:
+        print("probe: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

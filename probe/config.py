@@ -1,0 +1,290 @@
+"""The probe's YAML config: schema, defaults, and errors that name file, line and key.
+
+Validation is pydantic's; this module only adds what pydantic cannot know: where in the
+YAML file a bad value stands. A ConfigError's message is the one line the CLI prints.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+def _ip_address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value if isinstance(value, int) else str(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def _ip_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(str(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network in CIDR notation (like 192.0.2.0/24)") from None
+
+
+IPAddress = Annotated[
+    ipaddress.IPv4Address | ipaddress.IPv6Address, PlainValidator(_ip_address), PlainSerializer(str)
+]
+IPNetwork = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network, PlainValidator(_ip_network), PlainSerializer(str)
+]
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; str() is one line naming file, line and key."""
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Vantage(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    country: str = Field(default="ZZ", pattern=r"^[A-Z]{2}$")
+    asn: int = Field(default=0, ge=0, le=4294967295)
+    network: str = ""
+    role: Literal["subject", "control"] = "subject"
+    source_address: ipaddress.IPv4Address | None = None
+    source_address6: ipaddress.IPv6Address | None = None
+
+    @field_validator("asn", mode="before")
+    @classmethod
+    def _strip_as_prefix(cls, value: Any) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"(?i)AS\d+", value.strip()):
+            return int(value.strip()[2:])
+        return value
+
+
+class Datacenter(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    addresses: list[IPAddress] = Field(min_length=1)
+    location: str = ""
+
+
+class Domain(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    url: str | None = Field(default=None, pattern=r"^https?://")
+
+
+class MessengerOverrides(Strict):
+    """Per-messenger changes to a built-in catalogue (replace, or extend with extra_)."""
+
+    catalog: str | None = None
+    datacenters: list[Datacenter] | None = None
+    extra_datacenters: list[Datacenter] = []
+    domains: list[Domain] | None = None
+    extra_domains: list[Domain] = []
+    ports: list[int] | None = None
+    address_space: list[IPNetwork] | None = None
+    extra_address_space: list[IPNetwork] = []
+    neutral_sni: str | None = None
+
+    @field_validator("ports")
+    @classmethod
+    def _valid_ports(cls, ports: list[int] | None) -> list[int] | None:
+        for port in ports or []:
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} is not between 1 and 65535")
+        return ports
+
+
+class Resolver(Strict):
+    """A plain DNS resolver (address) or a DNS-over-HTTPS one (url)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    address: IPAddress | None = None
+    port: int = Field(default=53, gt=0, lt=65536)
+    protocol: Literal["udp", "tcp"] = "udp"
+    url: str | None = Field(default=None, pattern=r"^https://")
+
+    @model_validator(mode="after")
+    def _address_or_url(self) -> Resolver:
+        if (self.address is None) == (self.url is None):
+            raise ValueError("a resolver needs exactly one of 'address' or 'url'")
+        return self
+
+
+class Resolvers(Strict):
+    system: bool = True
+    resolv_conf: Path = Path("/etc/resolv.conf")
+    servers: list[Resolver] = []
+    control: list[Resolver] = []
+    race_window: float = Field(default=0.3, ge=0, le=5)
+    # Networks that count as public although IANA reserves them (a lab's 198.18.0.0/15):
+    # answers in them are judged by the address-space check, not flagged as bogons.
+    public_networks: list[IPNetwork] = []
+
+
+class BaselineTarget(Strict):
+    """A site unrelated to the service. With `sni`, reaching it means a verified TLS
+    handshake, which a transparent proxy or captive portal cannot fake; without, a TCP connect."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    address: IPAddress
+    port: int = Field(default=443, gt=0, lt=65536)
+    sni: str | None = None
+
+
+def _site(name: str, address: str, sni: str) -> BaselineTarget:
+    return BaselineTarget(name=name, address=ipaddress.ip_address(address), sni=sni)
+
+
+class Baseline(Strict):
+    targets: list[BaselineTarget] = [
+        _site("cloudflare-dns", "1.1.1.1", "one.one.one.one"),
+        _site("quad9-dns", "9.9.9.9", "dns.quad9.net"),
+        _site("cloudflare-dns-v6", "2606:4700:4700::1111", "one.one.one.one"),
+        _site("quad9-dns-v6", "2620:fe::fe", "dns.quad9.net"),
+    ]
+    throughput_url: str | None = Field(default=None, pattern=r"^https?://")
+
+
+class Timeouts(Strict):
+    dns: float = Field(default=5.0, gt=0, le=120)
+    connect: float = Field(default=10.0, gt=0, le=120)
+    tls: float = Field(default=10.0, gt=0, le=120)
+    mtproto: float = Field(default=10.0, gt=0, le=120)
+    http: float = Field(default=15.0, gt=0, le=300)
+
+
+class Schedule(Strict):
+    interval: float = Field(default=300.0, ge=1, le=86400)
+    jitter: float = Field(default=0.1, ge=0, le=0.5)
+    concurrency: int = Field(default=64, ge=1, le=10000)
+    timeouts: Timeouts = Timeouts()
+
+
+class TLS(Strict):
+    ca_file: Path | None = None
+
+
+class HTTP(Strict):
+    max_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    transfer_seconds: float = Field(default=3.0, gt=0, le=60)
+
+
+class Evidence(Strict):
+    directory: Path | None = None
+    retention_days: float = Field(default=14, gt=0)
+
+
+class Config(Strict):
+    vantage: Vantage
+    messengers: dict[str, MessengerOverrides] = {"telegram": MessengerOverrides()}
+    resolvers: Resolvers = Resolvers()
+    baseline: Baseline = Baseline()
+    schedule: Schedule = Schedule()
+    tls: TLS = TLS()
+    http: HTTP = HTTP()
+    evidence: Evidence = Evidence()
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that keeps the node tree so errors can point at a line."""
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> tuple[int, str]:
+    """The 1-based line of the deepest node that `loc` reaches, and the path reached."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    line, node = key_node.start_mark.line + 1, value_node
+                    break
+            else:
+                return line, ""
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line, ""
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line, ""
+    return line, ""
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in ("function-after", "function-before") and "[" not in str(part):
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _resolve_relative(config: Config, base: Path) -> Config:
+    """Make file paths in the config relative to the config file, as users expect."""
+    def fix(path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else (base / path)
+
+    return config.model_copy(update={
+        "tls": config.tls.model_copy(update={"ca_file": fix(config.tls.ca_file)}),
+        "evidence": config.evidence.model_copy(update={"directory": fix(config.evidence.directory)}),
+    })
+
+
+def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
+    """Parse and validate config text; raise ConfigError naming the source, line and key."""
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the config must be a YAML mapping with a 'vantage' key")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(error["loc"])
+        line, _ = _line_of(node, loc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}:{line}: {_key_path(loc)}: {message}{more}") from None
+    config = _resolve_relative(config, base or Path.cwd())
+    if config.tls.ca_file is not None and not config.tls.ca_file.is_file():
+        line, _ = _line_of(node, ("tls", "ca_file"))
+        raise ConfigError(f"{source}:{line}: tls.ca_file: no such file: {config.tls.ca_file}")
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; every failure is a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(text, str(path), path.parent)

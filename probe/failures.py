@@ -1,0 +1,151 @@
+"""The failure vocabulary: the one place that turns exceptions into failure strings.
+
+The strings are OONI's (df-007-errors), so analysts can put reach's data next to OONI's.
+Checks never invent strings of their own: they raise or catch, then call `classify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ssl
+from typing import Final
+
+import aiohttp
+import dns.exception
+import dns.rcode
+import dns.resolver
+
+GENERIC_TIMEOUT: Final = "generic_timeout_error"
+CONNECTION_REFUSED: Final = "connection_refused"
+CONNECTION_RESET: Final = "connection_reset"
+EOF_ERROR: Final = "eof_error"
+HOST_UNREACHABLE: Final = "host_unreachable"
+NETWORK_UNREACHABLE: Final = "network_unreachable"
+DNS_NXDOMAIN: Final = "dns_nxdomain_error"
+DNS_NO_ANSWER: Final = "dns_no_answer"
+DNS_SERVFAIL: Final = "dns_servfail_error"
+DNS_REFUSED: Final = "dns_refused_error"
+DNS_BOGON: Final = "dns_bogon_error"
+SSL_INVALID_HOSTNAME: Final = "ssl_invalid_hostname"
+SSL_UNKNOWN_AUTHORITY: Final = "ssl_unknown_authority"
+SSL_INVALID_CERTIFICATE: Final = "ssl_invalid_certificate"
+SSL_FAILED_HANDSHAKE: Final = "ssl_failed_handshake"
+MTPROTO_UNEXPECTED_RESPONSE: Final = "mtproto_unexpected_response"
+HTTP_UNEXPECTED_STATUS: Final = "http_unexpected_status"
+UNKNOWN_FAILURE: Final = "unknown_failure"
+
+FAILURES: Final = (
+    GENERIC_TIMEOUT, CONNECTION_REFUSED, CONNECTION_RESET, EOF_ERROR, HOST_UNREACHABLE,
+    NETWORK_UNREACHABLE, DNS_NXDOMAIN, DNS_NO_ANSWER, DNS_SERVFAIL, DNS_REFUSED, DNS_BOGON,
+    SSL_INVALID_HOSTNAME, SSL_UNKNOWN_AUTHORITY, SSL_INVALID_CERTIFICATE, SSL_FAILED_HANDSHAKE,
+    MTPROTO_UNEXPECTED_RESPONSE, HTTP_UNEXPECTED_STATUS, UNKNOWN_FAILURE,
+)
+
+# The operation that failed, paired with every failure string.
+RESOLVE: Final = "resolve"
+CONNECT: Final = "connect"
+TLS_HANDSHAKE: Final = "tls_handshake"
+MTPROTO_HANDSHAKE: Final = "mtproto_handshake"
+HTTP_ROUND_TRIP: Final = "http_round_trip"
+
+# Failures that a certificate check produces: the peer answered TLS with a certificate
+# we cannot trust for the name (what an intercepting middlebox causes).
+CERTIFICATE_FAILURES: Final = frozenset(
+    {SSL_INVALID_HOSTNAME, SSL_UNKNOWN_AUTHORITY, SSL_INVALID_CERTIFICATE}
+)
+
+
+class ProtocolError(Exception):
+    """The peer answered, but not in the service's protocol (a middlebox, a wrong host)."""
+
+    failure = MTPROTO_UNEXPECTED_RESPONSE
+
+
+class UnexpectedStatus(Exception):
+    """An HTTP server answered with a status the check does not accept."""
+
+    failure = HTTP_UNEXPECTED_STATUS
+
+
+class DNSFailure(Exception):
+    """A resolver answered with an error code or without the records asked for."""
+
+    def __init__(self, failure: str, rcode: str) -> None:
+        super().__init__(f"{failure} ({rcode})")
+        self.failure = failure
+        self.rcode = rcode
+
+
+_ERRNO_FAILURES: Final = {
+    errno.ECONNREFUSED: CONNECTION_REFUSED,
+    errno.ECONNRESET: CONNECTION_RESET,
+    errno.ECONNABORTED: CONNECTION_RESET,
+    errno.EPIPE: CONNECTION_RESET,
+    errno.EHOSTUNREACH: HOST_UNREACHABLE,
+    errno.EHOSTDOWN: HOST_UNREACHABLE,
+    errno.ENETUNREACH: NETWORK_UNREACHABLE,
+    errno.ENETDOWN: NETWORK_UNREACHABLE,
+    errno.EADDRNOTAVAIL: NETWORK_UNREACHABLE,
+    errno.ETIMEDOUT: GENERIC_TIMEOUT,
+}
+
+_RCODE_FAILURES: Final[dict[int, str]] = {
+    dns.rcode.NXDOMAIN: DNS_NXDOMAIN,
+    dns.rcode.SERVFAIL: DNS_SERVFAIL,
+    dns.rcode.REFUSED: DNS_REFUSED,
+}
+
+# OpenSSL X509_V_ERR codes that mean "no chain to a trusted root".
+_UNKNOWN_AUTHORITY_CODES: Final = frozenset({2, 18, 19, 20, 21, 27})
+_HOSTNAME_MISMATCH_CODE: Final = 62
+
+
+def rcode_failure(rcode: int) -> str:
+    """The failure string for a DNS response code other than NOERROR."""
+    return _RCODE_FAILURES.get(int(rcode), UNKNOWN_FAILURE)
+
+
+def _ssl_failure(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code == _HOSTNAME_MISMATCH_CODE:
+            return SSL_INVALID_HOSTNAME
+        if exc.verify_code in _UNKNOWN_AUTHORITY_CODES:
+            return SSL_UNKNOWN_AUTHORITY
+        return SSL_INVALID_CERTIFICATE
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return EOF_ERROR
+    return SSL_FAILED_HANDSHAKE
+
+
+def classify(exc: BaseException) -> str:
+    """Map any exception a check may raise to one failure string of the vocabulary."""
+    failure = getattr(exc, "failure", None)
+    if isinstance(failure, str) and failure in FAILURES:
+        return failure
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return classify(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return classify(exc.os_error)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return EOF_ERROR
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | dns.exception.Timeout):
+        return GENERIC_TIMEOUT
+    if isinstance(exc, asyncio.IncompleteReadError | EOFError):
+        return EOF_ERROR
+    if isinstance(exc, dns.resolver.NXDOMAIN):
+        return DNS_NXDOMAIN
+    if isinstance(exc, dns.resolver.NoAnswer):
+        return DNS_NO_ANSWER
+    if isinstance(exc, ssl.SSLError):
+        return _ssl_failure(exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return CONNECTION_REFUSED
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return CONNECTION_RESET
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _ERRNO_FAILURES.get(exc.errno, UNKNOWN_FAILURE)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and cause is not exc:
+        return classify(cause)
+    return UNKNOWN_FAILURE

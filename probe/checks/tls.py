@@ -69,7 +69,7 @@ async def handshake(
 
 
 async def check_tls(
-    messenger: str,
+    messenger: str | None,
     target: str,
     address: str,
     port: int,

@@ -1,0 +1,136 @@
+"""`probe run`: rounds on a schedule, the HTTP server, reloads and a clean shutdown.
+
+Rounds never overlap: the next starts `interval` (plus jitter) after the previous one
+started, or at once when a round overran, and the overrun is counted. A reload (SIGHUP or
+POST /-/reload) validates the new file first; a bad one is refused, reported in metrics
+and logs, and the running config stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from probe.config import Config, ConfigError, load_config
+from probe.evidence import EvidenceLog
+from probe.metrics import Metrics
+from probe.round import RoundResult, run_round
+
+log = logging.getLogger("probe")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """'HOST:PORT', ':PORT' (all interfaces) or '[V6]:PORT'; ValueError names what is wrong."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"--listen {listen!r}: expected HOST:PORT, :PORT or [IPV6]:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port_text)
+
+
+class Service:
+    """The scheduler and its state, shared with the HTTP handlers."""
+
+    def __init__(self, path: Path, config: Config, metrics: Metrics | None = None) -> None:
+        self.path = path
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.evidence = EvidenceLog.for_config(config)
+        self.latest: RoundResult | None = None
+        self.last_reload_error: str | None = None
+        self.next_round_at: float = time.time()
+        self.rounds = 0
+        self._wake = asyncio.Event()
+        self.metrics.config_loaded(config.vantage.name, True)
+
+    def reload(self) -> tuple[bool, str]:
+        """Load the config file again; keep the old config if the new one is bad."""
+        try:
+            config = load_config(self.path)
+        except ConfigError as exc:
+            self.last_reload_error = str(exc)
+            self.metrics.config_loaded(self.config.vantage.name, False)
+            log.error("reload refused, keeping the running config: %s", exc)
+            return False, str(exc)
+        self.config = config
+        self.evidence = EvidenceLog.for_config(config)
+        self.last_reload_error = None
+        self.metrics.config_loaded(config.vantage.name, True)
+        log.info("config reloaded from %s", self.path)
+        self._wake.set()  # the new schedule applies from the next round
+        return True, "reloaded"
+
+    def _round_budget(self, config: Config) -> float:
+        t = config.schedule.timeouts
+        return config.schedule.interval + t.dns + t.connect + 2 * t.tls + t.mtproto + t.http
+
+    async def run_one(self) -> RoundResult:
+        config = self.config
+        async with asyncio.timeout(self._round_budget(config)):
+            result = await run_round(config)
+        self.latest = result
+        self.rounds += 1
+        self.metrics.record_round(result)
+        await asyncio.to_thread(self.evidence.append_round, result)
+        return result
+
+    async def loop(self) -> None:
+        """Run rounds until cancelled; a failing round is logged, never fatal."""
+        while True:
+            started = time.time()
+            try:
+                result = await self.run_one()
+                log.info("round %d: %d targets in %.1fs, baseline %s", self.rounds,
+                         len(result.verdicts), result.duration, "ok" if result.baseline.ok else "DOWN")
+            except TimeoutError:
+                log.error("round did not finish within its budget; starting the next one")
+            except Exception:
+                log.exception("round failed; the next one runs on schedule")
+            schedule = self.config.schedule
+            interval = schedule.interval * (1 + random.uniform(-schedule.jitter, schedule.jitter))
+            self.next_round_at = started + interval
+            delay = self.next_round_at - time.time()
+            if delay <= 0:
+                self.metrics.overruns.labels(self.config.vantage.name).inc()
+                log.warning("round overran the interval by %.1fs", -delay)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+
+async def serve(path: Path, config: Config, host: str, port: int) -> int:
+    """Serve until SIGTERM or SIGINT; return the exit code."""
+    from probe.server import make_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = Service(path, config)
+    runner = web.AppRunner(make_app(service), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        await runner.cleanup()
+        return 2
+    log.info("listening on %s:%d, vantage %s", host, port, config.vantage.name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    scheduler = asyncio.create_task(service.loop())
+    await stop.wait()
+    log.info("shutting down")
+    scheduler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await scheduler
+    await runner.cleanup()
+    return 0

@@ -183,7 +183,9 @@ class HTTP(Strict):
 
 class Evidence(Strict):
     directory: Path | None = None
-    retention_days: float = Field(default=14, gt=0)
+    retention_days: float = Field(default=14, gt=0, le=36500)
+    # rotate evidence.jsonl when the next line would make it larger than this
+    max_file_bytes: int = Field(default=64 << 20, ge=4096, le=1 << 40)
 
 
 class Config(Strict):

@@ -18,7 +18,7 @@ import ssl
 import struct
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -240,12 +240,28 @@ def listen_addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
     return [parse_listen(x) for x in (args.listen or ["127.0.0.1:0"])]
 
 
-async def serve_until_signal(servers: Sequence[BaseServer]) -> None:
-    """Start all servers, print one ``ready`` line, run until SIGTERM/SIGINT, stop them."""
+async def serve_until_signal(servers: Sequence[BaseServer], reload: Callable[[], None] | None = None) -> None:
+    """Start all servers, print one ``ready`` line, run until SIGTERM/SIGINT, stop them.
+
+    With ``reload``, SIGHUP calls it and prints ``reloaded`` (or ``reload-error ...``): the
+    lab flips a resolver's behaviour between scenarios without a process restart.
+    """
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
+    if reload is not None:
+        hook = reload
+
+        def on_hup() -> None:
+            try:
+                hook()
+            except Exception as exc:
+                print(f"reload-error {exc}", flush=True)
+            else:
+                print("reloaded", flush=True)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
     started: list[BaseServer] = []
     try:
         for server in servers:
@@ -261,10 +277,10 @@ async def serve_until_signal(servers: Sequence[BaseServer]) -> None:
                 await server.stop()
 
 
-def run_standalone(servers: Sequence[BaseServer]) -> int:
+def run_standalone(servers: Sequence[BaseServer], reload: Callable[[], None] | None = None) -> int:
     """Entry point body for ``python -m tests.support.X``: exit 0 on SIGTERM, 1 on bind error."""
     try:
-        asyncio.run(serve_until_signal(servers))
+        asyncio.run(serve_until_signal(servers, reload))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1

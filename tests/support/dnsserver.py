@@ -21,6 +21,9 @@ Standalone::
   python -m tests.support.dnsserver --listen 127.0.0.1:5353 --record t.me=198.18.64.9 \
       --behaviour race --forged 10.10.34.34
 
+SIGHUP re-reads the config file (prints ``reloaded``), so a lab resolver can change its
+behaviour between scenarios without a restart.
+
 The zone file (YAML or JSON)::
 
   zone: {telegram.org: {A: [198.18.64.10], AAAA: ["2001:db8:64::10"]}}
@@ -379,7 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return run_standalone(servers)
+
+    def reload() -> None:
+        """SIGHUP: re-read --config (and flags) and apply zone and behaviours in place."""
+        fresh = DnsServer.from_config(config_from_args(args))
+        for server in servers:
+            server.zone, server.behaviour = fresh.zone, fresh.behaviour
+            server.behaviours, server.forged = fresh.behaviours, fresh.forged
+            server.race_delay, server.ttl = fresh.race_delay, fresh.ttl
+
+    return run_standalone(servers, reload)
 
 
 if __name__ == "__main__":

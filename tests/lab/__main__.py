@@ -1,0 +1,83 @@
+"""Developer CLI: ``python -m tests.lab up|down|status|scenario ID|probe``.
+
+Why: to look around in the lab by hand (``ip netns exec subject .venv/bin/probe once
+--config /run/reach-lab/configs/subject.yaml``), reproduce a scenario, and clean up.
+``up`` leaves the lab running without holding the lock; a test run cleans it away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tests.lab import plan
+from tests.lab.topology import PROBE_BIN, Lab, LabError, LabLock, lab_available
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="build the lab (removes a stale one first)")
+    sub.add_parser("down", help="remove every lab namespace and process")
+    sub.add_parser("status", help="lab namespaces and their processes")
+    sc = sub.add_parser("scenario", help="rebuild the lab and apply one scenario's rules")
+    sc.add_argument("id", help="scenario id, e.g. 08a-sni-reset (list: scenario list)")
+    sub.add_parser("probe", help="run probe once in both vantages, print the verdicts")
+    args = parser.parse_args(argv)
+
+    reason = lab_available()
+    if reason and args.command != "status":
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+    lab = Lab()
+    try:
+        if args.command == "up":
+            with LabLock():
+                lab.up()
+                # the servers must outlive this command: forget them without stopping
+                lab.processes.clear()
+            for vantage in (plan.SUBJECT, plan.CONTROL):
+                config = lab.write_probe_config(vantage)
+                print(f"ip netns exec {vantage} {PROBE_BIN} once --config {config}")
+            return 0
+        if args.command == "down":
+            with LabLock():
+                lab.down()
+            return 0
+        if args.command == "status":
+            print(json.dumps(lab.status(), indent=1))
+            return 0
+        from tests.lab.scenarios import SCENARIOS, apply_scenario
+
+        if args.command == "scenario":
+            if args.id == "list":
+                for s in SCENARIOS:
+                    print(f"{s.id:28} {s.title}")
+                return 0
+            scenario = next((s for s in SCENARIOS if s.id == args.id), None)
+            if scenario is None:
+                print(f"error: no scenario {args.id!r}; try: scenario list", file=sys.stderr)
+                return 2
+            with LabLock():
+                # a fresh lab per scenario: the servers of an earlier `up` are not ours
+                lab.down()
+                lab.up()
+                apply_scenario(lab, scenario)
+                lab.processes.clear()
+            print(f"applied {scenario.id}: {scenario.title}")
+            return 0
+        if args.command == "probe":
+            results = lab.run_probes()
+            for vantage, result in results.items():
+                for v in result["verdicts"]:
+                    print(f"{vantage:8} {v['target']:24} {v['verdict']:18} {v['rule']}")
+            return 0
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Probe configs for the lab's two vantages (docs/engine-contract.md schema).
+
+Why generated: every address of the catalogue (DCs, domains, address space, resolvers,
+baseline, CA) must point at lab hosts, and the plan in tests/lab/plan.py is the one truth.
+The probe runs unchanged, configured only through its normal config file — the same path
+a private deployment uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.lab import plan
+
+#: Short timeouts: every scenario (two vantages, ~32 targets each) should take seconds.
+TIMEOUTS = {"dns": 1.5, "connect": 2.0, "tls": 2.0, "mtproto": 2.0, "http": 4.0}
+
+
+def telegram_overrides() -> dict[str, Any]:
+    """The Telegram catalogue, replaced by lab addresses (the real names, lab answers)."""
+    return {
+        "datacenters": [
+            {"name": dc.name, "addresses": list(dc.addresses), "location": "lab"} for dc in plan.DCS
+        ],
+        "domains": [{"name": f.name, **({"url": f.url} if f.url else {})} for f in plan.FRONTS],
+        "ports": list(plan.DC_PORTS),
+        "address_space": list(plan.ADDRESS_SPACE),
+        "neutral_sni": plan.NEUTRAL_SNI,
+    }
+
+
+def probe_config(vantage: str, workdir: Path, ca_file: Path) -> dict[str, Any]:
+    """The config for ``subject`` or ``control``.
+
+    The subject's system resolver is the ISP resolver inside the censor (the censor can
+    tamper with it); both vantages also ask the untampered control resolver.
+    """
+    subject = vantage == plan.SUBJECT
+    return {
+        "vantage": {
+            "name": f"lab-{vantage}",
+            "country": "IR" if subject else "NL",
+            "asn": 64500 if subject else 64501,
+            "network": "lab ISP behind the censor" if subject else "lab control network",
+            "role": "subject" if subject else "control",
+        },
+        "messengers": {"telegram": telegram_overrides()},
+        "resolvers": {
+            "system": True,
+            "resolv_conf": str(workdir / f"{vantage}-resolv.conf"),
+            "servers": [],
+            "control": [{"name": "lab-control", "address": plan.CONTROL_RESOLVER[0], "protocol": "udp"}],
+            "race_window": 0.3,
+            # 198.18.0.0/15 and 2001:db8::/32 are reserved, but in the lab they are the
+            # "public internet": judge answers there by the address-space check instead.
+            "public_networks": ["198.18.0.0/15", "2001:db8::/32"],
+        },
+        "baseline": {
+            "targets": [
+                {
+                    "name": "lab-baseline",
+                    "address": plan.BASELINE[0],
+                    "port": 443,
+                    "sni": plan.BASELINE_NAME,
+                },
+                {
+                    "name": "lab-baseline-v6",
+                    "address": plan.BASELINE[1],
+                    "port": 443,
+                    "sni": plan.BASELINE_NAME,
+                },
+            ],
+            "throughput_url": f"http://{plan.BASELINE[0]}/blob",
+        },
+        "schedule": {"interval": 60, "jitter": 0, "concurrency": 64, "timeouts": TIMEOUTS},
+        "tls": {"ca_file": str(ca_file)},
+        "http": {"max_bytes": 1 << 20, "transfer_seconds": 2},
+        "evidence": {"directory": None},
+    }

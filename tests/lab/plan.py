@@ -1,0 +1,156 @@
+"""The lab's address plan: every namespace, link, host and name in one place.
+
+Why one module: the topology builder, the probe configs, the scenarios' censor rules and
+docs/lab.md all talk about the same addresses; defining them once keeps a scenario's
+iptables rule and the probe's catalogue override from silently drifting apart.
+
+Only 198.18.0.0/15 (RFC 2544 benchmarking) and 2001:db8::/32 (documentation) are used, so
+nothing here can collide with a real host, let alone a real Telegram address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Namespaces, in creation order. Names are fixed so developers can `ip netns exec subject`.
+SUBJECT, CENSOR, INTERNET, CONTROL = "subject", "censor", "internet", "control"
+NAMESPACES = (SUBJECT, CENSOR, INTERNET, CONTROL)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A veth pair between two namespaces, with both ends' addresses (v4 /24, v6 /64)."""
+
+    left_ns: str
+    left_if: str
+    right_ns: str
+    right_if: str
+    v4_net: str  # "198.18.10" -> .2 left, .1 right
+    v6_net: str  # "2001:db8:10" -> ::2 left, ::1 right
+
+    def left4(self) -> str:
+        return f"{self.v4_net}.2"
+
+    def right4(self) -> str:
+        return f"{self.v4_net}.1"
+
+    def left6(self) -> str:
+        return f"{self.v6_net}::2"
+
+    def right6(self) -> str:
+        return f"{self.v6_net}::1"
+
+
+#: subject <-> censor (the subject's access link; the censor is its only way out)
+SUBJECT_LINK = Link(SUBJECT, "up0", CENSOR, "sub0", "198.18.10", "2001:db8:10")
+#: censor <-> internet (the censored country's international gateway)
+CENSOR_LINK = Link(CENSOR, "up0", INTERNET, "cen0", "198.18.11", "2001:db8:11")
+#: control <-> internet (outside vantage; never passes the censor)
+CONTROL_LINK = Link(CONTROL, "up0", INTERNET, "ctl0", "198.18.12", "2001:db8:12")
+LINKS = (SUBJECT_LINK, CENSOR_LINK, CONTROL_LINK)
+
+# ------------------------------------------------------------------ hosts inside the censor
+#: The subject's ISP resolver (its "system" resolver): behind, and run by, the censor.
+ISP_RESOLVER = ("198.18.1.53", "2001:db8:1::53")
+#: The censor's blockpage server (plain HTTP, Iran's 403 iframe page).
+CENSOR_BLOCKPAGE = ("198.18.1.80", "2001:db8:1::80")
+#: The censor's TLS-intercepting server (certificates from the censor's own CA).
+CENSOR_TLS = ("198.18.1.43", "2001:db8:1::43")
+CENSOR_HOSTS = (*ISP_RESOLVER, *CENSOR_BLOCKPAGE, *CENSOR_TLS)
+CENSOR_HOST_NETS = ("198.18.1.0/24", "2001:db8:1::/48")
+
+# ------------------------------------------------------------------ hosts on the internet side
+#: Control resolver (untampered), reachable from both vantages.
+CONTROL_RESOLVER = ("198.18.3.53", "2001:db8:3::53")
+#: The control vantage's own ISP resolver (also untampered).
+CONTROL_ISP_RESOLVER = ("198.18.3.54", "2001:db8:3::54")
+#: Baseline site: unrelated to the service; HTTP :80 with /blob, TLS :443.
+BASELINE = ("198.18.2.10", "2001:db8:2::10")
+BASELINE_NAME = "baseline.reach-lab.example"
+BASELINE_BLOB_BYTES = 4_000_000
+#: A plausible, public-looking host that is not the service's (scenario 3's forged answer):
+#: outside the service's address space, serving TLS with a certificate for another name.
+DECOY = ("198.18.200.5", "2001:db8:200::5")
+
+#: The service's address space (what the probe config declares as the service's).
+ADDRESS_SPACE = ("198.18.64.0/20", "2001:db8:64::/48")
+#: Names the lab resolvers answer with lab addresses; the probe config's domain list.
+NEUTRAL_SNI = "neutral.reach-lab.example"
+#: Size of the body the service's web fronts serve (throughput measurement).
+FRONT_BODY_BYTES = 1_500_000
+
+
+@dataclass(frozen=True)
+class DC:
+    """A lab data centre: one or more IPv4 addresses and one IPv6 address."""
+
+    name: str
+    v4: tuple[str, ...]
+    v6: str
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return (*self.v4, self.v6)
+
+
+DCS = (
+    DC("dc1", ("198.18.64.1",), "2001:db8:64:1::a"),
+    DC("dc2", ("198.18.65.2", "198.18.65.3"), "2001:db8:64:2::a"),
+    DC("dc3", ("198.18.66.3",), "2001:db8:64:3::a"),
+    DC("dc4", ("198.18.67.4",), "2001:db8:64:4::a"),
+    DC("dc5", ("198.18.68.5",), "2001:db8:64:5::a"),
+)
+DC_PORTS = (443, 80)
+
+
+@dataclass(frozen=True)
+class Front:
+    """A web front of the service: a domain, its lab addresses, and an optional URL."""
+
+    name: str
+    v4: str
+    v6: str
+    url: str | None = None
+
+
+FRONTS = (
+    Front("telegram.org", "198.18.72.10", "2001:db8:64:48::10", "http://telegram.org/"),
+    Front("web.telegram.org", "198.18.72.11", "2001:db8:64:48::11", "https://web.telegram.org/"),
+    Front("t.me", "198.18.72.12", "2001:db8:64:48::12"),
+    Front("api.telegram.org", "198.18.72.13", "2001:db8:64:48::13"),
+    Front("core.telegram.org", "198.18.72.14", "2001:db8:64:48::14"),
+)
+FRONT_NAMES = tuple(f.name for f in FRONTS)
+
+
+def dc_addresses(names: tuple[str, ...] | None = None) -> list[str]:
+    """All addresses of the named DCs (all DCs when None)."""
+    return [a for dc in DCS if names is None or dc.name in names for a in dc.addresses]
+
+
+def front_addresses() -> list[str]:
+    """All web-front addresses (v4 and v6)."""
+    return [a for f in FRONTS for a in (f.v4, f.v6)]
+
+
+def internet_hosts() -> list[str]:
+    """Every address that lives on the internet namespace's loopback."""
+    return [
+        *dc_addresses(),
+        *front_addresses(),
+        *CONTROL_RESOLVER,
+        *CONTROL_ISP_RESOLVER,
+        *BASELINE,
+        *DECOY,
+    ]
+
+
+def zone() -> dict[str, dict[str, list[str]]]:
+    """What the honest resolvers answer: the real names, lab addresses."""
+    z = {f.name: {"A": [f.v4], "AAAA": [f.v6]} for f in FRONTS}
+    z[BASELINE_NAME] = {"A": [BASELINE[0]], "AAAA": [BASELINE[1]]}
+    return z
+
+
+def is_v6(address: str) -> bool:
+    return ":" in address

@@ -30,6 +30,21 @@ def iran_2015_probes() -> list[FakeProbe]:
     return [subject, control]
 
 
+def fleet_probes() -> list[FakeProbe]:
+    """The Iran scenario plus a second subject vantage with TLS tampering.
+
+    Together they make every board panel (DNS and TLS failures, interception verdicts,
+    latency) return data.
+    """
+    tls = FakeProbe(vantage="ir-lab-2", country="IR", role="subject", asn="AS64503")
+    tls.verdicts = {
+        "web.telegram.org/v4": "tls_interception",
+        "web.telegram.org/v6": "sni_filtering",
+        "dc1-v4:443": "protocol_filtering",
+    }
+    return [*iran_2015_probes(), tls]
+
+
 def serve_fake_probes(probes: list[FakeProbe]) -> list[promstack.MetricsServer]:
     """Start one loopback /metrics server per fake probe (the caller stops them)."""
     servers: list[promstack.MetricsServer] = []
@@ -51,7 +66,7 @@ def require_prometheus() -> None:
 
 @pytest.fixture(scope="module")
 def fake_probes() -> list[FakeProbe]:
-    return iran_2015_probes()
+    return fleet_probes()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +100,7 @@ def fleet_prometheus(
     try:
         prom.wait_for_series('count by (vantage) (reach_verdict{verdict="ok"})', count=len(probe_targets))
         prom.wait_rules_evaluated()
-        prom.wait_for_series("country_messenger:reach_status:code", count=len(probe_targets))
+        prom.wait_for_series("vantage_messenger:reach_status:code", count=len(probe_targets))
         # rate() needs two samples of the counters inside its window
         prom.wait_for_series("rate(reach_check_failures_total[1m]) > 0")
         yield prom

@@ -1,0 +1,706 @@
+"""Build the reach Grafana dashboards (grafana/dashboards/*.json) from this one file.
+
+Run `python grafana/build_dashboards.py` after editing; tests/fleet/test_dashboards.py
+fails when the committed JSON differs from what this script writes, so the two never
+drift. Plain dicts, no Grafana SDK: the JSON model (schemaVersion 39) is small and stable.
+
+Conventions every panel follows:
+- datasource `${datasource}` (a datasource variable), so one board serves every Prometheus;
+- template variables country -> vantage -> messenger, used as regex matchers;
+- no data is grey and says "no data": a silent vantage must never look green or red.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+SCHEMA_VERSION = 39
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+GREY = "#808080"
+GREEN = "green"
+RED = "red"
+ORANGE = "orange"
+PURPLE = "#8F3BB8"
+
+BLOCKING = (
+    "dns_injection|dns_blocking|ip_blocking|tcp_reset|sni_filtering|"
+    "tls_interception|protocol_filtering|http_blockpage|throttling"
+)
+SEL = 'vantage=~"$vantage",messenger=~"$messenger"'
+DURATION = "rate(reach_check_duration_seconds_bucket{"
+
+NO_DATA = {
+    "type": "special",
+    "options": {"match": "null+nan", "result": {"text": "no data", "color": GREY, "index": 99}},
+}
+
+# vantage_messenger:reach_status:code / country_messenger:reach_status:code
+STATUS_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "1": {"text": "vantage offline", "color": PURPLE, "index": 0},
+            "2": {"text": "unknown", "color": GREY, "index": 1},
+            "3": {"text": "ok", "color": GREEN, "index": 2},
+            "4": {"text": "outage", "color": ORANGE, "index": 3},
+            "5": {"text": "blocked", "color": RED, "index": 4},
+        },
+    },
+    NO_DATA,
+]
+BOOL_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "fail", "color": RED, "index": 0},
+            "1": {"text": "ok", "color": GREEN, "index": 1},
+        },
+    },
+    NO_DATA,
+]
+
+
+def grey_thresholds(*steps: tuple[float, str]) -> dict[str, Any]:
+    """Thresholds whose base is grey: an unmapped or missing value is never green/red."""
+    return {
+        "mode": "absolute",
+        "steps": [{"color": GREY, "value": None}, *({"color": c, "value": v} for v, c in steps)],
+    }
+
+
+def field_defaults(
+    unit: str | None = None,
+    mappings: list[dict[str, Any]] | None = None,
+    thresholds: dict[str, Any] | None = None,
+    color_mode: str = "thresholds",
+    custom: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "color": {"mode": color_mode},
+        "mappings": mappings if mappings is not None else [NO_DATA],
+        "noValue": "no data",
+        "thresholds": thresholds or grey_thresholds(),
+    }
+    if unit:
+        defaults["unit"] = unit
+    if custom:
+        defaults["custom"] = custom
+    return defaults
+
+
+def target(expr: str, legend: str = "", instant: bool = False, fmt: str = "time_series") -> dict[str, Any]:
+    return {
+        "datasource": DS,
+        "expr": expr,
+        "legendFormat": legend or "__auto",
+        "instant": instant,
+        "range": not instant,
+        "format": fmt,
+        "refId": "A",
+    }
+
+
+class Board:
+    """Lays panels out left to right, 24 columns wide, and numbers them."""
+
+    def __init__(self) -> None:
+        self.panels: list[dict[str, Any]] = []
+        self.x = 0
+        self.y = 0
+        self.row_h = 0
+
+    def add(
+        self,
+        kind: str,
+        title: str,
+        description: str,
+        targets: list[dict[str, Any]],
+        w: int,
+        h: int,
+        defaults: dict[str, Any],
+        options: dict[str, Any] | None = None,
+        transformations: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if self.x + w > 24:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+        for i, t in enumerate(targets):
+            t["refId"] = chr(ord("A") + i)
+        panel: dict[str, Any] = {
+            "id": len(self.panels) + 1,
+            "type": kind,
+            "title": title,
+            "description": description,
+            "datasource": DS,
+            "gridPos": {"h": h, "w": w, "x": self.x, "y": self.y},
+            "targets": targets,
+            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "options": options or {},
+        }
+        if transformations:
+            panel["transformations"] = transformations
+        self.panels.append(panel)
+        self.x += w
+        self.row_h = max(self.row_h, h)
+
+
+def status_history(
+    board: Board,
+    title: str,
+    description: str,
+    expr: str,
+    legend: str,
+    mappings: list[dict[str, Any]],
+    w: int = 24,
+    h: int = 8,
+    kind: str = "status-history",
+) -> None:
+    options: dict[str, Any] = {
+        "showValue": "never",
+        "rowHeight": 0.9,
+        "colWidth": 0.9,
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+        "tooltip": {"mode": "single", "sort": "none"},
+    }
+    if kind == "state-timeline":
+        options = {**options, "mergeValues": True, "alignValue": "left"}
+        del options["colWidth"]
+    board.add(
+        kind,
+        title,
+        description,
+        [target(expr, legend)],
+        w,
+        h,
+        field_defaults(mappings=mappings, color_mode="fixed", custom={"fillOpacity": 80, "lineWidth": 0}),
+        options,
+    )
+
+
+def table(
+    board: Board, title: str, description: str, expr: str, columns: list[str], w: int = 24, h: int = 8
+) -> None:
+    """An instant table showing only ``columns`` (labels), in that order."""
+    keep = {c: i for i, c in enumerate(columns)}
+    board.add(
+        "table",
+        title,
+        description,
+        [target(expr, instant=True, fmt="table")],
+        w,
+        h,
+        field_defaults(color_mode="fixed"),
+        {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+        [
+            {"id": "labelsToFields", "options": {"mode": "columns"}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {
+                        "Time": True,
+                        "Value": True,
+                        "__name__": True,
+                        "job": True,
+                        "instance": True,
+                    },
+                    "indexByName": keep,
+                    "renameByName": {},
+                },
+            },
+        ],
+    )
+
+
+def timeseries(
+    board: Board,
+    title: str,
+    description: str,
+    targets: list[dict[str, Any]],
+    unit: str,
+    w: int = 12,
+    h: int = 8,
+    bars: bool = False,
+    stack: bool = False,
+) -> None:
+    custom = {
+        "drawStyle": "bars" if bars else "line",
+        "fillOpacity": 60 if bars else 10,
+        "lineWidth": 1,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+    }
+    board.add(
+        "timeseries",
+        title,
+        description,
+        targets,
+        w,
+        h,
+        field_defaults(unit=unit, color_mode="palette-classic", custom=custom),
+        {
+            "legend": {
+                "displayMode": "table",
+                "placement": "right",
+                "showLegend": True,
+                "calcs": ["lastNotNull"],
+            },
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+    )
+
+
+def stat(
+    board: Board,
+    title: str,
+    description: str,
+    expr: str,
+    unit: str,
+    thresholds: dict[str, Any],
+    mappings: list[dict[str, Any]] | None = None,
+    w: int = 6,
+    h: int = 4,
+    legend: str = "",
+) -> None:
+    board.add(
+        "stat",
+        title,
+        description,
+        [target(expr, legend, instant=True)],
+        w,
+        h,
+        field_defaults(unit=unit, mappings=mappings, thresholds=thresholds),
+        {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "background",
+            "graphMode": "none",
+            "textMode": "auto",
+            "justifyMode": "auto",
+            "orientation": "auto",
+        },
+    )
+
+
+def variables() -> list[dict[str, Any]]:
+    def query_var(name: str, label: str, query: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "label": label,
+            "type": "query",
+            "datasource": DS,
+            "definition": query,
+            "query": {"query": query, "refId": f"{name}-query", "qryType": 1},
+            "refresh": 2,
+            "includeAll": True,
+            "multi": True,
+            "allValue": ".*",
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "options": [],
+            "sort": 1,
+            "regex": "",
+            "hide": 0,
+        }
+
+    return [
+        {
+            "name": "datasource",
+            "label": "Prometheus",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {"selected": True, "text": "reach-prometheus", "value": "reach-prometheus"},
+            "options": [],
+            "refresh": 1,
+            "regex": "",
+            "hide": 0,
+        },
+        query_var("country", "Country", "label_values(reach_vantage_info, country)"),
+        query_var("vantage", "Vantage", 'label_values(reach_vantage_info{country=~"$country"}, vantage)'),
+        query_var("messenger", "Messenger", 'label_values(reach_verdict{vantage=~"$vantage"}, messenger)'),
+    ]
+
+
+def dashboard(uid: str, title: str, description: str, board: Board) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["reach"],
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": False,
+        "graphTooltip": 1,
+        "timezone": "utc",
+        "refresh": "1m",
+        "time": {"from": "now-24h", "to": "now"},
+        "timepicker": {},
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "annotations": {"list": []},
+        "links": [
+            {
+                "title": "reach boards",
+                "type": "dashboards",
+                "tags": ["reach"],
+                "asDropdown": True,
+                "includeVars": True,
+                "keepTime": True,
+            }
+        ],
+        "templating": {"list": variables()},
+        "panels": board.panels,
+    }
+
+
+def fleet_overview() -> dict[str, Any]:
+    b = Board()
+    stat(
+        b,
+        "Vantages reporting",
+        "Vantages with fresh series (silent ones are not counted).",
+        'count(vantage:reach_vantage_info:max{country=~"$country"})',
+        "none",
+        grey_thresholds((1, "blue")),
+    )
+    stat(
+        b,
+        "Subject vantages blocked",
+        "Subject vantages whose status is blocked now.",
+        'sum(messenger:reach_vantages_blocked:count{messenger=~"$messenger"}) or vector(0)',
+        "none",
+        grey_thresholds((1, RED)),
+    )
+    stat(
+        b,
+        "Vantages offline",
+        "Vantages whose own network is down (baseline fails).",
+        'count(max by (vantage) (reach_baseline_success{vantage=~"$vantage"}) == 0) or vector(0)',
+        "none",
+        grey_thresholds((1, PURPLE)),
+    )
+    stat(
+        b,
+        "Best control ok ratio",
+        "Share of targets the best online control vantage reaches.",
+        'min(messenger:reach_control_verdict_ok:max_ratio{messenger=~"$messenger"})',
+        "percentunit",
+        grey_thresholds((0, ORANGE), (0.5, GREEN)),
+    )
+    status_history(
+        b,
+        "Fleet status: country x messenger",
+        "Most telling status of the vantages in each country: blocked (a control reaches the "
+        "messenger), outage (controls fail too), ok, unknown, vantage offline. Grey: no data.",
+        'country_messenger:reach_status:code{country=~"$country",messenger=~"$messenger"}',
+        "{{country}} / {{messenger}}",
+        STATUS_MAPPINGS,
+        h=7,
+    )
+    status_history(
+        b,
+        "Status per vantage",
+        "Status of each vantage x messenger. A silent vantage has no data (grey), never blocked.",
+        'vantage_messenger:reach_status:code{country=~"$country",' + SEL + "}",
+        "{{vantage}} ({{country}}, {{role}}) / {{messenger}}",
+        STATUS_MAPPINGS,
+        h=8,
+        kind="state-timeline",
+    )
+    table(
+        b,
+        "Blocked now, by mechanism",
+        "Targets with a blocking verdict at vantages whose status is blocked (confirmed by a control).",
+        "(reach_verdict{" + SEL + ',verdict=~"' + BLOCKING + '"} == 1)'
+        ' and on (vantage, messenger) (vantage_messenger:reach_status:code{country=~"$country"} == 5)',
+        ["vantage", "messenger", "target", "verdict"],
+        w=12,
+        h=9,
+    )
+    table(
+        b,
+        "Local verdicts now (not ok)",
+        "Every target whose verdict is not ok, at every vantage, whatever the fleet status.",
+        "reach_verdict{" + SEL + ',verdict!="ok"} == 1',
+        ["vantage", "messenger", "target", "verdict"],
+        w=12,
+        h=9,
+    )
+    status_history(
+        b,
+        "Baseline per vantage",
+        "Whether each vantage's own network works (its baseline targets).",
+        'reach_baseline_success{vantage=~"$vantage"}',
+        "{{vantage}}",
+        BOOL_MAPPINGS,
+        h=6,
+    )
+    return dashboard(
+        "reach-fleet-overview", "reach / fleet overview", "Where is which messenger blocked, and how.", b
+    )
+
+
+def vantage_drilldown() -> dict[str, Any]:
+    b = Board()
+    table(
+        b,
+        "Vantage",
+        "Labels of the selected vantages.",
+        'reach_vantage_info{vantage=~"$vantage"}',
+        ["vantage", "country", "asn", "network", "role"],
+        w=12,
+        h=5,
+    )
+    stat(
+        b,
+        "Last round age",
+        "Seconds since the last finished round; large means the probe is stuck.",
+        'time() - max by (vantage) (reach_round_last_timestamp_seconds{vantage=~"$vantage"})',
+        "s",
+        {
+            "mode": "absolute",
+            "steps": [
+                {"color": GREEN, "value": None},
+                {"color": ORANGE, "value": 300},
+                {"color": RED, "value": 900},
+            ],
+        },
+        w=4,
+        h=5,
+        legend="{{vantage}}",
+    )
+    stat(
+        b,
+        "Baseline",
+        "The vantage's own network (baseline targets).",
+        'reach_baseline_success{vantage=~"$vantage"}',
+        "none",
+        grey_thresholds(),
+        BOOL_MAPPINGS,
+        w=4,
+        h=5,
+        legend="{{vantage}}",
+    )
+    stat(
+        b,
+        "Config reload",
+        "Whether the last configuration reload was accepted.",
+        'reach_config_last_reload_successful{vantage=~"$vantage"}',
+        "none",
+        grey_thresholds(),
+        BOOL_MAPPINGS,
+        w=4,
+        h=5,
+        legend="{{vantage}}",
+    )
+    status_history(
+        b,
+        "Check success per target and check",
+        "Each DC / front and each step (dns, tcp, tls, mtproto, http) in each round.",
+        "reach_check_success{" + SEL + "}",
+        "{{vantage}} {{target}} {{check}}",
+        BOOL_MAPPINGS,
+        h=10,
+    )
+    timeseries(
+        b,
+        "Verdicts over time",
+        "How many targets have each verdict.",
+        [target("count by (verdict) (reach_verdict{" + SEL + "} == 1)", "{{verdict}}")],
+        "none",
+        bars=True,
+        stack=True,
+    )
+    timeseries(
+        b,
+        "Failure strings over time",
+        "Failed checks per round interval, by check and failure string.",
+        [
+            target(
+                "sum by (check, failure) (increase(reach_check_failures_total{"
+                + SEL
+                + "}[$__rate_interval]))",
+                "{{check}}: {{failure}}",
+            )
+        ],
+        "none",
+        bars=True,
+        stack=True,
+    )
+    timeseries(
+        b,
+        "Latency by check (p50, p95)",
+        "From the check duration histogram.",
+        [
+            target(
+                "histogram_quantile(0.5, sum by (le, check) (rate(reach_check_duration_seconds_bucket{"
+                + SEL
+                + "}[$__rate_interval])))",
+                "p50 {{check}}",
+            ),
+            target(
+                "histogram_quantile(0.95, sum by (le, check) (rate(reach_check_duration_seconds_bucket{"
+                + SEL
+                + "}[$__rate_interval])))",
+                "p95 {{check}}",
+            ),
+        ],
+        "s",
+    )
+    timeseries(
+        b,
+        "Connect latency per DC (p95)",
+        "TCP connect time per target.",
+        [
+            target(
+                "histogram_quantile(0.95, sum by (le, target) (rate(reach_check_duration_seconds_bucket{"
+                + SEL
+                + ',check="tcp"}[$__rate_interval])))',
+                "{{target}}",
+            )
+        ],
+        "s",
+    )
+    timeseries(
+        b,
+        "Round duration",
+        "How long each round of checks takes.",
+        [target('reach_round_duration_seconds{vantage=~"$vantage"}', "{{vantage}}")],
+        "s",
+    )
+    status_history(
+        b,
+        "Baseline health",
+        "The vantage's baseline in each interval.",
+        'reach_baseline_success{vantage=~"$vantage"}',
+        "{{vantage}}",
+        BOOL_MAPPINGS,
+        w=12,
+        h=8,
+    )
+    return dashboard(
+        "reach-vantage",
+        "reach / vantage drill-down",
+        "One vantage: each DC and check, latency, failure strings, health.",
+        b,
+    )
+
+
+def dns_tls_evidence() -> dict[str, Any]:
+    b = Board()
+    table(
+        b,
+        "DNS and TLS tampering now",
+        "Targets whose current verdict is DNS injection/blocking, TLS interception or SNI filtering.",
+        "reach_verdict{"
+        + SEL
+        + ',verdict=~"dns_injection|dns_blocking|tls_interception|sni_filtering"} == 1',
+        ["vantage", "messenger", "target", "verdict"],
+        w=24,
+        h=7,
+    )
+    timeseries(
+        b,
+        "DNS failures by failure string",
+        "dns_bogon_error / nxdomain / servfail / no answer per interval.",
+        [
+            target(
+                "sum by (vantage, failure) (increase(reach_check_failures_total{"
+                + SEL
+                + ',check="dns"}[$__rate_interval]))',
+                "{{vantage}}: {{failure}}",
+            )
+        ],
+        "none",
+        bars=True,
+        stack=True,
+    )
+    timeseries(
+        b,
+        "TLS failures by failure string",
+        "ssl_unknown_authority / invalid_hostname / reset during the handshake per interval.",
+        [
+            target(
+                "sum by (vantage, failure) (increase(reach_check_failures_total{"
+                + SEL
+                + ',check="tls"}[$__rate_interval]))',
+                "{{vantage}}: {{failure}}",
+            )
+        ],
+        "none",
+        bars=True,
+        stack=True,
+    )
+    timeseries(
+        b,
+        "Injection and interception verdicts",
+        "Targets with each DNS/TLS tampering verdict.",
+        [
+            target(
+                "count by (vantage, verdict) (reach_verdict{"
+                + SEL
+                + ',verdict=~"dns_injection|dns_blocking|tls_interception|sni_filtering"} == 1)',
+                "{{vantage}}: {{verdict}}",
+            )
+        ],
+        "none",
+        bars=True,
+        stack=True,
+    )
+    status_history(
+        b,
+        "DNS and TLS check success",
+        "Each dns and tls step per round.",
+        "reach_check_success{" + SEL + ',check=~"dns|tls"}',
+        "{{vantage}} {{target}} {{check}}",
+        BOOL_MAPPINGS,
+        w=12,
+        h=8,
+    )
+    timeseries(
+        b,
+        "DNS and TLS latency (p95)",
+        "Slow answers can mean an injector racing the resolver.",
+        [
+            target(
+                "histogram_quantile(0.95, sum by (le, vantage, check) ("
+                + DURATION
+                + SEL
+                + ',check=~"dns|tls"}[$__rate_interval])))',
+                "{{vantage}} {{check}}",
+            )
+        ],
+        "s",
+        w=24,
+    )
+    return dashboard(
+        "reach-dns-tls",
+        "reach / DNS and TLS evidence",
+        "Which DNS answers and TLS handshakes are tampered with, where and how.",
+        b,
+    )
+
+
+BOARDS = {
+    "fleet-overview.json": fleet_overview,
+    "vantage-drilldown.json": vantage_drilldown,
+    "dns-tls-evidence.json": dns_tls_evidence,
+}
+
+
+def render(name: str) -> str:
+    return json.dumps(BOARDS[name](), indent=2, sort_keys=False) + "\n"
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    for name in BOARDS:
+        (OUT / name).write_text(render(name))
+        print(f"wrote {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

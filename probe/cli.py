@@ -85,16 +85,20 @@ def once(
 def run(
     config: ConfigOption,
     listen: Annotated[str, typer.Option(help="HOST:PORT to serve metrics and status on.")] = ":9650",
+    web_config_file: Annotated[Path | None, typer.Option(
+        help="Prometheus web-config file: TLS and basic auth for the HTTP endpoints.")] = None,
 ) -> None:
     """Run rounds on the schedule and serve /metrics, /api/status and a status page."""
     from probe.service import parse_listen, serve
+    from probe.webconfig import load_web_config
 
     try:
         host, port = parse_listen(listen)
         cfg = load_config(config)
+        web_cfg = load_web_config(web_config_file) if web_config_file is not None else None
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
-    code = asyncio.run(serve(config, cfg, host, port))
+    code = asyncio.run(serve(config, cfg, host, port, web_cfg))
     raise typer.Exit(code)
 
 
@@ -109,6 +113,33 @@ def check_config(path: Annotated[Path, typer.Argument(help="Config file to valid
     targets = sum(len(p.target_names) for p in plans)
     print(f"{path}: ok (vantage {cfg.vantage.name}, {cfg.vantage.role}; "
           f"{len(plans)} messenger(s), {targets} targets)")
+
+
+@app.command("evidence")
+def evidence(
+    path: Annotated[Path, typer.Argument(help="Evidence log file, or the evidence directory.")],
+    format: Annotated[str, typer.Option(help="text or json.")] = "text",
+) -> None:
+    """Summarise an evidence log; report torn lines (a crash mid-write), exit 1 if any."""
+    from probe.evidence import summarise
+
+    if not path.exists():
+        fail(f"{path}: no such file or directory")
+    try:
+        summary = summarise(path)
+    except OSError as exc:
+        fail(f"{path}: cannot read: {exc}")
+    if format == "json":
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"{path}: {summary['rounds']} rounds, {summary['observations']} observations "
+              f"in {len(summary['files'])} file(s), {summary['first_round']} .. {summary['last_round']}")
+        for name, count in summary["verdicts"].items():
+            print(f"  {name}: {count}")
+        for torn in summary["torn_lines"]:
+            print(f"  torn line skipped: {torn['file']}:{torn['line']} ({torn['bytes']} bytes)")
+    if summary["torn_lines"]:
+        raise typer.Exit(1)
 
 
 @app.command("catalog")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import time
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from probe.metrics import CONTENT_TYPE
 from probe.observation import BLOCKING_VERDICTS, iso
 from probe.report import round_json
 from probe.service import Service
+from probe.webconfig import WebConfig
 
 SERVICE = web.AppKey("service", Service)
 
@@ -36,14 +38,26 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+_STATUS_CACHE = web.AppKey("status_cache", dict)
+
+
 async def status(request: web.Request) -> web.Response:
+    """The latest round as JSON, serialised once per state: a big round's JSON is costly,
+    and many clients polling it must not take the event loop from the round."""
     service = _service(request)
-    return web.json_response({
-        "config": {"path": str(service.path), "last_reload_error": service.last_reload_error},
-        "rounds": service.rounds,
-        "next_round": iso(service.next_round_at),
-        "round": round_json(service.latest) if service.latest else None,
-    })
+    cache: dict[str, object] = request.app[_STATUS_CACHE]
+    key = (id(service.latest), service.rounds, service.last_reload_error, service.next_round_at)
+    if cache.get("key") != key:
+        text = json.dumps({
+            "config": {"path": str(service.path), "last_reload_error": service.last_reload_error},
+            "rounds": service.rounds,
+            "next_round": iso(service.next_round_at),
+            "round": round_json(service.latest) if service.latest else None,
+        })
+        cache["key"], cache["body"] = key, text.encode()
+    body = cache["body"]
+    assert isinstance(body, bytes)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -81,9 +95,11 @@ async def page(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
-def make_app(service: Service) -> web.Application:
-    app = web.Application()
+def make_app(service: Service, web_config: WebConfig | None = None) -> web.Application:
+    middlewares = [web_config.middleware()] if web_config is not None else []
+    app = web.Application(middlewares=middlewares)
     app[SERVICE] = service
+    app[_STATUS_CACHE] = {}
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/status", status)

@@ -19,9 +19,10 @@ from pathlib import Path
 from aiohttp import web
 
 from probe.config import Config, ConfigError, load_config
-from probe.evidence import EvidenceLog
+from probe.evidence import EvidenceCollector, EvidenceLog, ignore_file_size_signal
 from probe.metrics import Metrics
 from probe.round import RoundResult, run_round
+from probe.webconfig import WebConfig
 
 log = logging.getLogger("probe")
 
@@ -43,6 +44,8 @@ class Service:
         self.config = config
         self.metrics = metrics or Metrics()
         self.evidence = EvidenceLog.for_config(config)
+        self.metrics.registry.register(
+            EvidenceCollector(lambda: self.evidence, lambda: self.config.vantage.name))
         self.latest: RoundResult | None = None
         self.last_reload_error: str | None = None
         self.next_round_at: float = time.time()
@@ -60,7 +63,7 @@ class Service:
             log.error("reload refused, keeping the running config: %s", exc)
             return False, str(exc)
         self.config = config
-        self.evidence = EvidenceLog.for_config(config)
+        self.evidence.configure(config)
         self.last_reload_error = None
         self.metrics.config_loaded(config.vantage.name, True)
         log.info("config reloaded from %s", self.path)
@@ -106,21 +109,27 @@ class Service:
                 await asyncio.wait_for(self._wake.wait(), delay)
 
 
-async def serve(path: Path, config: Config, host: str, port: int) -> int:
+async def serve(
+    path: Path, config: Config, host: str, port: int, web_config: WebConfig | None = None
+) -> int:
     """Serve until SIGTERM or SIGINT; return the exit code."""
     from probe.server import make_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ignore_file_size_signal()  # a file-size limit on the evidence log is an error, not death
     service = Service(path, config)
-    runner = web.AppRunner(make_app(service), access_log=None)
+    runner = web.AppRunner(make_app(service, web_config), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        ssl_context = web_config.ssl_context if web_config is not None else None
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         await runner.cleanup()
         return 2
-    log.info("listening on %s:%d, vantage %s", host, port, config.vantage.name)
+    log.info("listening on %s://%s:%d%s, vantage %s", web_config.scheme if web_config else "http",
+             host, port, " with basic auth" if web_config and web_config.users else "",
+             config.vantage.name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, service.reload)

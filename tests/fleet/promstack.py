@@ -359,8 +359,6 @@ def start_prometheus(
     ``remote_write_receiver=True`` accepts remote_write at /api/v1/write (a central server).
     The caller must ``stop()`` it (or use it as a context manager).
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     config: dict[str, Any] = {
         "global": {
             "scrape_interval": "1s",
@@ -383,8 +381,29 @@ def start_prometheus(
                 "queue_config": {"batch_send_deadline": "1s", "min_backoff": "100ms", "max_backoff": "1s"},
             }
         ]
+    return launch_prometheus(
+        workdir,
+        config,
+        agent=agent,
+        remote_write_receiver=remote_write_receiver,
+        extra_args=extra_args,
+        timeout=timeout,
+    )
+
+
+def launch_prometheus(
+    workdir: Path,
+    config: Mapping[str, Any],
+    agent: bool = False,
+    remote_write_receiver: bool = False,
+    extra_args: Sequence[str] = (),
+    timeout: float = 30.0,
+) -> Prometheus:
+    """Start Prometheus with a complete ``config`` (e.g. a shipped file, adapted) on loopback."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
     config_path = workdir / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
     argv = [
         PROMETHEUS_BIN,
         f"--config.file={config_path}",

@@ -68,6 +68,7 @@ class DomainTarget:
     family: int
     url: str | None
     neutral_sni: str
+    port: int = 443
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,7 @@ def plan_messenger(name: str, config: Config) -> MessengerPlan:
     ports = overrides.ports if overrides.ports is not None else catalog.ports
     neutral = overrides.neutral_sni or catalog.neutral_sni
     domain_targets = [
-        DomainTarget(name, f"{d.name}/v{family}", d.name, family, d.url, neutral)
+        DomainTarget(name, f"{d.name}/v{family}", d.name, family, d.url, neutral, d.port)
         for d in domains for family in (4, 6)
     ]
     return MessengerPlan(name, tuple(_dc_targets(name, datacenters, ports)),

@@ -138,6 +138,21 @@ def _mtproto_transport_error(v: TargetView) -> Evidence:
     return [obs] if obs is not None and "transport error" in obs.details.get("error", "") else None
 
 
+def _mtproto_vs_http(mtproto_failures: Collection[str], http_ok: bool) -> Callable[[TargetView], Evidence]:
+    """MTProto failed this way, and the plain-HTTP differential did (not) get an answer."""
+    def test(v: TargetView) -> Evidence:
+        mtproto = v.failed("mtproto", mtproto_failures)
+        differential = v.aux("http")
+        if mtproto is None or differential is None:
+            return None
+        if http_ok != differential.ok:
+            return None
+        if not http_ok and differential.failure not in mtproto_failures:
+            return None
+        return [mtproto, differential]
+    return test
+
+
 def _throttled(v: TargetView) -> Evidence:
     http = v.primary("http")
     reference = v.baseline.throughput_bps
@@ -191,13 +206,20 @@ RULES: tuple[Rule, ...] = (
     Rule("mtproto_transport_error", "inconclusive",
          "the data centre answered an MTProto transport error (it speaks MTProto, but refused)",
          _mtproto_transport_error),
+    Rule("mtproto_reset_any_protocol", "tcp_reset",
+         "TCP connects, but MTProto and plain HTTP alike are reset right after the first bytes",
+         _mtproto_vs_http(RESETS | {F.EOF_ERROR}, http_ok=False)),
     Rule("mtproto_silenced", "protocol_filtering",
-         "TCP connects, but the MTProto handshake gets no answer", _failed("mtproto", {F.GENERIC_TIMEOUT})),
+         "TCP connects and plain HTTP gets an answer, but the MTProto handshake gets none",
+         _mtproto_vs_http({F.GENERIC_TIMEOUT}, http_ok=True)),
     Rule("mtproto_reset", "protocol_filtering",
-         "TCP connects, but the MTProto handshake is reset or closed",
-         _failed("mtproto", RESETS | {F.EOF_ERROR})),
+         "TCP connects and plain HTTP gets an answer, but the MTProto handshake is reset or closed",
+         _mtproto_vs_http(RESETS | {F.EOF_ERROR}, http_ok=True)),
     Rule("mtproto_tampered", "protocol_filtering",
          "TCP connects, but the MTProto handshake gets an answer that is not resPQ with our nonce",
+         _failed("mtproto", {F.MTPROTO_UNEXPECTED_RESPONSE})),
+    Rule("mtproto_failed", "inconclusive",
+         "the MTProto handshake failed, and so did plain HTTP to the same address",
          _failed("mtproto")),
     Rule("http_failed", "inconclusive", "the HTTP request failed without a blockpage", _failed("http")),
     Rule("throughput_below_baseline", "throttling",

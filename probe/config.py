@@ -82,6 +82,7 @@ class Datacenter(Strict):
 class Domain(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")
     url: str | None = Field(default=None, pattern=r"^https?://")
+    port: int = Field(default=443, gt=0, lt=65536)  # where the tcp and tls checks go
 
 
 class MessengerOverrides(Strict):

@@ -23,7 +23,7 @@ import yaml
 from probe.catalog import DCTarget, DomainTarget, MessengerPlan, plan
 from probe.checks.dns import AnswerPolicy, ResolverSpec, check_dns, system_resolvers
 from probe.checks.http import Blockpage, check_http
-from probe.checks.mtproto import check_mtproto
+from probe.checks.mtproto import check_mtproto, check_plain_http
 from probe.checks.net import Source
 from probe.checks.tcp import check_tcp
 from probe.checks.tls import check_tls, client_context
@@ -166,7 +166,12 @@ class Round:
         mtproto = await self._limited(check_mtproto(
             target.messenger, target.name, address, target.port, self.timeouts.mtproto,
             self.source))
-        return [tcp, mtproto]
+        if mtproto.ok:
+            return [tcp, mtproto]
+        differential = await self._limited(check_plain_http(
+            target.messenger, target.name, address, target.port, self.timeouts.mtproto,
+            self.source))
+        return [tcp, mtproto, differential]
 
     async def _domain(self, target: DomainTarget, mplan: MessengerPlan) -> list[Observation]:
         lookups = [
@@ -186,16 +191,18 @@ class Round:
         address = _chosen_address(observations)
         if address is None:
             return observations
-        tcp = await self._limited(check_tcp(target.messenger, target.name, address, 443,
+        tcp = await self._limited(check_tcp(target.messenger, target.name, address, target.port,
                                             self.timeouts.connect, self.source))
         observations.append(tcp)
         if not tcp.ok:
             return observations
-        observations += await self._limited(check_tls(
-            target.messenger, target.name, address, 443, target.domain, target.neutral_sni,
+        tls = await self._limited(check_tls(
+            target.messenger, target.name, address, target.port, target.domain, target.neutral_sni,
             context=self.context, timeout=self.timeouts.tls, source=self.source,
         ))
-        if target.url:
+        observations += tls
+        # an https URL behind a failed handshake would only fail the same way again
+        if target.url and (tls[0].ok or target.url.startswith("http:")):
             observations.append(await self._limited(check_http(
                 target.messenger, target.name, target.url, address,
                 source=self.source.for_version(target.family),

@@ -38,8 +38,9 @@ def parse_reply(payload: bytes, nonce: bytes) -> dict[str, object]:
     """Check a reply's payload; return evidence, or raise ProtocolError saying what is wrong."""
     if len(payload) == 4:
         (code,) = struct.unpack("<i", payload)
-        meaning = TRANSPORT_ERRORS.get(code, "unknown transport error")
-        raise failures.ProtocolError(f"transport error {code} ({meaning})")
+        if code in TRANSPORT_ERRORS:
+            raise failures.ProtocolError(f"transport error {code} ({TRANSPORT_ERRORS[code]})")
+        raise failures.ProtocolError(f"4-byte reply {payload.hex()} is neither resPQ nor a transport error")
     if len(payload) < 40:
         raise failures.ProtocolError(f"reply of {len(payload)} bytes is too short for resPQ")
     auth_key_id, _msg_id, length, constructor = struct.unpack_from("<qqiI", payload)
@@ -70,12 +71,51 @@ async def _exchange(sock: socket.socket, nonce: bytes) -> tuple[dict[str, object
     await loop.sock_sendall(sock, req_pq_multi(nonce))
     header = await _read_exactly(sock, 4)
     (length,) = struct.unpack("<i", header)
-    if length < 0:  # a bare transport error, as some servers send it unframed
+    if length in TRANSPORT_ERRORS:  # a bare transport error, as some servers send it unframed
         return parse_reply(header, nonce), header
     if not 4 <= length <= MAX_REPLY:
         raise failures.ProtocolError(f"frame length {length} is not a plausible resPQ")
     payload = await _read_exactly(sock, length)
     return parse_reply(payload, nonce), header + payload
+
+
+HTTP_PROBE = b"POST /api HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+async def check_plain_http(
+    messenger: str, target: str, address: str, port: int, timeout: float, source: Source
+) -> Observation:
+    """The protocol differential: an empty HTTP POST to the same address and port.
+
+    Telegram's DCs answer plain HTTP (nginx, 404/501), as OONI's test relies on. If HTTP
+    gets an answer where MTProto was reset or silenced, the filter keys on the protocol; if
+    HTTP fails the same way, the address is what is filtered.
+    """
+    watch = Stopwatch()
+    details: dict[str, object] = {"purpose": "protocol_differential"}
+    failure = None
+    sock = None
+    try:
+        async with asyncio.timeout(timeout):
+            sock = await open_socket(address, port, timeout, source)
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(sock, HTTP_PROBE % address.encode())
+            head = await loop.sock_recv(sock, 512)
+        if not head:
+            raise asyncio.IncompleteReadError(b"", 1)
+        details["reply_head"] = head[:64].decode("latin-1")
+        if not head.startswith(b"HTTP/"):
+            raise failures.UnexpectedStatus("the answer to HTTP is not HTTP")
+    except Exception as exc:
+        failure = failures.classify(exc)
+        details["error"] = str(exc)[:200]
+    finally:
+        if sock is not None:
+            sock.close()
+    return Observation(
+        messenger, target, "http", failures.HTTP_ROUND_TRIP, failure, address, port,
+        watch.started, watch.elapsed(), details, aux=True,
+    )
 
 
 async def check_mtproto(

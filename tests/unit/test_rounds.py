@@ -1,0 +1,167 @@
+"""Whole rounds on loopback: each server misbehaviour yields its failure string and verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+import yaml
+
+from probe.config import parse_config
+from probe.round import run_round
+from tests.support.tcpserver import ResetServer
+from tests.unit.conftest import WEB, ProtocolFilteredDC, World, verdicts
+
+def dc(world: World, n: int) -> str:
+    return f"dc{n}-v4:{world.dc_port}"
+
+
+async def test_everything_reachable_is_ok(world: World) -> None:
+    result = await world.round()
+    v = verdicts(result)
+    assert v[dc(world, 1)].verdict == "ok" and v[dc(world, 1)].rule == "all_checks_ok"
+    assert v[dc(world, 2)].verdict == "ok"
+    assert v[f"{WEB}/v4"].verdict == "ok"
+    # no IPv6 baseline on loopback: IPv6 targets are never called blocked
+    assert v[f"{WEB}/v6"].verdict == "vantage_offline"
+    assert world.web.server_names == [WEB, WEB]  # the tls check and the http check
+    assert len(world.dcs[0].nonces) == 1
+
+
+async def test_partial_dc_failure_is_reported_per_dc(world: World) -> None:
+    await world.dcs[1].stop()
+    filtered = ProtocolFilteredDC(world.dcs[1].host, world.dc_port)
+    await filtered.start()
+    world.dcs[1] = filtered
+    result = await world.round()
+    v = verdicts(result)
+    assert v[dc(world, 1)].verdict == "ok"
+    assert v[dc(world, 2)].verdict == "protocol_filtering"
+    assert v[dc(world, 2)].rule == "mtproto_silenced"
+    evidence = {(e.check, e.failure) for e in v[dc(world, 2)].evidence}
+    assert ("mtproto", "generic_timeout_error") in evidence
+    assert ("http", None) in evidence  # the DC answered plain HTTP: the protocol is filtered
+
+
+@pytest.mark.parametrize(("mode", "verdict", "rule"), [
+    ("garbage", "protocol_filtering", "mtproto_tampered"),
+    ("wrong_nonce", "protocol_filtering", "mtproto_tampered"),
+    ("transport_error", "inconclusive", "mtproto_transport_error"),
+])
+async def test_mtproto_answers(world: World, mode: str, verdict: str, rule: str) -> None:
+    world.dcs[0].mode = mode
+    result = await world.round()
+    v = verdicts(result)[dc(world, 1)]
+    assert (v.verdict, v.rule) == (verdict, rule)
+    mtproto = next(o for o in result.observations if o.target == dc(world, 1) and o.check == "mtproto")
+    assert mtproto.failure == "mtproto_unexpected_response"
+
+
+async def test_dc_silent_to_every_protocol_is_inconclusive(world: World) -> None:
+    world.dcs[0].mode = "silent"
+    v = verdicts(await world.round())[dc(world, 1)]
+    assert (v.verdict, v.rule) == ("inconclusive", "mtproto_failed")
+    assert [e.failure for e in v.evidence] == ["generic_timeout_error"]
+
+
+async def test_mtproto_transport_error_is_named(world: World) -> None:
+    world.dcs[0].mode = "transport_error"
+    result = await world.round()
+    mtproto = next(o for o in result.observations if o.target == dc(world, 1) and o.check == "mtproto")
+    assert "-404" in mtproto.details["error"]
+
+
+async def test_port_nobody_listens_on_is_refused(world: World) -> None:
+    await world.dcs[0].stop()
+    result = await world.round()
+    v = verdicts(result)[dc(world, 1)]
+    assert (v.verdict, v.rule) == ("tcp_reset", "connect_reset")
+    assert [e.failure for e in v.evidence] == ["connection_refused"]
+
+
+async def test_listener_that_resets_every_connection(world: World) -> None:
+    await world.dcs[0].stop()
+    async with ResetServer(world.dcs[0].host, world.dc_port):
+        result = await world.round()
+    v = verdicts(result)[dc(world, 1)]
+    assert (v.verdict, v.rule) == ("tcp_reset", "mtproto_reset_any_protocol")
+    assert {e.failure for e in v.evidence} <= {"connection_reset", "eof_error"}
+
+
+@pytest.mark.parametrize(("mode", "failure", "verdict"), [
+    ("wrong_name", "ssl_invalid_hostname", "tls_interception"),
+    ("unknown_ca", "ssl_unknown_authority", "tls_interception"),
+])
+async def test_bad_certificates(world: World, mode: str, failure: str, verdict: str) -> None:
+    await world.restart_web(mode)
+    result = await world.round()
+    v = verdicts(result)[f"{WEB}/v4"]
+    assert (v.verdict, v.rule) == (verdict, "tls_certificate_invalid")
+    assert v.evidence[0].failure == failure
+    fetched = next(o for o in result.observations if o.check == "tls" and o.aux)
+    assert fetched.ok and len(fetched.details["peer_certificate_sha256"]) == 64
+
+
+async def test_bogon_answer_is_dns_injection(world: World) -> None:
+    world.resolver.set_behaviour("bogon")
+    result = await world.round()
+    v = verdicts(result)[f"{WEB}/v4"]
+    assert (v.verdict, v.rule) == ("dns_injection", "dns_fingerprint")
+    dns = v.evidence[0]
+    assert dns.failure == "dns_bogon_error"
+    assert dns.details["answers"] == ["10.10.34.34"]
+    assert dns.details["fingerprints"] == ["ooni.ir_4"]
+
+
+@pytest.mark.parametrize(("behaviour", "failure"), [
+    ("nxdomain", "dns_nxdomain_error"),
+    ("servfail", "dns_servfail_error"),
+    ("refused", "dns_refused_error"),
+    ("noanswer", "dns_no_answer"),
+    ("silent", "generic_timeout_error"),
+])
+async def test_resolver_failures_with_working_control(
+    world: World, behaviour: str, failure: str
+) -> None:
+    world.resolver.set_behaviour(behaviour)
+    result = await world.round()
+    v = verdicts(result)[f"{WEB}/v4"]
+    assert (v.verdict, v.rule) == ("dns_blocking", "dns_failure_control_ok")
+    assert v.evidence[0].failure == failure
+    assert v.evidence[1].details["control"] is True and v.evidence[1].ok
+
+
+async def test_failure_everywhere_is_not_a_block(world: World) -> None:
+    world.resolver.set_behaviour("nxdomain")
+    world.control.set_behaviour("nxdomain")
+    v = verdicts(await world.round())[f"{WEB}/v4"]
+    assert (v.verdict, v.rule) == ("inconclusive", "dns_no_address")
+
+
+async def test_two_answers_to_one_query_is_injection(world: World) -> None:
+    world.resolver.set_behaviour("race")
+    result = await world.round()
+    v = verdicts(result)[f"{WEB}/v4"]
+    assert v.verdict == "dns_injection"
+    dns = next(o for o in result.observations if o.check == "dns" and not o.aux and o.target == f"{WEB}/v4")
+    assert dns.details["answers"] == ["10.10.34.34"]
+    assert dns.details["late_answers"] == [["127.0.20.1"]]
+
+
+async def test_answer_outside_address_space_that_fails_tls(world: World) -> None:
+    data = world.config_data()
+    data["messengers"]["telegram"]["address_space"] = ["127.0.10.0/24"]  # web's address is outside
+    await world.restart_web("unknown_ca")
+    result = await run_round(parse_config(yaml.safe_dump(data), "unit.yaml"))
+    v = verdicts(result)[f"{WEB}/v4"]
+    assert (v.verdict, v.rule) == ("dns_injection", "dns_outside_space")
+    assert {e.check for e in v.evidence} == {"dns", "tls"}
+
+
+async def test_baseline_down_means_vantage_offline_never_a_block(world: World) -> None:
+    await world.baseline.stop()
+    for server in world.dcs:
+        await server.stop()
+    result = await world.round()
+    assert not result.baseline.ok
+    assert {v.verdict for v in result.verdicts} == {"vantage_offline"}
+    assert {v.rule for v in result.verdicts} == {"baseline_unreachable"}

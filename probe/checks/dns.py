@@ -83,9 +83,16 @@ def _addresses(response: dns.message.Message, rdtype: int) -> list[str]:
 
 
 async def _udp_query(
-    query: dns.message.Message, spec: ResolverSpec, timeout: float, race_window: float
+    query: dns.message.Message, spec: ResolverSpec, timeout: float, race_window: float,
+    details: dict[str, Any] | None = None,
 ) -> tuple[dns.message.Message, list[list[str]], int]:
-    """Send one UDP query; return the first reply, later differing answers, garbage count."""
+    """Send one UDP query; return the first reply, later differing answers, garbage count.
+
+    Replies that do not parse or do not answer our query are counted in
+    details["garbage_replies"] as they arrive (and the first one's head kept), so that the
+    evidence survives a timeout that ends the wait.
+    """
+    details = {} if details is None else details
     assert spec.address is not None
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
@@ -110,11 +117,13 @@ async def _udp_query(
                 break
             try:
                 reply = dns.message.from_wire(wire)
-            except dns.exception.DNSException:
+                is_response = query.is_response(reply)
+            except Exception:  # whatever a hostile peer sends is garbage
+                is_response = False
+            if not is_response:
                 garbage += 1
-                continue
-            if not query.is_response(reply):
-                garbage += 1
+                details["garbage_replies"] = garbage
+                details.setdefault("garbage_head", wire[:64].hex())
                 continue
             if first is None:
                 first = reply
@@ -172,9 +181,7 @@ async def check_dns(
         async with asyncio.timeout(timeout):
             late: list[list[str]] = []
             if spec.protocol == "udp":
-                reply, late, garbage = await _udp_query(query, spec, timeout, race_window)
-                if garbage:
-                    details["garbage_replies"] = garbage
+                reply, late, _garbage = await _udp_query(query, spec, timeout, race_window, details)
             elif spec.protocol == "tcp":
                 assert spec.address is not None
                 reply = await dns.asyncquery.tcp(query, spec.address, timeout, spec.port)
@@ -198,7 +205,7 @@ async def check_dns(
             failure = failures.DNS_NO_ANSWER
     except Exception as exc:
         failure = failures.classify(exc)
-        details["error"] = str(exc)[:200]
+        details["error"] = (str(exc) or type(exc).__name__)[:200]
     address = spec.address
     return Observation(
         messenger, target, "dns", failures.RESOLVE, failure, address,

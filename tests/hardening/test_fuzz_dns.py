@@ -1,0 +1,234 @@
+"""Hostile DNS responders: whatever comes back, the dns check ends in time with a verdict.
+
+The check talks to a real UDP or TCP server on loopback that answers with fuzzed bytes:
+random datagrams, mutated real replies, wrong ids, compression-pointer loops, truncation,
+huge answers, oversized TCP length prefixes, stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import struct
+import time
+
+import dns.message
+import dns.rrset
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from probe import failures
+from probe.checks.dns import AnswerPolicy, ResolverSpec, check_dns
+from probe.observation import Observation
+from tests.hardening._counts import CASES, EXAMPLES
+from tests.hardening.hostile import ScriptedTCP, ScriptedUDP
+
+POLICY = AnswerPolicy({}, (ipaddress.ip_network("198.18.0.0/15"),))
+TIMEOUT = 1.0
+SLACK = 0.5
+FUZZ = settings(max_examples=EXAMPLES, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def good_reply(query: bytes, address: str = "198.18.64.1") -> bytes:
+    q = dns.message.from_wire(query)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", address))
+    return r.to_wire()
+
+
+def query_id(query: bytes) -> bytes:
+    return query[:2]
+
+
+def assert_sane(obs: Observation, started: float, timeout: float = TIMEOUT) -> None:
+    assert obs.failure is None or obs.failure in failures.FAILURES, obs.failure
+    assert obs.operation == failures.RESOLVE
+    assert time.monotonic() - started <= timeout + SLACK
+    json.dumps(obs.to_json())  # the evidence log must be able to write it
+    if obs.failure is None:
+        assert obs.details["answers"], obs.details
+
+
+async def resolve(port: int, protocol: str = "udp", timeout: float = TIMEOUT) -> Observation:
+    spec = ResolverSpec("fuzz", protocol, "127.0.0.1", port)
+    return await check_dns("telegram", "web.telegram.org/v4", "web.telegram.org", 4, spec,
+                           timeout=timeout, race_window=0.0, policy=POLICY,
+                           in_space=lambda a: True, session=None)
+
+
+# ---- UDP: garbage first, then the real answer: garbage must neither crash nor win ------
+
+@FUZZ
+@given(garbage=st.lists(st.binary(max_size=700), min_size=1, max_size=4))
+async def test_udp_random_datagrams_before_real_answer(garbage: list[bytes]) -> None:
+    async with ScriptedUDP(lambda q: [*garbage, good_reply(q)]) as server:
+        started = time.monotonic()
+        obs = await resolve(server.port)
+    CASES["dns/udp random datagrams"] += len(garbage)
+    assert_sane(obs, started)
+    # random bytes are (almost) never a response to our query: the real answer wins
+    assert obs.failure is None or obs.details.get("garbage_replies") is not None
+
+
+def mutate(wire: bytes, data: st.DataObject) -> bytes:
+    kind = data.draw(st.sampled_from(["truncate", "flip", "insert", "splice", "counts"]))
+    b = bytearray(wire)
+    if kind == "truncate":
+        return bytes(b[: data.draw(st.integers(0, len(b)))])
+    if kind == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(2, len(b) - 1))  # keep the id: the parser must see it
+            b[i] = data.draw(st.integers(0, 255))
+        return bytes(b)
+    if kind == "insert":
+        i = data.draw(st.integers(12, len(b)))
+        return bytes(b[:i] + data.draw(st.binary(min_size=1, max_size=64)) + b[i:])
+    if kind == "splice":
+        return bytes(b[:12]) + data.draw(st.binary(max_size=512))
+    # header counts that lie (huge qd/an/ns/ar counts)
+    counts = data.draw(st.tuples(*[st.integers(0, 65535)] * 4))
+    return bytes(b[:4]) + struct.pack("!4H", *counts) + bytes(b[12:])
+
+
+@FUZZ
+@given(data=st.data())
+async def test_udp_mutated_replies(data: st.DataObject) -> None:
+    mutated: list[bytes] = []
+
+    def reply(query: bytes) -> list[bytes]:
+        mutated.append(mutate(good_reply(query), data))
+        return [mutated[-1], good_reply(query)]
+
+    async with ScriptedUDP(reply) as server:
+        started = time.monotonic()
+        obs = await resolve(server.port)
+    CASES["dns/udp mutated replies"] += 1
+    assert_sane(obs, started)
+
+
+POINTER_LOOPS = [
+    b"\xc0\x0c",                # a name that points at itself
+    b"\x01a\xc0\x0c",           # a label, then back to the start
+    b"\xc0\x0e\xc0\x0c",        # two pointers pointing at each other
+    b"\x3f" + b"a" * 63 + b"\xc0\x0c",
+]
+
+
+async def test_udp_compression_pointer_loops() -> None:
+    for loop_name in POINTER_LOOPS:
+        for section in ("question", "answer"):
+            def reply(query: bytes, name: bytes = loop_name, where: str = section) -> list[bytes]:
+                flags = b"\x81\x80"
+                if where == "question":
+                    body = struct.pack("!4H", 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
+                else:
+                    qd = dns.message.from_wire(query).question[0].name.to_wire()
+                    here = 12 + len(qd) + 4  # the answer's name points at itself
+                    name = name.replace(b"\xc0\x0c", struct.pack("!H", 0xC000 | here))
+                    body = (struct.pack("!4H", 1, 1, 0, 0) + qd + b"\x00\x01\x00\x01" + name
+                            + b"\x00\x01\x00\x01" + b"\x00\x00\x00\x3c\x00\x04" + b"\xc6\x12\x40\x01")
+                return [query_id(query) + flags + body]
+
+            async with ScriptedUDP(reply) as server:
+                started = time.monotonic()
+                obs = await resolve(server.port, timeout=0.3)
+            CASES["dns/udp compression loops"] += 1
+            assert_sane(obs, started, 0.3)
+            assert obs.failure == failures.GENERIC_TIMEOUT  # garbage is not an answer
+            assert obs.details.get("garbage_replies", 0) >= 1
+
+
+async def test_udp_wrong_ids_and_a_flood() -> None:
+    def reply(query: bytes) -> list[bytes]:
+        wrong = bytearray(good_reply(query, "198.18.9.9"))
+        wrong[0] ^= 0xFF
+        return [bytes(wrong)] * 200  # a flood of spoofed replies with the wrong id
+    async with ScriptedUDP(reply) as server:
+        started = time.monotonic()
+        obs = await resolve(server.port, timeout=0.3)
+    CASES["dns/udp wrong ids"] += 200
+    assert_sane(obs, started, 0.3)
+    assert obs.failure == failures.GENERIC_TIMEOUT
+
+
+async def test_udp_huge_answer_and_many_injected_replies() -> None:
+    def reply(query: bytes) -> list[bytes]:
+        q = dns.message.from_wire(query)
+        r = dns.message.make_response(q)
+        rrset = dns.rrset.from_text(q.question[0].name, 60, "IN", "A",
+                                    *[f"198.18.{i // 250}.{i % 250 + 1}" for i in range(4000)])
+        r.answer.append(rrset)
+        huge = r.to_wire(max_size=65507)
+        injected = [good_reply(query, f"198.18.100.{i}") for i in range(1, 60)]
+        return [huge, *injected]
+    async with ScriptedUDP(reply) as server:
+        started = time.monotonic()
+        spec = ResolverSpec("fuzz", "udp", "127.0.0.1", server.port)
+        obs = await check_dns("telegram", "t/v4", "web.telegram.org", 4, spec, timeout=1.0,
+                              race_window=0.3, policy=POLICY, in_space=lambda a: True, session=None)
+    CASES["dns/udp huge answers"] += 60
+    assert_sane(obs, started)
+    assert len(obs.details["answers"]) == 4000
+    assert len(obs.details["late_answers"]) <= 16  # kept replies are capped
+
+
+async def test_udp_silent_resolver_times_out_on_time() -> None:
+    async with ScriptedUDP(lambda q: []) as server:
+        started = time.monotonic()
+        obs = await resolve(server.port, timeout=0.3)
+    CASES["dns/udp silent"] += 1
+    assert obs.failure == failures.GENERIC_TIMEOUT
+    assert time.monotonic() - started < 0.3 + SLACK
+
+
+# ---- TCP: fuzzed length prefixes and bodies ---------------------------------------------
+
+@FUZZ
+@given(data=st.data())
+async def test_tcp_fuzzed_replies(data: st.DataObject) -> None:
+    kind = data.draw(st.sampled_from(["random", "mutated", "prefix-lies", "empty"]))
+
+    def script(first: bytes) -> list[tuple[str, object]]:
+        query = first[2:]
+        if kind == "random":
+            return [("send", data.draw(st.binary(max_size=600))), ("close", None)]
+        if kind == "empty":
+            return [("send", b"\x00\x00"), ("close", None)]
+        try:
+            reply = good_reply(query)
+        except Exception:
+            return [("close", None)]
+        if kind == "mutated":
+            reply = mutate(reply, data)
+            return [("send", struct.pack("!H", len(reply)) + reply), ("close", None)]
+        length = data.draw(st.integers(0, 65535))
+        return [("send", struct.pack("!H", length) + reply), ("close", None)]
+
+    async with ScriptedTCP(script, read_first=512) as server:
+        started = time.monotonic()
+        obs = await resolve(server.port, "tcp")
+    CASES["dns/tcp fuzzed replies"] += 1
+    assert_sane(obs, started)
+
+
+async def test_tcp_oversized_prefix_then_stall_times_out() -> None:
+    async with ScriptedTCP([("read", 512), ("send", b"\xff\xff" + b"x" * 100), ("stall", None)]) as server:
+        started = time.monotonic()
+        obs = await resolve(server.port, "tcp", timeout=0.4)
+    CASES["dns/tcp stalls"] += 1
+    assert obs.failure == failures.GENERIC_TIMEOUT
+    assert time.monotonic() - started < 0.4 + SLACK
+
+
+async def test_tcp_never_answers_and_reset() -> None:
+    for script, expected in (([("stall", None)], failures.GENERIC_TIMEOUT),
+                             ([("read", 512), ("reset", None)], failures.CONNECTION_RESET)):
+        async with ScriptedTCP(script) as server:
+            started = time.monotonic()
+            obs = await resolve(server.port, "tcp", timeout=0.4)
+        CASES["dns/tcp stalls"] += 1
+        assert obs.failure == expected, obs.details
+        assert time.monotonic() - started < 0.4 + SLACK
+    await asyncio.sleep(0)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
 import yaml
 
 from probe.config import parse_config
 from probe.round import run_round
 from tests.support.tcpserver import ResetServer
 from tests.unit.conftest import WEB, ProtocolFilteredDC, World, verdicts
+
 
 def dc(world: World, n: int) -> str:
     return f"dc{n}-v4:{world.dc_port}"

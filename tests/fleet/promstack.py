@@ -663,3 +663,87 @@ def have_prometheus() -> bool:
 def env_without_proxy() -> dict[str, str]:
     """The environment minus proxy variables: loopback traffic must never go via a proxy."""
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+class Probe(_Server):
+    """A real `probe run` process (the engine), serving /metrics on loopback."""
+
+    name = "probe"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Ready when /metrics already carries a finished round (not just a listening port)."""
+
+        def ready() -> bool:
+            if not self.process.running():
+                raise StackError(
+                    f"probe exited with {self.process.proc.returncode}:\n{self.process.log_tail()}"
+                )
+            status, body = http_get(f"{self.url}/metrics", timeout=2)
+            return status == 200 and b"reach_round_last_timestamp_seconds{" in body
+
+        wait_until(ready, timeout, f"probe on {self.url} to finish a round")
+
+    def metrics(self) -> str:
+        return http_get(f"{self.url}/metrics")[1].decode()
+
+
+def start_probe(
+    workdir: Path,
+    config: Mapping[str, Any],
+    prefix: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    timeout: float = 60.0,
+) -> Probe:
+    """Run `probe run` with ``config`` and wait for its first round.
+
+    ``prefix`` wraps the command (e.g. ``["ip", "netns", "exec", "subject"]`` in the lab,
+    where ``host`` is then the namespace's address that Prometheus scrapes).
+    """
+    probe_bin = shutil.which("probe") or str(REPO / ".venv" / "bin" / "probe")
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "probe.yaml"
+    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    port = free_port()
+    argv = [*prefix, probe_bin, "run", "--config", str(config_path), "--listen", f"{host}:{port}"]
+    server = Probe(ManagedProcess(argv, workdir / "probe.log"), port, workdir)
+    server.url = f"http://{host}:{port}"
+    try:
+        server.wait_ready(timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def loopback_probe_config(
+    vantage: str, country: str = "ZZ", role: str = "subject", interval: float = 2.0
+) -> dict[str, Any]:
+    """A probe config whose every address is loopback on a closed port.
+
+    Nothing leaves the machine, every check fails fast, and the baseline fails too, so the
+    probe's honest answer is vantage_offline for every target.
+    """
+    closed = free_port()
+    return {
+        "vantage": {"name": vantage, "country": country, "role": role, "network": "loopback"},
+        "messengers": {
+            "telegram": {
+                "datacenters": [{"name": "dc1", "addresses": ["127.0.0.1"]}],
+                "domains": [{"name": "web.reach.test", "port": closed}],
+                "ports": [closed],
+                "address_space": ["127.0.0.0/8"],
+            }
+        },
+        "resolvers": {
+            "system": False,
+            "servers": [{"name": "lo", "address": "127.0.0.1", "port": closed}],
+            "control": [{"name": "lo-control", "address": "127.0.0.1", "port": closed}],
+        },
+        "baseline": {"targets": [{"name": "lo", "address": "127.0.0.1", "port": closed}]},
+        "schedule": {
+            "interval": interval,
+            "jitter": 0,
+            "timeouts": {"dns": 1, "connect": 1, "tls": 1, "mtproto": 1, "http": 1},
+        },
+        "evidence": {"directory": None},
+    }

@@ -1,0 +1,68 @@
+"""The real engine's /metrics against the fleet rules and boards.
+
+A `probe run` on loopback (every target closed, so its honest verdict is vantage_offline)
+is scraped by a real Prometheus with the reach rules. This is where a drift between the
+engine's exposition and the contract the rules and boards are written for shows up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from . import promstack
+from .conftest import require_prometheus
+from .test_dashboards import CONTRACT_METRICS, all_queries, substitute
+
+
+@pytest.fixture(scope="module")
+def real_probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[promstack.Probe]:
+    if shutil.which("probe") is None and not (promstack.REPO / ".venv" / "bin" / "probe").exists():
+        pytest.skip("the probe CLI is not installed")
+    workdir: Path = tmp_path_factory.mktemp("probe")
+    probe = promstack.start_probe(workdir, promstack.loopback_probe_config("lo-subject", "IR"))
+    try:
+        yield probe
+    finally:
+        probe.stop()
+
+
+def test_probe_exposition_has_the_contract_metrics(real_probe: promstack.Probe) -> None:
+    text = real_probe.metrics()
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("reach_")}
+    # failures_total has samples once a check failed, which here every check does
+    assert names >= CONTRACT_METRICS, f"missing: {CONTRACT_METRICS - names}"
+    promtool = shutil.which("promtool")
+    if promtool:
+        lint = subprocess.run(
+            [promtool, "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_rules_see_the_real_probe_as_vantage_offline(real_probe: promstack.Probe, tmp_path: Path) -> None:
+    require_prometheus()
+    target = real_probe.url.removeprefix("http://")
+    with promstack.start_prometheus(
+        tmp_path,
+        scrape_configs=[promstack.scrape_job("reach", [target])],
+        rule_files=promstack.shorten_rules(tmp_path / "rules"),
+    ) as prom:
+        assert isinstance(prom, promstack.Prometheus)
+        (status,) = prom.wait_for_series('vantage_messenger:reach_status:code{vantage="lo-subject"}')
+        assert status["value"][1] == "1", "a vantage with a failing baseline must be 'vantage offline'"
+        assert status["metric"]["country"] == "IR"
+        prom.wait_for_alert("VantageOffline", {"vantage": "lo-subject"}, timeout=30)
+        assert not prom.firing("MessengerBlocked")
+        # every board query parses against the real exposition too
+        for _board, _title, expr in all_queries():
+            prom.query(substitute(expr, {"country": ".*", "vantage": ".*", "messenger": ".*"}))

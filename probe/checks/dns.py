@@ -195,7 +195,7 @@ async def check_dns(
         details["late_answers"] = late
         seen = answers + [a for answer in late for a in answer]
         details["fingerprints"] = sorted({policy.fingerprints[a] for a in seen if a in policy.fingerprints})
-        details["bogons"] = [a for a in seen if policy.is_bogon(a)]
+        details["bogons"] = [a for a in seen if policy.is_bogon(a) and not in_space(a)]
         details["outside_space"] = [a for a in answers if not in_space(a)]
         if reply.rcode() != dns.rcode.NOERROR:
             failure = failures.rcode_failure(reply.rcode())

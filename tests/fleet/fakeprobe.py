@@ -78,6 +78,8 @@ class FakeProbe:
     verdicts: dict[str, str] = field(default_factory=dict)
     baseline: bool = True
     round_interval: float = 1.0
+    # A silent probe: its scrape fails (as when the process is gone or the agent is cut).
+    silent: bool = False
     started: float = field(default_factory=time.time)
 
     def set_all(self, verdict: str) -> None:
@@ -112,6 +114,8 @@ class FakeProbe:
 
     def render(self) -> str:
         """The exposition text (format 0.0.4) after the current number of rounds."""
+        if self.silent:
+            raise RuntimeError(f"probe {self.vantage} is silent")
         n = self.rounds()
         now = self.started + (n - 1) * self.round_interval
         v = {"vantage": self.vantage}

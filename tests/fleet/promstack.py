@@ -291,6 +291,18 @@ class Alertmanager(_Server):
         )
         return list(http_get_json(f"{self.url}/api/v2/alerts?{query}"))
 
+    def post_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> None:
+        """POST alerts as Prometheus would (v2 API): each {"labels": ..., "annotations": ...}."""
+        request = urllib.request.Request(
+            f"{self.url}/api/v2/alerts",
+            data=json.dumps(list(alerts)).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with _OPENER.open(request, timeout=5) as resp:
+            if resp.status != 200:
+                raise StackError(f"Alertmanager refused alerts: {resp.status}")
+
     def wait_for_alert(
         self,
         name: str,

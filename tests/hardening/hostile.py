@@ -88,8 +88,8 @@ class ScriptedTCP:
                     _reset(writer)
                     return
             writer.close()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # a stopped server ends its connections quietly
         finally:
             self._tasks.discard(task)
             writer.transport.abort()

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("scenario", help="rebuild the lab and apply one scenario's rules")
     sc.add_argument("id", help="scenario id, e.g. 08a-sni-reset (list: scenario list)")
     sub.add_parser("probe", help="run probe once in both vantages, print the verdicts")
+    rn = sub.add_parser("run", help="build the lab, run scenarios, tear down (no pytest)")
+    rn.add_argument("ids", nargs="*", help="scenario ids (default: all)")
+    rn.add_argument("--raw", help="directory to save each scenario's probe JSON")
     args = parser.parse_args(argv)
 
     reason = lab_available()
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 lab.processes.clear()
             print(f"applied {scenario.id}: {scenario.title}")
             return 0
+        if args.command == "run":
+            return _run(args.ids, args.raw)
         if args.command == "probe":
             results = lab.run_probes()
             for vantage, result in results.items():
@@ -77,6 +82,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run(ids: list[str], raw: str | None) -> int:
+    """Run scenarios outside pytest; print one line per scenario and every mismatch."""
+    from pathlib import Path
+
+    from tests.lab.harness import run_scenario, save_results
+    from tests.lab.scenarios import SCENARIOS
+    from tests.lab.topology import running_lab
+
+    chosen = [s for s in SCENARIOS if not ids or s.id in ids]
+    records = []
+    with running_lab() as lab:
+        for scenario in chosen:
+            record, results = run_scenario(lab, scenario)
+            records.append(record)
+            if raw:
+                Path(raw).mkdir(parents=True, exist_ok=True)
+                (Path(raw) / f"{scenario.id}.json").write_text(json.dumps(results, indent=1))
+            mark = "PASS" if record["passed"] else "FAIL"
+            print(f"{mark} {scenario.id} ({record['duration_seconds']} s)", flush=True)
+            for line in record["mismatches"]:
+                print(f"     {line}", flush=True)
+    print(f"results: {save_results(records)}")
+    return 0 if all(r["passed"] for r in records) else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 from tests.lab import plan
 
 #: Short timeouts: every scenario (two vantages, ~32 targets each) should take seconds.
-TIMEOUTS = {"dns": 1.5, "connect": 2.0, "tls": 2.0, "mtproto": 2.0, "http": 4.0}
+TIMEOUTS = {"dns": 1.5, "connect": 2.0, "tls": 2.0, "mtproto": 2.0, "http": 6.0}
 
 
 def telegram_overrides() -> dict[str, Any]:

@@ -78,6 +78,9 @@ ADDRESS_SPACE = ("198.18.64.0/20", "2001:db8:64::/48")
 NEUTRAL_SNI = "neutral.reach-lab.example"
 #: Size of the body the service's web fronts serve (throughput measurement).
 FRONT_BODY_BYTES = 1_500_000
+#: Every lab web server paces bodies to this rate per connection: the "path bottleneck".
+#: Without it, transfers over veths run at CPU speed and throughput comparisons are noise.
+PATH_RATE_BPS = 40_000_000
 
 
 @dataclass(frozen=True)

@@ -355,6 +355,7 @@ class Lab:
     def service_specs(self) -> list[ServiceSpec]:
         """Every lab server process."""
         names = [x for f in plan.FRONTS for x in ("--name", f.name)]
+        rate = ["--rate", str(plan.PATH_RATE_BPS)]
         front_body = f"/={plan.FRONT_BODY_BYTES}"
         blob = f"/blob={plan.BASELINE_BLOB_BYTES}"
         return [
@@ -370,7 +371,7 @@ class Lab:
                 plan.INTERNET,
                 "tlsserver",
                 [(a, 443) for a in plan.front_addresses()],
-                ["--ca-dir", str(self.ca_dir), *names, "--blob", front_body],
+                ["--ca-dir", str(self.ca_dir), *names, "--blob", front_body, *rate],
                 service=True,
             ),
             ServiceSpec(
@@ -378,7 +379,7 @@ class Lab:
                 plan.INTERNET,
                 "tcpserver",
                 [(a, 80) for a in plan.front_addresses()],
-                ["--mode", "http", "--blob", front_body],
+                ["--mode", "http", "--blob", front_body, *rate],
                 service=True,
             ),
             ServiceSpec(
@@ -393,14 +394,14 @@ class Lab:
                 plan.INTERNET,
                 "tlsserver",
                 [(a, 443) for a in plan.BASELINE],
-                ["--ca-dir", str(self.ca_dir), "--name", plan.BASELINE_NAME, "--blob", blob],
+                ["--ca-dir", str(self.ca_dir), "--name", plan.BASELINE_NAME, "--blob", blob, *rate],
             ),
             ServiceSpec(
                 "baseline-http",
                 plan.INTERNET,
                 "tcpserver",
                 [(a, 80) for a in plan.BASELINE],
-                ["--mode", "http", "--blob", blob],
+                ["--mode", "http", "--blob", blob, *rate],
             ),
             ServiceSpec(
                 "decoy-tls",
@@ -468,13 +469,19 @@ class Lab:
 
     def reset(self) -> None:
         """Undo every scenario change: rules, qdiscs, cut links, DNS behaviour, stopped servers."""
+        flush = "; ".join(
+            f"{tool} -t {table} -F && {tool} -t {table} -X"
+            for tool in ("iptables", "ip6tables")
+            for table in ("filter", "nat", "mangle")
+        )
         for ns in (plan.CENSOR, plan.INTERNET, plan.SUBJECT):
-            for tool in ("iptables", "ip6tables"):
-                for table in ("filter", "nat", "mangle"):
-                    ns_run(ns, tool, "-t", table, "-F")
-                    ns_run(ns, tool, "-t", table, "-X")
-        for ns, dev in ((plan.CENSOR, "sub0"), (plan.CENSOR, "up0")):
-            ns_run(ns, "tc", "qdisc", "del", "dev", dev, "root", check=False)
+            ns_run(ns, "sh", "-c", flush)  # one process per namespace: resets stay fast
+        ns_run(
+            plan.CENSOR,
+            "sh",
+            "-c",
+            "tc qdisc del dev sub0 root 2>/dev/null; tc qdisc del dev up0 root 2>/dev/null; true",
+        )
         self.configure_addresses()
         self.set_isp_dns()
         dead = [n for n, p in self.processes.items() if not p.alive()]

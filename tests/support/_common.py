@@ -305,11 +305,16 @@ class HttpSpec:
     server_header: str = "reach-lab"
     blobs: dict[str, int] = field(default_factory=dict)
     extra_headers: dict[str, str] = field(default_factory=dict)
+    #: Pace blob bodies to this many bits/s per connection (None = as fast as possible).
+    #: Why: on loopback/veth an unpaced transfer runs at CPU speed, so comparing two of them
+    #: measures scheduler noise; a real path has a bottleneck, and the lab gives every
+    #: connection the same one.
+    rate_bps: float | None = None
 
 
 #: Request heads larger than this are refused (fuzzers must not make the server buffer forever).
 MAX_REQUEST_HEAD = 64 * 1024
-_CHUNK = b"\0" * 65536
+_CHUNK = b"\0" * 16384
 
 
 async def read_http_head(reader: asyncio.StreamReader, prefix: bytes = b"") -> tuple[str, str]:
@@ -355,10 +360,21 @@ async def write_http_response(writer: asyncio.StreamWriter, spec: HttpSpec, meth
         if body is not None:
             writer.write(body)
         else:
-            remaining = length
-            while remaining > 0:
-                chunk = _CHUNK[: min(remaining, len(_CHUNK))]
-                writer.write(chunk)
-                remaining -= len(chunk)
-                await writer.drain()
+            await _write_blob(writer, length, spec.rate_bps)
     await writer.drain()
+
+
+async def _write_blob(writer: asyncio.StreamWriter, length: int, rate_bps: float | None) -> None:
+    """Stream ``length`` zero bytes, paced to ``rate_bps`` if given."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sent = 0
+    while sent < length:
+        chunk = _CHUNK[: min(length - sent, len(_CHUNK))]
+        writer.write(chunk)
+        sent += len(chunk)
+        await writer.drain()
+        if rate_bps:
+            ahead = sent * 8 / rate_bps - (loop.time() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)

@@ -159,7 +159,7 @@ class TlsServer(StreamServer):
 
 def http_spec_from_args(args: argparse.Namespace) -> HttpSpec:
     """The HttpSpec described by --status/--body/--blob/--blockpage (shared with tcpserver)."""
-    spec = HttpSpec(status=args.status, body=args.body.encode())
+    spec = HttpSpec(status=args.status, body=args.body.encode(), rate_bps=args.rate)
     if getattr(args, "blockpage", False):
         spec.status, spec.body, spec.server_header = 403, IRAN_BLOCKPAGE_BODY, "nginx"
     for item in args.blob:
@@ -173,6 +173,7 @@ def add_http_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", type=int, default=200)
     parser.add_argument("--body", default="reach lab\n")
     parser.add_argument("--blob", action="append", default=[], metavar="PATH=BYTES")
+    parser.add_argument("--rate", type=float, default=None, help="pace blobs to BITS/s")
     parser.add_argument("--blockpage", action="store_true", help="answer Iran's 403 iframe blockpage")
 
 

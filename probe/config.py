@@ -200,8 +200,27 @@ class Config(Strict):
     evidence: Evidence = Evidence()
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    def __init__(self, key: str, first: int, mark: yaml.Mark) -> None:
+        super().__init__(None, None, f"duplicate key (first at line {first})", mark)
+        self.key = key
+
+
 class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that keeps the node tree so errors can point at a line."""
+    """A SafeLoader that keeps the node tree so errors can point at a line, and refuses
+    duplicate keys (YAML would silently keep the last one: a pasted block must not
+    override the one above without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None:
+                continue
+            if key in seen:
+                raise _DuplicateKey(str(key), seen[key], key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> tuple[int, str]:
@@ -251,10 +270,13 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     try:
         node = yaml.compose(text, Loader=_LineLoader)
         data = yaml.load(text, Loader=_LineLoader)
+    except _DuplicateKey as exc:
+        assert exc.problem_mark is not None
+        raise ConfigError(f"{source}:{exc.problem_mark.line + 1}: {exc.key}: {exc.problem}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from None
+        at = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{at}: invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -272,6 +294,15 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
             message = "required key is missing"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{source}:{line}: {_key_path(loc)}: {message}{more}") from None
+    from probe.catalog import available  # here: the catalogue module imports this one
+
+    for name, overrides in config.messengers.items():
+        catalogue = overrides.catalog or name
+        if catalogue not in available():
+            where: tuple[str, ...] = ("messengers", name) + (("catalog",) if overrides.catalog else ())
+            line, _ = _line_of(node, where)
+            raise ConfigError(f"{source}:{line}: {_key_path(where)}: unknown messenger catalogue "
+                              f"{catalogue!r} (built in: {', '.join(available())})")
     config = _resolve_relative(config, base or Path.cwd())
     if config.tls.ca_file is not None and not config.tls.ca_file.is_file():
         line, _ = _line_of(node, ("tls", "ca_file"))
@@ -288,6 +319,10 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
+                          "a config is a YAML text file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return parse_config(text, str(path), path.parent)

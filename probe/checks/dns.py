@@ -60,7 +60,7 @@ class AnswerPolicy:
             return True
         if any(ip.version == n.version and ip in n for n in self.public_networks):
             return False
-        return not ip.is_global or ip.is_multicast
+        return not ip.is_global or ip.is_multicast or ip.is_reserved  # ::/8 holds Iran's d0::11
 
 
 def system_resolvers(resolv_conf: str) -> list[ResolverSpec]:
@@ -199,7 +199,7 @@ async def check_dns(
         details["outside_space"] = [a for a in answers if not in_space(a)]
         if reply.rcode() != dns.rcode.NOERROR:
             failure = failures.rcode_failure(reply.rcode())
-        elif details["bogons"]:
+        elif details["bogons"] or details["fingerprints"]:
             failure = failures.DNS_BOGON
         elif not answers:
             failure = failures.DNS_NO_ANSWER

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .promstack import REPO, free_port
+from .promstack import REPO, loopback_probe_config
 
 pytestmark = pytest.mark.slow
 
@@ -147,35 +147,18 @@ def test_image_has_no_root_writable_surprises(container: str) -> None:
 
 
 def offline_config() -> dict[str, Any]:
-    """A config whose every address is on loopback, on a port nobody listens on."""
-    closed = free_port()
-    return {
-        "vantage": {"name": "image-test", "country": "ZZ", "role": "subject", "network": "none"},
-        "messengers": {
-            "telegram": {
-                "datacenters": [{"name": "dc1", "addresses": ["127.0.0.1"]}],
-                "domains": [{"name": "web.reach.test", "port": closed}],
-                "ports": [closed],
-                "address_space": ["127.0.0.0/8"],
-            }
-        },
-        "resolvers": {
-            "system": False,
-            "servers": [{"name": "lo", "address": "127.0.0.1", "port": closed}],
-            "control": [{"name": "lo-control", "address": "127.0.0.1", "port": closed}],
-        },
-        "baseline": {"targets": [{"name": "lo", "address": "127.0.0.1", "port": closed}]},
-        "schedule": {
-            "interval": 60,
-            "timeouts": {"dns": 1, "connect": 1, "tls": 1, "mtproto": 1, "http": 1},
-        },
-        "evidence": {"directory": "/var/lib/reach/evidence"},
-    }
+    """Every address on loopback and closed (see promstack), evidence in the volume."""
+    config = loopback_probe_config("image-test", interval=60)
+    config["evidence"] = {"directory": "/var/lib/reach/evidence"}
+    return config
 
 
 def test_probe_once_runs_offline_in_the_image(container: str, tmp_path: Path) -> None:
     """One real round inside the image: it ends, and with no network it says vantage_offline."""
+    # readable by the image's non-root user (pytest's tmp dirs are 0700 root)
+    tmp_path.chmod(0o755)
     (tmp_path / "probe.yaml").write_text(yaml.safe_dump(offline_config()))
+    (tmp_path / "probe.yaml").chmod(0o644)
     result = run(
         [
             "buildah",

@@ -2,14 +2,53 @@
 
 Raw non-blocking sockets on the event loop: a connect is the hot path of a round with
 thousands of targets, and stream objects would be built and thrown away for nothing.
+
+The connect time is the kernel's: on Linux, TCP_INFO's RTT sample of the SYN / SYN-ACK
+exchange, which is what a connect takes on the wire, whatever the event loop was busy with
+meanwhile. With many checks in flight the loop runs a queue of other tasks between the
+SYN-ACK arriving and the check seeing it; timing around the await would add that queue
+(event-loop lag) to the reported latency. When the kernel has no clean sample (the SYN was
+retransmitted, so Karn's rule leaves the RTT to the last attempt, or no TCP_INFO on this
+platform), the time is taken in the writability callback itself, before the waiting task
+is resumed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
+import struct
 import time
 from dataclasses import dataclass
+
+_perf_counter = time.perf_counter
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
+_SOCK_STREAM = socket.SOCK_STREAM
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_ERROR = socket.SO_ERROR
+_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY})
+_TCP_INFO = getattr(socket, "TCP_INFO", None)  # Linux
+_IPPROTO_TCP = socket.IPPROTO_TCP
+# struct tcp_info (linux/tcp.h): tcpi_rtt (us) at offset 68, tcpi_total_retrans at 100.
+_TCP_INFO_LEN = 104
+_unpack_rtt = struct.Struct("<I").unpack_from
+
+
+def kernel_rtt(sock: socket.socket) -> float | None:
+    """The kernel's RTT of a just-established connection (the SYN / SYN-ACK sample), in
+    seconds; None if unavailable or if anything was retransmitted."""
+    if _TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(_IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LEN)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_LEN or _unpack_rtt(info, 100)[0]:
+        return None
+    rtt: int = _unpack_rtt(info, 68)[0]
+    return rtt / 1e6 if rtt else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,20 +63,73 @@ class Source:
         return self.ipv6 if version == 6 else self.ipv4
 
 
-async def open_socket(address: str, port: int, timeout: float, source: Source) -> socket.socket:
-    """Connect a non-blocking TCP socket; raise OSError/TimeoutError as the kernel reports."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _connect_error(err: int, address: tuple[str, int]) -> OSError:
+    # The same exception (subclass by errno) and message as loop.sock_connect raises.
+    return OSError(err, f"Connect call failed {address}")
+
+
+def _on_writable(future: asyncio.Future[float], sock: socket.socket, address: tuple[str, int]) -> None:
+    """Writability callback: the connect finished; stamp the time before anything else."""
+    now = _perf_counter()
+    if future.done():
+        return
+    err = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+    if err in _IN_PROGRESS:
+        return  # spurious wake-up: keep waiting
+    if err:
+        future.set_exception(_connect_error(err, address))
+    else:
+        future.set_result(now)
+
+
+def _expire(future: asyncio.Future[float]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+async def connect(
+    address: str, port: int, timeout: float, source: Source
+) -> tuple[socket.socket, float]:
+    """Connect a non-blocking TCP socket within `timeout`; return it and the connect time.
+
+    Raises OSError (ConnectionRefusedError, ...) or TimeoutError as the kernel reports.
+    """
+    family = _AF_INET6 if ":" in address else _AF_INET
+    sock = socket.socket(family, _SOCK_STREAM)
     try:
         sock.setblocking(False)
-        bind = source.for_version(6 if family == socket.AF_INET6 else 4)
+        bind = source.ipv6 if family == _AF_INET6 else source.ipv4
         if bind:
             sock.bind((bind, 0))
-        async with asyncio.timeout(timeout):
-            await asyncio.get_running_loop().sock_connect(sock, (address, port))
+        peer = (address, port)
+        t0 = _perf_counter()
+        err = sock.connect_ex(peer)
+        if err == 0:
+            t1 = _perf_counter()
+            rtt = kernel_rtt(sock)
+            return sock, t1 - t0 if rtt is None else rtt
+        if err not in _IN_PROGRESS:
+            raise _connect_error(err, peer)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[float] = loop.create_future()
+        fd = sock.fileno()
+        loop.add_writer(fd, _on_writable, future, sock, peer)
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            t1 = await future
+        finally:
+            timer.cancel()
+            loop.remove_writer(fd)
+        rtt = kernel_rtt(sock)
+        return sock, t1 - t0 if rtt is None else rtt
     except BaseException:
         sock.close()
         raise
+
+
+async def open_socket(address: str, port: int, timeout: float, source: Source) -> socket.socket:
+    """Connect a non-blocking TCP socket; raise OSError/TimeoutError as the kernel reports."""
+    sock, _ = await connect(address, port, timeout, source)
     return sock
 
 
@@ -48,7 +140,10 @@ class Stopwatch:
 
     def __init__(self) -> None:
         self.started = time.time()
-        self._t0 = time.perf_counter()
+        self._t0 = _perf_counter()
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self._t0
+        return _perf_counter() - self._t0
+
+
+

@@ -25,14 +25,7 @@ pytestmark = [
 
 #: Scenarios whose mismatch is a known classifier/engine gap (scenario id -> reason).
 #: Marked xfail(strict=True): when the engine is fixed the test fails until this is removed.
-KNOWN_GAPS: dict[str, str] = {
-    "02-iran-2015": (
-        "probe/checks/dns.py AnswerPolicy.is_bogon misses d0::11 (Python 3.11 says "
-        "ip_address('d0::11').is_global is True although it is_reserved), so the AAAA "
-        "observation carries no dns_bogon_error; the verdict is right only via the "
-        "fingerprint rule"
-    ),
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _param(s: Scenario) -> Any:

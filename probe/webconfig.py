@@ -36,12 +36,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import bcrypt
 import yaml
 from aiohttp import web
-from pydantic import ValidationError, field_validator
+from pydantic import AfterValidator, ValidationError, field_validator
 
 from probe.config import ConfigError, Strict, _key_path, _line_of, _LineLoader
 
@@ -74,19 +74,23 @@ class HTTPServerConfig(Strict):
     http2: bool = True  # accepted for compatibility; aiohttp serves HTTP/1.1
 
 
+def _bcrypt_hash(value: str) -> str:
+    if not re.fullmatch(_BCRYPT_HASH, value):
+        raise ValueError("not a bcrypt hash ($2b$...; make one with: python -m probe.webconfig hash)")
+    return value
+
+
 class WebConfigFile(Strict):
     tls_server_config: TLSServerConfig | None = None
-    basic_auth_users: dict[str, str] = {}
+    basic_auth_users: dict[str, Annotated[str, AfterValidator(_bcrypt_hash)]] = {}
     http_server_config: HTTPServerConfig = HTTPServerConfig()
 
     @field_validator("basic_auth_users")
     @classmethod
-    def _bcrypt_hashes(cls, users: dict[str, str]) -> dict[str, str]:
-        for user, hashed in users.items():
-            if not re.fullmatch(_BCRYPT_HASH, str(hashed)):
-                raise ValueError(f"the password of user {user!r} is not a bcrypt hash ($2b$...)")
-            if ":" in user:
-                raise ValueError(f"user name {user!r} contains ':'")
+    def _user_names(cls, users: dict[str, str]) -> dict[str, str]:
+        for user in users:
+            if ":" in user or not user:
+                raise ValueError(f"user name {user!r} is empty or contains ':'")
         return users
 
 

@@ -19,10 +19,11 @@ from probe.catalog import DCTarget, DomainTarget, MessengerPlan
 from probe.observation import Observation, Verdict
 from probe.round import Baseline, RoundResult
 
-# Throttling: the service's transfer below this fraction of the baseline's, on a transfer
-# long enough to measure (incomplete within the time limit, or at least this many bytes).
+# Throttling: the service's transfer was cut by the time limit (it could not finish, or
+# fill max_bytes, within http.transfer_seconds) and ran below this fraction of the
+# baseline's throughput. A transfer that finishes is never called throttled: between two
+# fast transfers the ratio is scheduler noise, not a censor.
 THROTTLE_RATIO = 0.3
-THROTTLE_MIN_BYTES = 65536
 
 TIMEOUTS = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE})
 RESETS = frozenset({F.CONNECTION_RESET, F.CONNECTION_REFUSED})
@@ -158,9 +159,8 @@ def _throttled(v: TargetView) -> Evidence:
     reference = v.baseline.throughput_bps
     if http is None or not http.ok or not reference:
         return None
-    measurable = not http.details.get("complete") or http.details.get("bytes", 0) >= THROTTLE_MIN_BYTES
     slow = http.details.get("throughput_bps", 0) < THROTTLE_RATIO * reference
-    return [http] if measurable and slow else None
+    return [http] if http.details.get("cut_by_time") and slow else None
 
 
 def _all_ok(v: TargetView) -> Evidence:
@@ -223,7 +223,8 @@ RULES: tuple[Rule, ...] = (
          _failed("mtproto")),
     Rule("http_failed", "inconclusive", "the HTTP request failed without a blockpage", _failed("http")),
     Rule("throughput_below_baseline", "throttling",
-         f"the service's transfer ran below {THROTTLE_RATIO:.0%} of the baseline's throughput",
+         f"the service's transfer was cut by the time limit, below {THROTTLE_RATIO:.0%} of the "
+         "baseline's throughput",
          _throttled),
     Rule("all_checks_ok", "ok", "every check of the target succeeded", _all_ok),
     Rule("unclassified", "inconclusive", "no rule matched these observations", lambda v: []),

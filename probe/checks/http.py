@@ -8,6 +8,7 @@ throttling apart.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import time
@@ -79,12 +80,22 @@ async def fetch(
             body = bytearray()
             first_byte = time.perf_counter()
             deadline = first_byte + transfer_seconds
-            while len(body) < max_bytes and time.perf_counter() < deadline:
-                chunk = await response.content.read(min(65536, max_bytes - len(body)))
+            # The measurement ends at max_bytes, at the end of the body, or at the deadline:
+            # a throttled (or stalled) transfer is cut by time, never left hanging.
+            while len(body) < max_bytes:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        chunk = await response.content.read(min(65536, max_bytes - len(body)))
+                except TimeoutError:
+                    break
                 if not chunk:
                     break
                 body += chunk
             elapsed = max(time.perf_counter() - first_byte, 1e-6)
+            details["cut_by_time"] = len(body) < max_bytes and not response.content.at_eof()
             details["bytes"] = len(body)
             details["complete"] = response.content.at_eof()
             details["throughput_bps"] = round(len(body) * 8 / elapsed, 1)

@@ -6,8 +6,11 @@ import pytest
 import yaml
 
 from probe.config import parse_config
+from probe.observation import Verdict
 from probe.round import run_round
-from tests.support.tcpserver import ResetServer
+from tests.support._common import HttpSpec
+from tests.support.tcpserver import HttpServer, ResetServer
+from tests.support.tlsserver import TlsServer
 from tests.unit.conftest import WEB, ProtocolFilteredDC, World, verdicts
 
 
@@ -165,3 +168,30 @@ async def test_baseline_down_means_vantage_offline_never_a_block(world: World) -
     assert not result.baseline.ok
     assert {v.verdict for v in result.verdicts} == {"vantage_offline"}
     assert {v.rule for v in result.verdicts} == {"baseline_unreachable"}
+
+
+async def _throttle_round(world: World, web_rate: float | None) -> dict[str, Verdict]:
+    """The web front serves a 4 MB blob (paced to `web_rate` bit/s); the baseline a fast one."""
+    await world.web.stop()
+    world.web = TlsServer(world.web.host, world.web.port, ca=world.web.ca, names=world.web.names,
+                          http=HttpSpec(blobs={"/blob": 4 << 20}, rate_bps=web_rate))
+    await world.web.start()
+    async with HttpServer("127.0.0.1", 0, http=HttpSpec(blobs={"/blob": 4 << 20})) as site:
+        data = world.config_data()
+        data["messengers"]["telegram"]["domains"][0]["url"] = f"https://{WEB}:{world.web.port}/blob"
+        data["baseline"]["throughput_url"] = f"http://127.0.0.1:{site.port}/blob"
+        data["http"] = {"max_bytes": 2 << 20, "transfer_seconds": 1}
+        return verdicts(await run_round(parse_config(yaml.safe_dump(data), "unit.yaml")))
+
+
+async def test_throttled_transfer_is_throttling(world: World) -> None:
+    v = (await _throttle_round(world, 800_000))[f"{WEB}/v4"]
+    assert (v.verdict, v.rule) == ("throttling", "throughput_below_baseline")
+    http = v.evidence[0]
+    assert http.details["cut_by_time"] is True
+    assert http.details["throughput_bps"] < 2_000_000
+
+
+async def test_fast_transfer_is_never_throttling(world: World) -> None:
+    v = (await _throttle_round(world, None))[f"{WEB}/v4"]
+    assert (v.verdict, v.rule) == ("ok", "all_checks_ok")

@@ -179,6 +179,7 @@ class Round:
                 target.messenger, target.name, target.domain, target.family, spec,
                 timeout=self.timeouts.dns, race_window=self.config.resolvers.race_window,
                 policy=self.policy, in_space=mplan.in_address_space, session=self._session,
+                source=self.source,
             ))
             for spec in self.resolvers
         ]

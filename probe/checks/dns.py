@@ -23,7 +23,7 @@ import dns.rdatatype
 import dns.resolver
 
 from probe import failures
-from probe.checks.net import Stopwatch
+from probe.checks.net import Source, Stopwatch
 from probe.observation import Observation
 
 MAX_UDP_REPLIES = 16  # replies we keep per query: a flood must not grow memory
@@ -84,7 +84,7 @@ def _addresses(response: dns.message.Message, rdtype: int) -> list[str]:
 
 async def _udp_query(
     query: dns.message.Message, spec: ResolverSpec, timeout: float, race_window: float,
-    details: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None, source: str | None = None,
 ) -> tuple[dns.message.Message, list[list[str]], int]:
     """Send one UDP query; return the first reply, later differing answers, garbage count.
 
@@ -98,6 +98,12 @@ async def _udp_query(
     family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setblocking(False)
+    if source:
+        try:
+            sock.bind((source, 0))
+        except OSError:
+            sock.close()
+            raise
     rdtype = query.question[0].rdtype
     first: dns.message.Message | None = None
     late: list[list[str]] = []
@@ -167,6 +173,7 @@ async def check_dns(
     policy: AnswerPolicy,
     in_space: Any,
     session: aiohttp.ClientSession | None,
+    source: Source | None = None,
 ) -> Observation:
     """Resolve `name` (A for family 4, AAAA for 6) with one resolver; flag what looks forged."""
     rdtype = dns.rdatatype.A if family == 4 else dns.rdatatype.AAAA
@@ -177,14 +184,18 @@ async def check_dns(
         "qtype": dns.rdatatype.to_text(rdtype), "control": spec.control,
     }
     failure = None
+    bind = None
+    if source is not None and spec.address is not None:
+        bind = source.for_version(6 if ":" in spec.address else 4)
     try:
         async with asyncio.timeout(timeout):
             late: list[list[str]] = []
             if spec.protocol == "udp":
-                reply, late, _garbage = await _udp_query(query, spec, timeout, race_window, details)
+                reply, late, _garbage = await _udp_query(
+                    query, spec, timeout, race_window, details, bind)
             elif spec.protocol == "tcp":
                 assert spec.address is not None
-                reply = await dns.asyncquery.tcp(query, spec.address, timeout, spec.port)
+                reply = await dns.asyncquery.tcp(query, spec.address, timeout, spec.port, bind)
             else:
                 if session is None:
                     raise RuntimeError("DoH needs an HTTP session")

@@ -13,6 +13,7 @@ import bisect
 import math
 import time
 from collections.abc import Iterable
+from itertools import accumulate
 
 from prometheus_client import (
     CollectorRegistry,
@@ -48,12 +49,47 @@ def _number(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
-class _Histogram:
-    __slots__ = ("counts", "sum")
+# The round text is built as bytes from skeletons: one %-format (the numbers) and one
+# replace (the series' labels, rendered once per series, at the NUL markers) per series
+# instead of fifteen formatted lines. Label values never contain NUL (names are validated);
+# a series whose labels do falls back to the line-by-line form.
+_BOUNDS = [*(_number(b) for b in BUCKETS), "+Inf"]
+HISTOGRAM_SKELETON = "\n".join([
+    *(f'reach_check_duration_seconds_bucket{{\0,le="{bound}"}} %d' for bound in _BOUNDS),
+    "reach_check_duration_seconds_sum{\0} %s",
+    "reach_check_duration_seconds_count{\0} %d",
+]).encode()
+VERDICT_SKELETONS = {
+    verdict: "\n".join(f'reach_verdict{{\0,verdict="{state}"}} {int(state == verdict)}'
+                       for state in VERDICTS).encode()
+    for verdict in (*VERDICTS, "")
+}
 
-    def __init__(self) -> None:
+
+def _histogram_lines(labels: bytes, counts: tuple[int, ...], total: bytes) -> bytes:
+    if b"\0" not in labels:
+        return (HISTOGRAM_SKELETON % (*counts, total, counts[-1])).replace(b"\0", labels)
+    lines = [b'reach_check_duration_seconds_bucket{%s,le="%s"} %d' % (labels, bound.encode(), count)
+             for bound, count in zip(_BOUNDS, counts, strict=True)]
+    lines.append(b"reach_check_duration_seconds_sum{%s} %s" % (labels, total))
+    lines.append(b"reach_check_duration_seconds_count{%s} %d" % (labels, counts[-1]))
+    return b"\n".join(lines)
+
+
+def _verdict_lines(labels: bytes, verdict: str) -> bytes:
+    skeleton = VERDICT_SKELETONS.get(verdict, VERDICT_SKELETONS[""])
+    if b"\0" not in labels:
+        return skeleton.replace(b"\0", labels)
+    return b"\n".join(line.replace(b"\0", labels) for line in skeleton.split(b"\n"))
+
+
+class _Histogram:
+    __slots__ = ("counts", "labels", "sum")
+
+    def __init__(self, labels: bytes) -> None:
         self.counts = [0] * (len(BUCKETS) + 1)
         self.sum = 0.0
+        self.labels = labels  # rendered once: the series' label set never changes
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(BUCKETS, value)] += 1
@@ -77,6 +113,8 @@ class Metrics:
                                 ["vantage"], registry=self.registry)
         self._histograms: dict[Key, _Histogram] = {}
         self._failures: dict[Key, int] = {}
+        self._failure_labels: dict[Key, bytes] = {}
+        self._verdict_labels: dict[tuple[str, str, str], bytes] = {}
         self._round_text = b""
 
     def config_loaded(self, vantage: str, ok: bool) -> None:
@@ -89,25 +127,28 @@ class Metrics:
         config = result.config
         vantage = config.vantage.name
         success: dict[Key, int] = {}
+        histograms = self._histograms
+        failures = self._failures
         for obs in result.observations:
             if obs.aux or obs.messenger is None:
                 continue
             key = (vantage, obs.messenger, obs.target, obs.check)
-            success[key] = 0 if obs.failure else 1
-            histogram = self._histograms.get(key)
+            failure = obs.failure
+            success[key] = 0 if failure else 1
+            histogram = histograms.get(key)
             if histogram is None:
-                histogram = self._histograms[key] = _Histogram()
+                histogram = histograms[key] = _Histogram(_labels(CHECK_LABELS, key).encode())
             histogram.observe(obs.duration_seconds)
-            if obs.failure:
-                fkey = (*key, obs.failure)
-                self._failures[fkey] = self._failures.get(fkey, 0) + 1
-        self._round_text = self._render(result, success).encode()
+            if failure:
+                fkey = (*key, failure)
+                failures[fkey] = failures.get(fkey, 0) + 1
+        self._round_text = self._render(result, success)
 
-    def _render(self, result: RoundResult, success: dict[Key, int]) -> str:
+    def _render(self, result: RoundResult, success: dict[Key, int]) -> bytes:
         v = result.config.vantage
         vantage = v.name
-        out: list[str] = []
-        add = out.append
+        head: list[str] = []
+        add = head.append
 
         add("# HELP reach_vantage_info Where this probe measures from (no address of its own).")
         add("# TYPE reach_vantage_info gauge")
@@ -128,34 +169,38 @@ class Metrics:
 
         add("# HELP reach_check_success Whether the check succeeded in the latest round.")
         add("# TYPE reach_check_success gauge")
+        out = ["\n".join(head).encode()]
+        put = out.append
+        histograms = self._histograms
         for key, value in success.items():
-            add(f"reach_check_success{{{_labels(CHECK_LABELS, key)}}} {value}")
+            put(b"reach_check_success{%s} %d" % (histograms[key].labels, value))
 
-        add("# HELP reach_check_duration_seconds How long checks took.")
-        add("# TYPE reach_check_duration_seconds histogram")
-        bounds = [*(_number(b) for b in BUCKETS), "+Inf"]
-        for key, histogram in self._histograms.items():
-            labels = _labels(CHECK_LABELS, key)
-            cumulative = 0
-            for bound, count in zip(bounds, histogram.counts, strict=True):
-                cumulative += count
-                add(f'reach_check_duration_seconds_bucket{{{labels},le="{bound}"}} {cumulative}')
-            add(f"reach_check_duration_seconds_sum{{{labels}}} {_number(histogram.sum)}")
-            add(f"reach_check_duration_seconds_count{{{labels}}} {cumulative}")
+        put(b"# HELP reach_check_duration_seconds How long checks took.")
+        put(b"# TYPE reach_check_duration_seconds histogram")
+        for histogram in histograms.values():
+            put(_histogram_lines(histogram.labels, tuple(accumulate(histogram.counts)),
+                                 _number(histogram.sum).encode()))
 
-        add("# HELP reach_check_failures_total Failed checks, by failure string.")
-        add("# TYPE reach_check_failures_total counter")
+        put(b"# HELP reach_check_failures_total Failed checks, by failure string.")
+        put(b"# TYPE reach_check_failures_total counter")
+        failure_labels = self._failure_labels
         for fkey, count in self._failures.items():
-            add(f"reach_check_failures_total{{{_labels((*CHECK_LABELS, 'failure'), fkey)}}} {count}")
+            labels = failure_labels.get(fkey)
+            if labels is None:
+                labels = failure_labels[fkey] = _labels((*CHECK_LABELS, "failure"), fkey).encode()
+            put(b"reach_check_failures_total{%s} %d" % (labels, count))
 
-        add("# HELP reach_verdict The latest verdict per target (1 for the current one).")
-        add("# TYPE reach_verdict gauge")
+        put(b"# HELP reach_verdict The latest verdict per target (1 for the current one).")
+        put(b"# TYPE reach_verdict gauge")
+        verdict_labels = self._verdict_labels
         for verdict in result.verdicts:
-            prefix = _labels(("vantage", "messenger", "target"), (vantage, verdict.messenger, verdict.target))
-            for state in VERDICTS:
-                add(f'reach_verdict{{{prefix},verdict="{state}"}} {int(state == verdict.verdict)}')
-        add("")
-        return "\n".join(out)
+            vkey = (vantage, verdict.messenger, verdict.target)
+            prefix = verdict_labels.get(vkey)
+            if prefix is None:
+                prefix = verdict_labels[vkey] = _labels(("vantage", "messenger", "target"), vkey).encode()
+            put(_verdict_lines(prefix, verdict.verdict))
+        put(b"")
+        return b"\n".join(out)
 
     def render(self) -> bytes:
         """The full exposition: live registry metrics, then the latest round's."""

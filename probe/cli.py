@@ -142,6 +142,26 @@ def evidence(
         raise typer.Exit(1)
 
 
+@app.command("rules")
+def show_rules(
+    format: Annotated[str, typer.Option(help="table or markdown.")] = "table",
+) -> None:
+    """Print the classifier's rule table: rule id, verdict and condition, in order."""
+    from rich.table import Table
+
+    from probe.classify import RULES, rules_markdown
+
+    if format == "markdown":
+        print(rules_markdown(), end="")
+        return
+    if format != "table":
+        fail(f"--format must be 'table' or 'markdown', not {format!r}")
+    table = Table("#", "rule", "verdict", "condition")
+    for number, rule in enumerate(RULES, 1):
+        table.add_row(str(number), rule.id, rule.verdict, rule.condition)
+    Console().print(table)
+
+
 @app.command("catalog")
 def show_catalog(
     messenger: Annotated[str | None, typer.Argument(help="Messenger; all when omitted.")] = None,

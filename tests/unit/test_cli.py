@@ -195,3 +195,11 @@ async def test_exporter_end_to_end(world: World, tmp_path: Path) -> None:
     assert process.stderr is not None
     log = (await process.stderr.read()).decode()
     assert "reload refused" in log and "Traceback" not in log
+
+
+def test_rules_doc_is_generated_from_the_rule_table() -> None:
+    result = run_probe("rules", "--format", "markdown")
+    assert result.returncode == 0
+    assert Path("docs/classifier.md").read_text() == result.stdout, \
+        "docs/classifier.md is stale: run `probe rules --format markdown > docs/classifier.md`"
+    assert "| 1 | `baseline_unreachable` | `vantage_offline` |" in result.stdout

@@ -153,6 +153,17 @@ class ScriptedUDP(asyncio.DatagramProtocol):
         await self.stop()
 
 
+def dns_answer(query: bytes, address: str = "198.18.64.1") -> bytes:
+    """A well-formed reply to `query` with one A record."""
+    import dns.message
+    import dns.rrset
+
+    q = dns.message.from_wire(query)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", address))
+    return r.to_wire()
+
+
 async def within(seconds: float, step: Awaitable[Any]) -> Any:
     """Await `step`, failing the test (not hanging it) if it outlives `seconds`."""
     return await asyncio.wait_for(step, seconds)

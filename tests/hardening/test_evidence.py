@@ -24,7 +24,7 @@ from probe.round import RoundResult
 from probe.service import Service
 from tests.hardening._counts import CASES
 from tests.hardening.hostile import ScriptedTCP, ScriptedUDP
-from tests.hardening.test_fuzz_dns import good_reply
+from tests.hardening.hostile import dns_answer as good_reply
 from tests.hardening.util import ROOT, cli, loopback_config, metric
 
 

@@ -22,7 +22,7 @@ from probe import failures
 from probe.checks.dns import AnswerPolicy, ResolverSpec, check_dns
 from probe.observation import Observation
 from tests.hardening._counts import CASES, EXAMPLES
-from tests.hardening.hostile import ScriptedTCP, ScriptedUDP
+from tests.hardening.hostile import ScriptedTCP, ScriptedUDP, dns_answer
 
 POLICY = AnswerPolicy({}, (ipaddress.ip_network("198.18.0.0/15"),))
 TIMEOUT = 1.0
@@ -31,11 +31,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-def good_reply(query: bytes, address: str = "198.18.64.1") -> bytes:
-    q = dns.message.from_wire(query)
-    r = dns.message.make_response(q)
-    r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", address))
-    return r.to_wire()
+good_reply = dns_answer
 
 
 def query_id(query: bytes) -> bytes:

@@ -26,7 +26,7 @@ import yaml
 from bench.blackbox import Exporter
 from bench.farm import SNI, Endpoint, Farm
 
-WORKLOADS = ("tcp", "tls", "dc")
+WORKLOADS = ("tcp", "dc", "tls")
 BLACKBOX_MODULE = {"tcp": "tcp_connect", "tls": "tls"}
 COLUMNS = ("workload", "N", "tool", "checks", "ok", "wall_s", "checks_per_s", "cpu_s_per_1k",
            "rss_peak_mb")
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not pin the tool to CPU 0 and the farm to CPU 1")
     parser.add_argument("--max-minutes", type=float, default=45.0, help="stop starting passes after this")
     parser.add_argument("--json", type=Path, help="write every pass's raw figures here")
+    parser.add_argument("--port-offset", type=int, default=0,
+                        help="shift the farm's ports (20000-22003) to run beside another bench")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     workloads = [w for w in args.workloads.split(",") if w]
@@ -179,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     raw: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="reach-bench-") as tmp:
         workdir = Path(tmp)
-        farm = Farm(workdir, cpus=farm_cpus)
+        off = args.port_offset
+        farm = Farm(workdir, cpus=farm_cpus,
+                    tcp_ports=[p + off for p in range(20000, 20010)],
+                    tls_ports=[p + off for p in range(21000, 21010)],
+                    mtproto_ports=[p + off for p in range(22000, 22004)])
         farm.start()
         exporter = Exporter(workdir, farm.ca_file, SNI, args.timeout, cpus=tool_cpus)
         try:

@@ -21,8 +21,22 @@ def _service(request: web.Request) -> Service:
     return request.app[SERVICE]
 
 
+_METRICS_CACHE = web.AppKey("metrics_cache", dict)
+METRICS_MAX_AGE = 1.0  # seconds: far below any scrape interval, so scrapers see no difference
+
+
 async def metrics(request: web.Request) -> web.Response:
-    body = _service(request).metrics.render()
+    """The exposition, rendered at most once a second (and at once after a round or reload):
+    a flood of requests must not take the event loop from the round."""
+    service = _service(request)
+    cache: dict[str, object] = request.app[_METRICS_CACHE]
+    key = (service.rounds, id(service.config), service.last_reload_error, service.evidence.write_errors)
+    now = time.monotonic()
+    body = cache.get("body")
+    stale = now - float(str(cache.get("at", 0))) > METRICS_MAX_AGE
+    if cache.get("key") != key or not isinstance(body, bytes) or stale:
+        body = service.metrics.render()
+        cache.update(key=key, body=body, at=now)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -100,6 +114,7 @@ def make_app(service: Service, web_config: WebConfig | None = None) -> web.Appli
     app = web.Application(middlewares=middlewares)
     app[SERVICE] = service
     app[_STATUS_CACHE] = {}
+    app[_METRICS_CACHE] = {}
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/status", status)

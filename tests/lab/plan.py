@@ -157,3 +157,38 @@ def zone() -> dict[str, dict[str, list[str]]]:
 
 def is_v6(address: str) -> bool:
     return ":" in address
+
+
+# ------------------------------------------------------------------ out-of-band management
+@dataclass(frozen=True)
+class MgmtLink:
+    """An optional veth from a vantage namespace to the root namespace (a /30).
+
+    It models a probe whose management path (scrapes, SSH) is separate from the network
+    it measures: cutting the subject's uplink must not also cut Prometheus's scrapes.
+    Only the connected /30 route exists on either end (no default route, no forwarding,
+    IPv6 off on both ends), so lab traffic can never take it.
+    """
+
+    ns: str
+    ns_if: str
+    root_if: str
+    root_addr: str
+    ns_addr: str
+    prefix: int = 30
+
+
+#: Out-of-band management addresses (inside 198.18.0.0/15, like every lab address).
+MGMT_NET = "198.19.254.0/24"
+MGMT_LINKS = (
+    MgmtLink(SUBJECT, "mgmt0", "rlab-mgmt-sub", "198.19.254.1", "198.19.254.2"),
+    MgmtLink(CONTROL, "mgmt0", "rlab-mgmt-ctl", "198.19.254.5", "198.19.254.6"),
+)
+
+
+def mgmt_link(ns: str) -> MgmtLink:
+    """The management link of a vantage namespace."""
+    for link in MGMT_LINKS:
+        if link.ns == ns:
+            return link
+    raise KeyError(ns)

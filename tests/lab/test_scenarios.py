@@ -16,7 +16,7 @@ import pytest
 from tests.lab import plan
 from tests.lab.harness import run_scenario
 from tests.lab.scenarios import SCENARIOS, Scenario
-from tests.lab.topology import Lab, lab_available
+from tests.lab.topology import Lab, lab_available, root_mgmt_links
 
 pytestmark = [
     pytest.mark.lab,
@@ -47,13 +47,15 @@ def test_scenario(lab: Lab, lab_records: list[dict[str, Any]], scenario: Scenari
 
 
 def test_teardown_leaves_nothing(lab: Lab) -> None:
-    """Runs last: tear the lab down and check no namespace or lab process is left.
+    """Runs last: tear the lab down and check no namespace, lab process or management
+    veth (root-namespace end of the fleet e2e test's out-of-band links) is left.
 
     (The session fixture tears down again; down() is idempotent.)"""
     pids = [p.pid for p in lab.processes.values()]
     lab.down()
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [n for n in names.split() if n in plan.NAMESPACES], names
+    assert not root_mgmt_links(), f"management veths left: {root_mgmt_links()}"
     alive = []
     for pid in pids:
         try:

@@ -13,6 +13,11 @@ Topology (see docs/lab.md)::
 The internet namespace holds the lab copies of the service (DCs, web fronts), the control
 resolvers, the baseline site and a decoy host on its loopback; the censor namespace holds
 the subject's ISP resolver, a blockpage server and a TLS-intercepting server.
+
+Optionally (``add_mgmt_links``, used by the fleet end-to-end test) each vantage gets an
+out-of-band management veth to the root namespace (198.19.254.0/24, one /30 each) so that
+a Prometheus on the host can scrape probes independently of the measured network. Its
+root-side end would survive a failed namespace deletion, so teardown removes it by name.
 """
 
 from __future__ import annotations
@@ -271,6 +276,7 @@ class Lab:
         for ns in stale:
             _kill_namespace_processes(ns)
             run(["ip", "netns", "del", ns], check=False)
+        self.remove_mgmt_links()
 
     def _build_network(self) -> None:
         for ns in plan.NAMESPACES:
@@ -560,6 +566,59 @@ class Lab:
             raise LabError("; ".join(errors))
         return results
 
+    # ----------------------------------------------------------------- management path
+
+    def add_mgmt_links(self) -> None:
+        """Out-of-band management: a veth per vantage to the root namespace (a /30 each).
+
+        Only the connected route exists on either end (no default route is touched), IPv4
+        forwarding is off on both ends and IPv6 is disabled on them, so lab traffic never
+        takes this path; it only carries the host's scrapes of the probes. Idempotent.
+        On failure, what was added is removed again.
+        """
+        try:
+            for link in plan.MGMT_LINKS:
+                if link.root_if not in root_mgmt_links():
+                    add = f"link add {link.root_if} type veth peer name {link.ns_if} netns {link.ns}"
+                    ip_batch(None, [add])
+                run(
+                    [
+                        "sysctl",
+                        "-qw",
+                        f"net.ipv6.conf.{link.root_if}.disable_ipv6=1",
+                        f"net.ipv4.conf.{link.root_if}.forwarding=0",
+                    ]
+                )
+                ns_run(
+                    link.ns,
+                    "sysctl",
+                    "-qw",
+                    f"net.ipv6.conf.{link.ns_if}.disable_ipv6=1",
+                    f"net.ipv4.conf.{link.ns_if}.forwarding=0",
+                )
+                ip_batch(
+                    None,
+                    [
+                        f"addr replace {link.root_addr}/{link.prefix} dev {link.root_if}",
+                        f"link set {link.root_if} up",
+                    ],
+                )
+                ip_batch(
+                    link.ns,
+                    [
+                        f"addr replace {link.ns_addr}/{link.prefix} dev {link.ns_if}",
+                        f"link set {link.ns_if} up",
+                    ],
+                )
+        except BaseException:
+            self.remove_mgmt_links()
+            raise
+
+    def remove_mgmt_links(self) -> None:
+        """Delete the management veths (the root-side end; its peer goes with it)."""
+        for name in root_mgmt_links():
+            run(["ip", "link", "del", name], check=False)
+
     # ----------------------------------------------------------------- teardown
 
     def down(self) -> None:
@@ -573,6 +632,7 @@ class Lab:
             if ns in existing_namespaces():
                 _kill_namespace_processes(ns)
                 run(["ip", "netns", "del", ns], check=False)
+        self.remove_mgmt_links()
         with contextlib.suppress(FileNotFoundError):
             (self.workdir / "state.json").unlink()
 
@@ -581,6 +641,7 @@ class Lab:
         return {
             "namespaces": [ns for ns in existing_namespaces() if ns in plan.NAMESPACES],
             "processes": {ns: namespace_pids(ns) for ns in plan.NAMESPACES if ns in existing_namespaces()},
+            "mgmt_links": root_mgmt_links(),
         }
 
     def __enter__(self) -> Lab:
@@ -589,6 +650,20 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def root_mgmt_links() -> list[str]:
+    """Lab management veths present in the root namespace (by their fixed names)."""
+    names = {link.root_if for link in plan.MGMT_LINKS}
+    out = run(["ip", "-o", "link", "show"], check=False)
+    found = []
+    for line in out.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) >= 2:
+            name = parts[1].strip().split("@", 1)[0]
+            if name in names:
+                found.append(name)
+    return found
 
 
 def _host_addr(address: str) -> str:

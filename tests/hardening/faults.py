@@ -187,7 +187,7 @@ async def soak(directory: Path, rounds: int, interval: float = 0.3, timeout: flo
             durations.append(time.monotonic() - starts[-1])  # the round, metrics and evidence
             if len(starts) == warmup:
                 samples["warm"] = (open_fds(), len(asyncio.all_tasks()))
-            if len(starts) >= rounds:
+            if len(durations) >= rounds:
                 samples["end"] = (open_fds(), len(asyncio.all_tasks()))
                 done.set()
             return result

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import html
 import json
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -21,23 +25,43 @@ def _service(request: web.Request) -> Service:
     return request.app[SERVICE]
 
 
-_METRICS_CACHE = web.AppKey("metrics_cache", dict)
+@dataclass
+class _Cached:
+    """A rendered body for one state of the service, and its gzip form once asked for."""
+
+    key: object = None
+    at: float = 0.0
+    body: bytes = b""
+    gzipped: asyncio.Future[bytes] | None = None
+
+
+_CACHE = web.AppKey("cache", dict)
 METRICS_MAX_AGE = 1.0  # seconds: far below any scrape interval, so scrapers see no difference
+
+
+async def _respond(request: web.Request, cached: _Cached, content_type: str) -> web.Response:
+    """Serve a cached body, gzipped (compressed once, in a thread) when the client accepts it,
+    as Prometheus does: a big exposition is then a tenth of the bytes to write."""
+    headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", "") and len(cached.body) > 4096:
+        if cached.gzipped is None:
+            cached.gzipped = asyncio.ensure_future(asyncio.to_thread(gzip.compress, cached.body, 1))
+        body = await asyncio.shield(cached.gzipped)
+        return web.Response(body=body, headers={**headers, "Content-Encoding": "gzip"})
+    return web.Response(body=cached.body, headers=headers)
 
 
 async def metrics(request: web.Request) -> web.Response:
     """The exposition, rendered at most once a second (and at once after a round or reload):
     a flood of requests must not take the event loop from the round."""
     service = _service(request)
-    cache: dict[str, object] = request.app[_METRICS_CACHE]
+    caches: dict[str, _Cached] = request.app[_CACHE]
     key = (service.rounds, id(service.config), service.last_reload_error, service.evidence.write_errors)
     now = time.monotonic()
-    body = cache.get("body")
-    stale = now - float(str(cache.get("at", 0))) > METRICS_MAX_AGE
-    if cache.get("key") != key or not isinstance(body, bytes) or stale:
-        body = service.metrics.render()
-        cache.update(key=key, body=body, at=now)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    cached = caches.get("metrics")
+    if cached is None or cached.key != key or now - cached.at > METRICS_MAX_AGE:
+        cached = caches["metrics"] = _Cached(key, now, service.metrics.render())
+    return await _respond(request, cached, CONTENT_TYPE)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -52,26 +76,22 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-_STATUS_CACHE = web.AppKey("status_cache", dict)
-
-
 async def status(request: web.Request) -> web.Response:
     """The latest round as JSON, serialised once per state: a big round's JSON is costly,
     and many clients polling it must not take the event loop from the round."""
     service = _service(request)
-    cache: dict[str, object] = request.app[_STATUS_CACHE]
+    caches: dict[str, _Cached] = request.app[_CACHE]
     key = (id(service.latest), service.rounds, service.last_reload_error, service.next_round_at)
-    if cache.get("key") != key:
+    cached = caches.get("status")
+    if cached is None or cached.key != key:
         text = json.dumps({
             "config": {"path": str(service.path), "last_reload_error": service.last_reload_error},
             "rounds": service.rounds,
             "next_round": iso(service.next_round_at),
             "round": round_json(service.latest) if service.latest else None,
         })
-        cache["key"], cache["body"] = key, text.encode()
-    body = cache["body"]
-    assert isinstance(body, bytes)
-    return web.Response(body=body, content_type="application/json")
+        cached = caches["status"] = _Cached(key, time.monotonic(), text.encode())
+    return await _respond(request, cached, "application/json; charset=utf-8")
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -109,12 +129,58 @@ async def page(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
-def make_app(service: Service, web_config: WebConfig | None = None) -> web.Application:
-    middlewares = [web_config.middleware()] if web_config is not None else []
+class Pacer:
+    """Admission control for the HTTP side: at most `rate` requests a second (after a burst).
+
+    The round and the HTTP server share one event loop, and check timings are evidence (a
+    slow loop would look like throttling). A flood of requests is therefore paced, not
+    served as fast as the CPU allows: a request beyond the rate waits its turn (costing
+    nothing while it sleeps), and one that would wait longer than `max_wait` gets 503 at once.
+    Prometheus scrapes a probe a few times a minute, far below the rate.
+    """
+
+    def __init__(self, rate: float = 100.0, burst: float = 50.0, max_wait: float = 5.0) -> None:
+        self.rate, self.burst, self.max_wait = rate, burst, max_wait
+        self.tokens = burst
+        self.updated = time.monotonic()
+        self.refused = 0
+
+    def delay(self) -> float | None:
+        """Reserve a slot: seconds to wait for it, or None to refuse."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        wait = (1 - self.tokens) / self.rate if self.tokens < 1 else 0.0
+        if wait > self.max_wait:
+            self.refused += 1
+            return None
+        self.tokens -= 1
+        return wait
+
+    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+        @web.middleware
+        async def pace(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            wait = self.delay()
+            if wait is None:
+                return web.Response(status=503, text="busy: too many requests\n",
+                                    headers={"Retry-After": "1"})
+            if wait:
+                await asyncio.sleep(wait)
+            return await handler(request)
+
+        return pace
+
+
+def make_app(service: Service, web_config: WebConfig | None = None,
+             pacer: Pacer | None = None) -> web.Application:
+    middlewares = [(pacer or Pacer()).middleware()]
+    if web_config is not None:
+        middlewares.append(web_config.middleware())
     app = web.Application(middlewares=middlewares)
     app[SERVICE] = service
-    app[_STATUS_CACHE] = {}
-    app[_METRICS_CACHE] = {}
+    app[_CACHE] = {}
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/status", status)

@@ -451,6 +451,9 @@ def test_uplink_cut_is_vantage_offline_only(fleet_lab: Lab, tmp_path: Path) -> N
         assert not log.matching("ProbeAbsent", "firing"), log.summary()
         assert {a["labels"]["alertname"] for a in prom.firing()} == {"VantageOffline"}
         assert not stack.webhook.notifications("/page")
+        # the management link carries scrapes only: the probe's checks find no route out
+        failures = prom.query(f'sum by (failure) (reach_check_failures_total{{vantage="{subject}"}})')
+        assert {r["metric"]["failure"] for r in failures} == {"network_unreachable"}, failures
 
 
 # ------------------------------------------------------------------------------ dashboards

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -436,6 +437,25 @@ def launch_prometheus(
         server.stop()
         raise
     return server
+
+
+def load_rules_once_scraping(prom: Prometheus, rule_files: list[Path], targets: int) -> None:
+    """Load the rules (SIGHUP) only once every probe has been scraped.
+
+    Why: Prometheus's discovery manager hands the first targets to the scrape loop ~5 s
+    after start, while rules are evaluated from the first second. With ``for`` scaled
+    1/60, ProbeAbsent's ``absent(up{job="reach"})`` (for 5m -> 5 s) would fire at every
+    test start; a long-running Prometheus (for: 5m) never sees that. Loading the rules
+    after the first scrapes models the long-running server.
+    """
+    prom.wait_for_series('up{job="reach"} == 1', timeout=30, count=targets)
+    config_path = prom.workdir / "prometheus.yml"
+    config = yaml.safe_load(config_path.read_text())
+    config["rule_files"] = [str(p) for p in rule_files]
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    prom.process.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: prom.api("rules")["groups"], 30, "the rules to be loaded")
+    prom.wait_rules_evaluated()
 
 
 def start_alertmanager(

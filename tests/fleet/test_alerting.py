@@ -49,10 +49,10 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         prom = promstack.start_prometheus(
             tmp_path / "prom",
             scrape_configs=[promstack.scrape_job("reach", [s.address for s in servers])],
-            rule_files=promstack.shorten_rules(tmp_path / "rules"),
             alertmanager_url=am.url,
         )
         started.append(prom)
+        promstack.load_rules_once_scraping(prom, promstack.shorten_rules(tmp_path / "rules"), len(servers))
         yield Stack(probes, prom, am, webhook)
     finally:
         for server in reversed(started):

@@ -23,7 +23,6 @@ import contextlib
 import json
 import re
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -263,32 +262,13 @@ def fleet_stack(lab: Lab, scenario: Scenario, workdir: Path) -> Iterator[FleetSt
             evaluation_interval="1s",
         )
         started.append(prom)
-        load_rules_once_scraping(prom, promstack.shorten_rules(workdir / "rules"), len(probes))
+        promstack.load_rules_once_scraping(prom, promstack.shorten_rules(workdir / "rules"), len(probes))
         log = AlertLog()
         yield FleetStack(scenario, lab, probes, prom, am, webhook, log)
     finally:
         for server in reversed(started):
             with contextlib.suppress(Exception):
                 server.stop()
-
-
-def load_rules_once_scraping(prom: promstack.Prometheus, rule_files: list[Path], targets: int) -> None:
-    """Load the rules (SIGHUP) only once every probe has been scraped.
-
-    Why: Prometheus's discovery manager hands the first targets to the scrape loop ~5 s
-    after start, while rules are evaluated from the first second. With ``for`` scaled
-    1/60, ProbeAbsent's ``absent(up{job="reach"})`` (for 5m -> 5 s) would fire at every
-    test start; a long-running Prometheus (for: 5m) never sees that. Loading the rules
-    after the first scrapes models the long-running server.
-    """
-    prom.wait_for_series('up{job="reach"} == 1', timeout=30, count=targets)
-    config_path = prom.workdir / "prometheus.yml"
-    config = yaml.safe_load(config_path.read_text())
-    config["rule_files"] = [str(p) for p in rule_files]
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    prom.process.proc.send_signal(signal.SIGHUP)
-    promstack.wait_until(lambda: prom.api("rules")["groups"], 30, "the rules to be loaded")
-    prom.wait_rules_evaluated()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,41 @@
+"""The short load run: many clients on /metrics and /api/status while rounds run.
+The full one (2,000 targets, 200 clients, 30 s) is `python -m tests.hardening.load`."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from probe.server import Pacer
+from tests.hardening._counts import CASES
+from tests.hardening.load import run_load
+
+
+async def test_short_load_run() -> None:
+    figures = await run_load(targets=200, clients=50, seconds=4, interval=1.5, baseline_seconds=3)
+    load = figures["load"]
+    assert load["errors"] == 0, load["first_errors"]
+    for path in ("/metrics", "/api/status"):
+        assert load[path]["requests"] > 50
+        assert load[path]["p99_ms"] < 5000  # paced, never refused or timed out
+    quiet, loaded = figures["rounds_without_load"], figures["rounds_under_load"]
+    assert quiet["rounds"] >= 1 and loaded["rounds"] >= 1, figures
+    # the HTTP side is paced: the probe spends little CPU on a flood
+    assert load["cpu_percent_loaded"]["probe"] < 60, load
+    CASES["load/requests (short run)"] += load["/metrics"]["requests"] + load["/api/status"]["requests"]
+
+
+def test_pacer_admits_the_rate_and_refuses_past_max_wait() -> None:
+    pacer = Pacer(rate=10, burst=5, max_wait=1.0)
+    waits = [pacer.delay() for _ in range(30)]
+    assert waits[:5] == [0.0] * 5  # the burst goes through at once
+    admitted = [w for w in waits if w is not None]
+    assert all(b >= a for a, b in itertools.pairwise(admitted[5:]))  # FIFO: later waits longer
+    assert max(admitted) <= 1.0 + 1e-6
+    assert waits.count(None) == pacer.refused > 0
+
+
+@pytest.mark.parametrize("rate", [100.0])
+def test_default_rate_is_far_above_scraping(rate: float) -> None:
+    assert Pacer().rate == rate  # Prometheus HA pair + Grafana: a few requests a minute

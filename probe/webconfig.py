@@ -39,11 +39,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import bcrypt
-import yaml
 from aiohttp import web
-from pydantic import AfterValidator, ValidationError, field_validator
+from pydantic import AfterValidator, field_validator
 
-from probe.config import ConfigError, Strict, _key_path, _line_of, _LineLoader
+from probe.config import ConfigError, Strict, _line_at, read_text, validate_yaml
 
 ClientAuth = Literal[
     "NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
@@ -189,41 +188,11 @@ def load_web_config(path: str | Path) -> WebConfig:
     """Read and validate a web-config file; every failure is a one-line ConfigError."""
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        at = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{at}: invalid YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: a web config must be a YAML mapping")
-    try:
-        model = WebConfigFile.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(error["loc"])
-        line, _ = _line_of(node, loc)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        raise ConfigError(f"{source}:{line}: {_key_path(loc)}: {message}") from None
+    text = read_text(path)
+    model = validate_yaml(text, source, WebConfigFile)
 
     def where(key: str) -> str:
-        line, _ = _line_of(node, ("tls_server_config", key))
-        return f"{source}:{line}: tls_server_config.{key}"
+        return f"{source}:{_line_at(text, ('tls_server_config', key))}: tls_server_config.{key}"
 
     context = None
     if model.tls_server_config is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 import yaml
@@ -20,12 +21,26 @@ app = typer.Typer(
     help="reach: a reachability monitor for messaging services that governments block.",
 )
 EXIT_BAD_INPUT = 2
+T = TypeVar("T")
 
 
 def fail(message: str) -> NoReturn:
     """One clear line on stderr, exit 2: the contract for every kind of bad input."""
     print(f"probe: error: {message}", file=sys.stderr)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def run_loop(main: Coroutine[Any, Any, T], event_loop: str) -> T:
+    """Run the probe's coroutine on the configured event loop."""
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            main.close()
+            fail("schedule.event_loop is uvloop, but uvloop is not installed "
+                 "(pip install 'reach-probe[fast]')")
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def _version(value: bool) -> None:
@@ -66,9 +81,9 @@ def once(
         with err.status("probing...") as status:
             def progress(done: int, planned: int) -> None:
                 status.update(f"probing: {done}/{planned} checks")
-            result = asyncio.run(run_round(cfg, progress))
+            result = run_loop(run_round(cfg, progress), cfg.schedule.event_loop)
     else:
-        result = asyncio.run(run_round(cfg))
+        result = run_loop(run_round(cfg), cfg.schedule.event_loop)
     from probe.evidence import EvidenceLog
 
     EvidenceLog.for_config(cfg).append_round(result)
@@ -98,7 +113,7 @@ def run(
         web_cfg = load_web_config(web_config_file) if web_config_file is not None else None
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
-    code = asyncio.run(serve(config, cfg, host, port, web_cfg))
+    code = run_loop(serve(config, cfg, host, port, web_cfg), cfg.schedule.event_loop)
     raise typer.Exit(code)
 
 

@@ -13,7 +13,7 @@ import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -220,11 +220,21 @@ class Round:
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=self.context, limit=4)
         ) as self._session:
-            steps: list[Awaitable[list[Observation]]] = [self._baseline()]
+            jobs: list[Callable[[], Awaitable[list[Observation]]]] = [self._baseline]
             for mplan in self.plans:
-                steps += [self._dc(t) for t in mplan.dc_targets]
-                steps += [self._domain(t, mplan) for t in mplan.domain_targets]
-            groups = await asyncio.gather(*steps)
+                jobs += [partial(self._dc, t) for t in mplan.dc_targets]
+                jobs += [partial(self._domain, t, mplan) for t in mplan.domain_targets]
+            groups: list[list[Observation]] = [[] for _ in jobs]
+            queue = iter(enumerate(jobs))
+
+            # A pool of workers, not a task per target: at 10,000 targets the tasks and
+            # their coroutines would all exist at once, for nothing but waiting.
+            async def worker() -> None:
+                for index, job in queue:
+                    groups[index] = await job()
+
+            workers = min(self.config.schedule.concurrency, len(jobs))
+            await asyncio.gather(*(worker() for _ in range(workers)))
         observations = self.result.observations
         for group in groups:
             for obs in group:

@@ -203,3 +203,15 @@ def test_rules_doc_is_generated_from_the_rule_table() -> None:
     assert Path("docs/classifier.md").read_text() == result.stdout, \
         "docs/classifier.md is stale: run `probe rules --format markdown > docs/classifier.md`"
     assert "| 1 | `baseline_unreachable` | `vantage_offline` |" in result.stdout
+
+
+async def test_once_on_uvloop(world: World, tmp_path: Path) -> None:
+    pytest.importorskip("uvloop")
+    data = world.config_data()
+    data["schedule"]["event_loop"] = "uvloop"
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump(data))
+    code, stdout, stderr = await run_probe_async("once", "--config", str(config), "--format", "json")
+    assert code == 0, stderr
+    verdicts = {v["target"]: v["verdict"] for v in json.loads(stdout)["verdicts"]}
+    assert verdicts[f"dc1-v4:{world.dc_port}"] == "ok" and verdicts["web.telegram.org/v4"] == "ok"

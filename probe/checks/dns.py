@@ -27,6 +27,7 @@ from probe.checks.net import Source, Stopwatch
 from probe.observation import Observation
 
 MAX_UDP_REPLIES = 16  # replies we keep per query: a flood must not grow memory
+MAX_UDP_DATAGRAMS = 256  # datagrams we parse per query: a flood must not burn the CPU
 MAX_DOH_BYTES = 65535
 
 
@@ -106,13 +107,14 @@ async def _udp_query(
             raise
     rdtype = query.question[0].rdtype
     first: dns.message.Message | None = None
+    first_answer: list[str] = []
     late: list[list[str]] = []
-    garbage = 0
+    garbage = datagrams = 0
     try:
         await loop.sock_connect(sock, (spec.address, spec.port))
         await loop.sock_sendall(sock, query.to_wire())
         deadline = loop.time() + timeout
-        while len(late) < MAX_UDP_REPLIES:
+        while len(late) < MAX_UDP_REPLIES and datagrams < MAX_UDP_DATAGRAMS:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -121,6 +123,7 @@ async def _udp_query(
                     wire = await loop.sock_recv(sock, 65535)
             except TimeoutError:
                 break
+            datagrams += 1
             try:
                 reply = dns.message.from_wire(wire)
                 is_response = query.is_response(reply)
@@ -133,10 +136,11 @@ async def _udp_query(
                 continue
             if first is None:
                 first = reply
+                first_answer = _addresses(reply, rdtype)
                 deadline = min(deadline, loop.time() + race_window)
             else:
                 answer = _addresses(reply, rdtype)
-                if answer != _addresses(first, rdtype) and answer not in late:
+                if answer != first_answer and answer not in late:
                     late.append(answer)
     finally:
         sock.close()

@@ -165,7 +165,7 @@ async def test_udp_huge_answer_and_many_injected_replies() -> None:
         obs = await check_dns("telegram", "t/v4", "web.telegram.org", 4, spec, timeout=1.0,
                               race_window=0.3, policy=POLICY, in_space=lambda a: True, session=None)
     CASES["dns/udp huge answers"] += 60
-    assert_sane(obs, started)
+    assert_sane(obs, started, TIMEOUT + 0.5)  # the peer builds 64 KiB replies in our loop too
     assert len(obs.details["answers"]) == 4000
     assert len(obs.details["late_answers"]) <= 16  # kept replies are capped
 

@@ -16,7 +16,7 @@ COPY . /src
 # A CA bundle for pip, only when one is given (an empty PIP_CERT would break pip).
 ARG PIP_CERT
 RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
- && /opt/reach/bin/pip install --no-cache-dir --disable-pip-version-check /src \
+ && /opt/reach/bin/pip install --no-cache-dir --disable-pip-version-check "/src[fast]" \
  && /opt/reach/bin/python -m compileall -q /opt/reach/lib \
  && mkdir -p /out/etc/reach \
  && if [ -f /src/configs/probe.example.yaml ]; then cp /src/configs/probe.example.yaml /out/etc/reach/probe.yaml; fi

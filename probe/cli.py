@@ -32,14 +32,16 @@ def fail(message: str) -> NoReturn:
 
 def run_loop(main: Coroutine[Any, Any, T], event_loop: str) -> T:
     """Run the probe's coroutine on the configured event loop."""
-    if event_loop == "uvloop":
+    if event_loop != "asyncio":
         try:
             import uvloop
         except ImportError:
-            main.close()
-            fail("schedule.event_loop is uvloop, but uvloop is not installed "
-                 "(pip install 'reach-probe[fast]')")
-        return uvloop.run(main)
+            if event_loop == "uvloop":
+                main.close()
+                fail("schedule.event_loop is uvloop, but uvloop is not installed "
+                     "(pip install 'reach-probe[fast]')")
+        else:
+            return uvloop.run(main)
     return asyncio.run(main)
 
 

@@ -171,8 +171,8 @@ class Schedule(Strict):
     jitter: float = Field(default=0.1, ge=0, le=0.5)
     concurrency: int = Field(default=64, ge=1, le=10000)
     # uvloop (pip install 'reach-probe[fast]') cuts CPU per check by 20-30% (docs/benchmark.md);
-    # read at start-up: a reload does not switch loops.
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    # auto = uvloop when installed. Read at start-up: a reload does not switch loops.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     timeouts: Timeouts = Timeouts()
 
 

@@ -141,7 +141,10 @@ class WebConfig:
         async def guard(
             request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
         ) -> web.StreamResponse:
-            if not await self.authorized(request.headers.get("Authorization")):
+            # /healthz says only "ok" or "stale": open, so a container health check (and a
+            # load balancer) needs no credentials; everything else is behind basic auth.
+            if request.path != "/healthz" and not await self.authorized(
+                    request.headers.get("Authorization")):
                 response: web.StreamResponse = web.Response(
                     status=401, text="Unauthorized\n",
                     headers={"WWW-Authenticate": 'Basic realm="reach probe", charset="UTF-8"'})

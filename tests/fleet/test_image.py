@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +205,20 @@ def test_shipped_example_config_is_in_the_image(container: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_healthcheck_passes_against_the_probe_in_the_image(image: str, container: str) -> None:
+    """The image's own HEALTHCHECK command, run in the image beside a running probe."""
+    health = image_config(image)["Healthcheck"]["Test"]
+    assert health[0] == "CMD"
+    command = shlex.join(health[1:])
+    with socket.socket() as sock:  # chroot isolation shares this machine's network
+        if sock.connect_ex(("127.0.0.1", 9650)) == 0:
+            pytest.skip("port 9650 is taken on this machine")
+    script = (
+        "printf 'vantage: {name: hc}\\nschedule: {interval: 60}\\n' > /tmp/hc.yaml; "
+        "probe run --config /tmp/hc.yaml --listen 127.0.0.1:9650 & pid=$!; sleep 4; "
+        f"{command}; echo healthcheck=$?; kill $pid; wait $pid"
+    )
+    result = run(["buildah", "run", "--isolation", "chroot", container, "--", "sh", "-c", script], 120)
+    assert "healthcheck=0" in result.stdout, result.stdout + result.stderr

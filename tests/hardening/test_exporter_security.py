@@ -74,6 +74,8 @@ def test_curl_right_and_wrong_credentials(secured: int, pki: dict[str, Path]) ->
     assert curl(*ca, "-u", f"nobody:{PASSWORD}", url + "/metrics") == (0, "401")
     assert curl(*ca, url + "/metrics") == (0, "401")
     assert curl(*ca, "-X", "POST", url + "/-/reload") == (0, "401")  # reload is guarded too
+    assert curl(*ca, url + "/healthz") == (0, "200")  # open: the container health check has no password
+    assert curl(*ca, url + "/healthz/") == (0, "401")  # and only that exact path
     code, _ = curl(url + "/metrics")  # the CA is not trusted by default: TLS refuses
     assert code != 0
     code, _ = curl("-u", f"prometheus:{PASSWORD}", f"http://127.0.0.1:{secured}/metrics")

@@ -14,21 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-VERDICTS = (
-    "ok",
-    "dns_injection",
-    "dns_blocking",
-    "ip_blocking",
-    "tcp_reset",
-    "sni_filtering",
-    "tls_interception",
-    "protocol_filtering",
-    "http_blockpage",
-    "throttling",
-    "vantage_offline",
-    "inconclusive",
-)
-BLOCKING = frozenset(VERDICTS[1:10])
+from probe.observation import VERDICTS
 
 # Telegram-like targets: DCs speak MTProto over TCP, the web front is DNS + TLS + HTTP.
 TARGETS: dict[str, tuple[str, ...]] = {

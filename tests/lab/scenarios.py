@@ -15,6 +15,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from probe.observation import BLOCKING_VERDICTS
 from tests.lab import plan
 from tests.lab.topology import Lab
 
@@ -26,17 +27,7 @@ DCS = "dc*"
 DOMAINS = "*/v[46]"
 #: Verdicts that only a censor produces (a real outage must never be reported as these).
 CENSOR_ONLY = ("sni_filtering", "dns_injection", "tls_interception", "http_blockpage")
-BLOCKS = (
-    "dns_injection",
-    "dns_blocking",
-    "ip_blocking",
-    "tcp_reset",
-    "sni_filtering",
-    "tls_interception",
-    "protocol_filtering",
-    "http_blockpage",
-    "throttling",
-)
+BLOCKS = tuple(sorted(BLOCKING_VERDICTS))
 
 
 @dataclass(frozen=True)

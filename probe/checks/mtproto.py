@@ -13,6 +13,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 
 from probe import failures
 from probe.checks.net import Source, Stopwatch, open_socket
@@ -81,6 +82,44 @@ async def _exchange(sock: socket.socket, nonce: bytes) -> tuple[dict[str, object
 
 HTTP_PROBE = b"POST /api HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
+Conversation = Callable[[socket.socket, dict[str, object]], Awaitable[None]]
+
+
+async def _converse(
+    address: str, port: int, timeout: float, source: Source, talk: Conversation
+) -> tuple[str | None, dict[str, object], Stopwatch]:
+    """Connect and let `talk` speak (filling in evidence, raising on a bad answer), all
+    within `timeout`; whatever goes wrong becomes a failure string."""
+    watch = Stopwatch()
+    details: dict[str, object] = {}
+    failure = None
+    sock = None
+    try:
+        async with asyncio.timeout(timeout):
+            sock = await open_socket(address, port, timeout, source)
+            details["connect_seconds"] = round(watch.elapsed(), 6)
+            await talk(sock, details)
+    except Exception as exc:
+        failure = failures.classify(exc)
+        details["error"] = str(exc)[:200]
+    finally:
+        if sock is not None:
+            sock.close()
+    return failure, details, watch
+
+
+async def _post_empty(sock: socket.socket, details: dict[str, object]) -> None:
+    loop = asyncio.get_running_loop()
+    address: str = sock.getpeername()[0]
+    host = f"[{address}]" if ":" in address else address  # an IPv6 literal goes in brackets
+    await loop.sock_sendall(sock, HTTP_PROBE % host.encode())
+    head = await loop.sock_recv(sock, 512)
+    if not head:
+        raise asyncio.IncompleteReadError(b"", 1)
+    details["reply_head"] = head[:64].decode("latin-1")
+    if not head.startswith(b"HTTP/"):
+        raise failures.UnexpectedStatus("the answer to HTTP is not HTTP")
+
 
 async def check_plain_http(
     messenger: str, target: str, address: str, port: int, timeout: float, source: Source
@@ -91,30 +130,10 @@ async def check_plain_http(
     gets an answer where MTProto was reset or silenced, the filter keys on the protocol; if
     HTTP fails the same way, the address is what is filtered.
     """
-    watch = Stopwatch()
-    details: dict[str, object] = {"purpose": "protocol_differential"}
-    failure = None
-    sock = None
-    try:
-        async with asyncio.timeout(timeout):
-            sock = await open_socket(address, port, timeout, source)
-            loop = asyncio.get_running_loop()
-            await loop.sock_sendall(sock, HTTP_PROBE % address.encode())
-            head = await loop.sock_recv(sock, 512)
-        if not head:
-            raise asyncio.IncompleteReadError(b"", 1)
-        details["reply_head"] = head[:64].decode("latin-1")
-        if not head.startswith(b"HTTP/"):
-            raise failures.UnexpectedStatus("the answer to HTTP is not HTTP")
-    except Exception as exc:
-        failure = failures.classify(exc)
-        details["error"] = str(exc)[:200]
-    finally:
-        if sock is not None:
-            sock.close()
+    failure, details, watch = await _converse(address, port, timeout, source, _post_empty)
     return Observation(
         messenger, target, "http", failures.HTTP_ROUND_TRIP, failure, address, port,
-        watch.started, watch.elapsed(), details, aux=True,
+        watch.started, watch.elapsed(), {"purpose": "protocol_differential", **details}, aux=True,
     )
 
 
@@ -122,25 +141,15 @@ async def check_mtproto(
     messenger: str, target: str, address: str, port: int, timeout: float, source: Source
 ) -> Observation:
     """Connect, send req_pq_multi, and require a resPQ that echoes our nonce."""
-    watch = Stopwatch()
     nonce = os.urandom(16)
-    details: dict[str, object] = {"transport": "intermediate", "nonce": nonce.hex()}
-    failure = None
-    sock = None
-    try:
-        async with asyncio.timeout(timeout):
-            sock = await open_socket(address, port, timeout, source)
-            details["connect_seconds"] = round(watch.elapsed(), 6)
-            evidence, raw = await _exchange(sock, nonce)
-            details.update(evidence)
-            details["reply_head"] = raw[:64].hex()
-    except Exception as exc:
-        failure = failures.classify(exc)
-        details["error"] = str(exc)[:200]
-    finally:
-        if sock is not None:
-            sock.close()
+
+    async def talk(sock: socket.socket, details: dict[str, object]) -> None:
+        evidence, raw = await _exchange(sock, nonce)
+        details.update(evidence)
+        details["reply_head"] = raw[:64].hex()
+
+    failure, details, watch = await _converse(address, port, timeout, source, talk)
     return Observation(
         messenger, target, "mtproto", failures.MTPROTO_HANDSHAKE, failure, address, port,
-        watch.started, watch.elapsed(), details,
+        watch.started, watch.elapsed(), {"transport": "intermediate", "nonce": nonce.hex(), **details},
     )

@@ -240,14 +240,7 @@ class Prometheus(_Server):
         """Wait until alert ``name`` with (a superset of) ``labels`` is in ``state``."""
 
         def find() -> dict[str, Any] | None:
-            for alert in self.alerts():
-                if (
-                    alert["labels"].get("alertname") == name
-                    and alert["state"] == state
-                    and (_labels_match(alert["labels"], labels))
-                ):
-                    return alert
-            return None
+            return _find_alert(self.alerts(), name, labels, lambda a: a["state"] == state)
 
         return dict(wait_until(find, timeout, f"alert {name} {dict(labels or {})} {state}"))
 
@@ -314,20 +307,25 @@ class Alertmanager(_Server):
         """Wait until Alertmanager has alert ``name`` in ``state`` (active or suppressed)."""
 
         def find() -> dict[str, Any] | None:
-            for alert in self.alerts():
-                if (
-                    alert["labels"].get("alertname") == name
-                    and (alert["status"]["state"] == state)
-                    and _labels_match(alert["labels"], labels)
-                ):
-                    return alert
-            return None
+            return _find_alert(self.alerts(), name, labels, lambda a: a["status"]["state"] == state)
 
         return dict(wait_until(find, timeout, f"Alertmanager alert {name} {state}"))
 
 
 def _labels_match(have: Mapping[str, str], want: Mapping[str, str] | None) -> bool:
     return all(have.get(k) == v for k, v in (want or {}).items())
+
+
+def _find_alert(
+    alerts: Iterable[dict[str, Any]], name: str, labels: Mapping[str, str] | None,
+    in_state: Callable[[dict[str, Any]], bool],
+) -> dict[str, Any] | None:
+    """The first alert named `name` with (a superset of) `labels` for which `in_state` holds."""
+    for alert in alerts:
+        if alert["labels"].get("alertname") == name and in_state(alert) \
+                and _labels_match(alert["labels"], labels):
+            return alert
+    return None
 
 
 # --------------------------------------------------------------------------------------

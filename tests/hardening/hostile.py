@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from tests.support._common import abort_with_reset
 
 Action = tuple[str, Any]  # ("send", bytes) ("sleep", s) ("drip", (bytes, s)) ("stall", None)
 # ("close", None) ("reset", None) ("read", n) ("forever", bytes: send repeatedly)
@@ -22,14 +22,6 @@ Action = tuple[str, Any]  # ("send", bytes) ("sleep", s) ("drip", (bytes, s)) ("
 @dataclass
 class Counter:
     connections: int = 0
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
 
 
 class ScriptedTCP:
@@ -85,7 +77,7 @@ class ScriptedTCP:
                     writer.close()
                     return
                 elif action == "reset":
-                    _reset(writer)
+                    abort_with_reset(writer)
                     return
             writer.close()
         except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):

@@ -105,6 +105,12 @@ def container(image: str) -> Iterator[str]:
         run(["buildah", "rm", name], 120, check=False)
 
 
+def in_container(container: str, *argv: str, timeout: float = 120,
+                 check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command inside the working container (chroot isolation: works without a daemon)."""
+    return run(["buildah", "run", "--isolation", "chroot", container, "--", *argv], timeout, check)
+
+
 def image_config(image: str) -> dict[str, Any]:
     data = json.loads(run(["buildah", "inspect", "--type", "image", image], 60).stdout)
     return dict(data["Docker"]["config"])
@@ -124,26 +130,16 @@ def test_image_metadata(image: str) -> None:
 
 
 def test_probe_version_runs_in_the_image(container: str) -> None:
-    result = run(["buildah", "run", "--isolation", "chroot", container, "--", "probe", "--version"], 120)
+    result = in_container(container, "probe", "--version")
     assert "0.1.0" in result.stdout
 
 
 def test_image_has_no_root_writable_surprises(container: str) -> None:
     """The app files belong to root: the probe user cannot modify its own code."""
-    result = run(
-        [
-            "buildah",
-            "run",
-            "--isolation",
-            "chroot",
-            container,
-            "--",
-            "python3",
-            "-c",
-            "import os; print(os.getuid(), os.access('/opt/reach/bin', os.W_OK),"
-            " os.access('/var/lib/reach', os.W_OK))",
-        ],
-        120,
+    result = in_container(
+        container, "python3", "-c",
+        "import os; print(os.getuid(), os.access('/opt/reach/bin', os.W_OK),"
+        " os.access('/var/lib/reach', os.W_OK))",
     )
     assert result.stdout.split() == ["10001", "False", "True"]
 
@@ -189,21 +185,7 @@ def test_probe_once_runs_offline_in_the_image(container: str, tmp_path: Path) ->
 def test_shipped_example_config_is_in_the_image(container: str) -> None:
     if not (REPO / "configs" / "probe.example.yaml").exists():
         pytest.fail("configs/probe.example.yaml is missing (the image's default config)")
-    result = run(
-        [
-            "buildah",
-            "run",
-            "--isolation",
-            "chroot",
-            container,
-            "--",
-            "probe",
-            "check-config",
-            "/etc/reach/probe.yaml",
-        ],
-        120,
-        check=False,
-    )
+    result = in_container(container, "probe", "check-config", "/etc/reach/probe.yaml", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -220,5 +202,5 @@ def test_healthcheck_passes_against_the_probe_in_the_image(image: str, container
         "probe run --config /tmp/hc.yaml --listen 127.0.0.1:9650 & pid=$!; sleep 4; "
         f"{command}; echo healthcheck=$?; kill $pid; wait $pid"
     )
-    result = run(["buildah", "run", "--isolation", "chroot", container, "--", "sh", "-c", script], 120)
+    result = in_container(container, "sh", "-c", script)
     assert "healthcheck=0" in result.stdout, result.stdout + result.stderr

@@ -39,11 +39,20 @@ def print_table(result: RoundResult, console: Console) -> None:
         f"[bold]{v.name}[/] ({v.role}, {v.country}, AS{v.asn}) round of {result.duration:.1f}s, "
         f"baseline IPv4 {'up' if baseline.ipv4 else 'DOWN'}, IPv6 {'up' if baseline.ipv6 else 'DOWN'}"
     )
+    if not (baseline.ipv4 and baseline.ipv6):
+        why = sorted({f"{o.target}: {o.failure}" for o in result.observations
+                      if o.messenger is None and o.failure})
+        if why:
+            console.print("baseline failures: " + "; ".join(why), highlight=False)
     table = Table(show_lines=False)
-    for column in ("messenger", "target", "verdict", "rule", "failures"):
-        table.add_column(column)
+    for column in ("messenger", "target", "verdict"):
+        table.add_column(column, no_wrap=True)  # names are what people grep for: never cut
+    table.add_column("rule", overflow="fold")
+    table.add_column("failures", overflow="fold")
     for verdict in result.verdicts:
-        failed = sorted({f"{o.check}:{o.failure}" for o in verdict.evidence if o.failure})
+        # an offline vantage's evidence is the baseline, said once above the table
+        failed = [] if verdict.verdict == "vantage_offline" else sorted(
+            {f"{o.check}:{o.failure}" for o in verdict.evidence if o.failure})
         style = VERDICT_STYLE.get(verdict.verdict, "bold red")
         table.add_row(verdict.messenger, verdict.target, f"[{style}]{verdict.verdict}[/]",
                       verdict.rule, ", ".join(failed))

@@ -215,3 +215,13 @@ async def test_once_on_uvloop(world: World, tmp_path: Path) -> None:
     assert code == 0, stderr
     verdicts = {v["target"]: v["verdict"] for v in json.loads(stdout)["verdicts"]}
     assert verdicts[f"dc1-v4:{world.dc_port}"] == "ok" and verdicts["web.telegram.org/v4"] == "ok"
+
+
+async def test_table_says_once_why_the_vantage_is_offline(world: World, tmp_path: Path) -> None:
+    await world.baseline.stop()
+    config = write_config(world, tmp_path / "probe.yaml")
+    code, stdout, _ = await run_probe_async("once", "--config", str(config))
+    assert code == 0
+    assert "baseline IPv4 DOWN" in stdout
+    assert stdout.count("connection_refused") == 1  # the baseline's failure, said once
+    assert "vantage_offline" in stdout and "tcp_reset" not in stdout

@@ -165,6 +165,11 @@ class Metrics:
         add("# HELP reach_round_duration_seconds How long the latest round took.")
         add("# TYPE reach_round_duration_seconds gauge")
         add(f'reach_round_duration_seconds{{vantage="{_escape(vantage)}"}} {_number(result.duration)}')
+        add("# HELP reach_round_event_loop_lag_seconds The longest event-loop lag in the latest round: "
+            "latencies measured in user space may be inflated by up to this much.")
+        add("# TYPE reach_round_event_loop_lag_seconds gauge")
+        add(f'reach_round_event_loop_lag_seconds{{vantage="{_escape(vantage)}"}} '
+            f"{_number(round(result.loop_lag_max, 6))}")
         add("# HELP reach_round_last_timestamp_seconds When the latest round finished (Unix time).")
         add("# TYPE reach_round_last_timestamp_seconds gauge")
         add(f'reach_round_last_timestamp_seconds{{vantage="{_escape(vantage)}"}} {_number(result.finished)}')

@@ -63,6 +63,7 @@ class RoundResult:
     started: float
     finished: float = 0.0
     baseline: Baseline = field(default_factory=Baseline)
+    loop_lag_max: float = 0.0  # the longest event-loop lag seen while the round ran
     observations: list[Observation] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
 
@@ -211,6 +212,16 @@ class Round:
             )))
         return observations
 
+    async def _watch_loop_lag(self, tick: float = 0.05) -> None:
+        """Wake every `tick` and record how late the wake-up came: a busy loop delays every
+        callback, and with it any duration a check measures in user space."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(tick)
+            lag = loop.time() - before - tick
+            self.result.loop_lag_max = max(self.result.loop_lag_max, lag)
+
     async def run(self) -> RoundResult:
         """Run every step; the classifier is applied by the caller's pipeline."""
         self._planned = len(self.config.baseline.targets) + sum(
@@ -234,7 +245,11 @@ class Round:
                     groups[index] = await job()
 
             workers = min(self.config.schedule.concurrency, len(jobs))
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            monitor = asyncio.create_task(self._watch_loop_lag())
+            try:
+                await asyncio.gather(*(worker() for _ in range(workers)))
+            finally:
+                monitor.cancel()
         observations = self.result.observations
         for group in groups:
             for obs in group:

@@ -166,6 +166,7 @@ async def test_exporter_end_to_end(world: World, tmp_path: Path) -> None:
             assert f'reach_check_success{{{dc1},check="mtproto"}} 1' in metrics
             assert f'reach_verdict{{{web},verdict="ok"}} 1' in metrics
             assert 'reach_baseline_success{vantage="unit"} 1' in metrics
+            assert 'reach_round_event_loop_lag_seconds{vantage="unit"} ' in metrics
             if shutil.which("promtool"):
                 lint = subprocess.run(["promtool", "check", "metrics"], input=metrics,
                                       capture_output=True, text=True, timeout=30)

@@ -68,15 +68,6 @@ class UnexpectedStatus(Exception):
     failure = HTTP_UNEXPECTED_STATUS
 
 
-class DNSFailure(Exception):
-    """A resolver answered with an error code or without the records asked for."""
-
-    def __init__(self, failure: str, rcode: str) -> None:
-        super().__init__(f"{failure} ({rcode})")
-        self.failure = failure
-        self.rcode = rcode
-
-
 _ERRNO_FAILURES: Final = {
     errno.ECONNREFUSED: CONNECTION_REFUSED,
     errno.ECONNRESET: CONNECTION_RESET,

@@ -22,7 +22,6 @@ from probe import failures as F
     (ssl.SSLError(1, "handshake failure"), "ssl_failed_handshake"),
     (F.ProtocolError("garbage"), "mtproto_unexpected_response"),
     (F.UnexpectedStatus("HTTP 403"), "http_unexpected_status"),
-    (F.DNSFailure("dns_servfail_error", "SERVFAIL"), "dns_servfail_error"),
     (ValueError("something else"), "unknown_failure"),
 ])
 def test_classify(exc: BaseException, expected: str) -> None:

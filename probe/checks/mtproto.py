@@ -13,10 +13,9 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
 
 from probe import failures
-from probe.checks.net import Source, Stopwatch, open_socket
+from probe.checks.net import Source, converse
 from probe.observation import Observation
 
 INTERMEDIATE_TAG = b"\xee\xee\xee\xee"
@@ -82,32 +81,6 @@ async def _exchange(sock: socket.socket, nonce: bytes) -> tuple[dict[str, object
 
 HTTP_PROBE = b"POST /api HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
-Conversation = Callable[[socket.socket, dict[str, object]], Awaitable[None]]
-
-
-async def _converse(
-    address: str, port: int, timeout: float, source: Source, talk: Conversation
-) -> tuple[str | None, dict[str, object], Stopwatch]:
-    """Connect and let `talk` speak (filling in evidence, raising on a bad answer), all
-    within `timeout`; whatever goes wrong becomes a failure string."""
-    watch = Stopwatch()
-    details: dict[str, object] = {}
-    failure = None
-    sock = None
-    try:
-        async with asyncio.timeout(timeout):
-            sock = await open_socket(address, port, timeout, source)
-            details["connect_seconds"] = round(watch.elapsed(), 6)
-            await talk(sock, details)
-    except Exception as exc:
-        failure = failures.classify(exc)
-        details["error"] = str(exc)[:200]
-    finally:
-        if sock is not None:
-            sock.close()
-    return failure, details, watch
-
-
 async def _post_empty(sock: socket.socket, details: dict[str, object]) -> None:
     loop = asyncio.get_running_loop()
     address: str = sock.getpeername()[0]
@@ -130,7 +103,7 @@ async def check_plain_http(
     gets an answer where MTProto was reset or silenced, the filter keys on the protocol; if
     HTTP fails the same way, the address is what is filtered.
     """
-    failure, details, watch = await _converse(address, port, timeout, source, _post_empty)
+    failure, details, watch = await converse(address, port, timeout, source, _post_empty)
     return Observation(
         messenger, target, "http", failures.HTTP_ROUND_TRIP, failure, address, port,
         watch.started, watch.elapsed(), {"purpose": "protocol_differential", **details}, aux=True,
@@ -148,7 +121,7 @@ async def check_mtproto(
         details.update(evidence)
         details["reply_head"] = raw[:64].hex()
 
-    failure, details, watch = await _converse(address, port, timeout, source, talk)
+    failure, details, watch = await converse(address, port, timeout, source, talk)
     return Observation(
         messenger, target, "mtproto", failures.MTPROTO_HANDSHAKE, failure, address, port,
         watch.started, watch.elapsed(), {"transport": "intermediate", "nonce": nonce.hex(), **details},

@@ -20,7 +20,10 @@ import errno
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from probe import failures
 
 _perf_counter = time.perf_counter
 _AF_INET = socket.AF_INET
@@ -131,6 +134,33 @@ async def open_socket(address: str, port: int, timeout: float, source: Source) -
     """Connect a non-blocking TCP socket; raise OSError/TimeoutError as the kernel reports."""
     sock, _ = await connect(address, port, timeout, source)
     return sock
+
+
+Conversation = Callable[[socket.socket, dict[str, object]], Awaitable[None]]
+
+
+async def converse(
+    address: str, port: int, timeout: float, source: Source, talk: Conversation
+) -> tuple[str | None, dict[str, object], Stopwatch]:
+    """Connect and let `talk` speak (filling in evidence, raising on a bad answer), all
+    within `timeout`; whatever goes wrong becomes a failure string. The socket is closed
+    afterwards (a transport that took it over has closed it already: closing is idempotent)."""
+    watch = Stopwatch()
+    details: dict[str, object] = {}
+    failure = None
+    sock = None
+    try:
+        async with asyncio.timeout(timeout):
+            sock = await open_socket(address, port, timeout, source)
+            details["connect_seconds"] = round(watch.elapsed(), 6)
+            await talk(sock, details)
+    except Exception as exc:
+        failure = failures.classify(exc)
+        details["error"] = str(exc)[:200]
+    finally:
+        if sock is not None:
+            sock.close()
+    return failure, details, watch
 
 
 class Stopwatch:

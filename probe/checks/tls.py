@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import ssl
 from pathlib import Path
 
 from probe import failures
-from probe.checks.net import Source, Stopwatch, open_socket
+from probe.checks.net import Source, Stopwatch, converse
 from probe.observation import Observation
 
 
@@ -40,32 +41,22 @@ async def handshake(
     address: str, port: int, sni: str, context: ssl.SSLContext, timeout: float, source: Source
 ) -> tuple[str | None, dict[str, object]]:
     """Connect and complete a TLS handshake; return (failure, details)."""
-    details: dict[str, object] = {"sni": sni}
-    watch = Stopwatch()
-    sock = None
-    writer = None
-    try:
-        async with asyncio.timeout(timeout):
-            sock = await open_socket(address, port, timeout, source)
-            details["connect_seconds"] = round(watch.elapsed(), 6)
-            _reader, writer = await asyncio.open_connection(
-                sock=sock, ssl=context, server_hostname=sni, ssl_handshake_timeout=timeout
-            )
-        ssl_object = writer.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            details["tls_version"] = ssl_object.version()
-            der = ssl_object.getpeercert(binary_form=True)
-            if der:
-                details["peer_certificate_sha256"] = hashlib.sha256(der).hexdigest()
-        return None, details
-    except Exception as exc:
-        details["error"] = str(exc)[:200]
-        return failures.classify(exc), details
-    finally:
-        if writer is not None:
+
+    async def talk(sock: socket.socket, details: dict[str, object]) -> None:
+        _reader, writer = await asyncio.open_connection(
+            sock=sock, ssl=context, server_hostname=sni, ssl_handshake_timeout=timeout)
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                details["tls_version"] = ssl_object.version()
+                der = ssl_object.getpeercert(binary_form=True)
+                if der:
+                    details["peer_certificate_sha256"] = hashlib.sha256(der).hexdigest()
+        finally:
             writer.transport.abort()
-        elif sock is not None:
-            sock.close()
+
+    failure, details, _ = await converse(address, port, timeout, source, talk)
+    return failure, {"sni": sni, **details}
 
 
 async def check_tls(

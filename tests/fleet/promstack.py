@@ -456,6 +456,26 @@ def load_rules_once_scraping(prom: Prometheus, rule_files: list[Path], targets: 
     prom.wait_rules_evaluated()
 
 
+def start_alerting(
+    workdir: Path, targets: Sequence[str], started: list[Any], scrape_interval: str = "1s"
+) -> tuple[WebhookReceiver, Alertmanager, Prometheus]:
+    """The paging path around probes at `targets`: a webhook collector, Alertmanager with
+    the shipped config, and Prometheus scraping the probes with the shipped rules (``for``
+    shortened) loaded once they are scraped. Each is appended to `started` as it starts,
+    so the caller stops them all, also when a later one fails to start."""
+    webhook = WebhookReceiver().start()
+    started.append(webhook)
+    am = start_alertmanager(workdir / "alertmanager", webhook_url=webhook.url)
+    started.append(am)
+    prom = start_prometheus(
+        workdir / "prometheus",
+        scrape_configs=[scrape_job("reach", targets, interval=scrape_interval)],
+        alertmanager_url=am.url,
+    )
+    started.append(prom)
+    load_rules_once_scraping(prom, shorten_rules(workdir / "rules"), len(targets))
+    return webhook, am, prom
+
 def start_alertmanager(
     workdir: Path,
     config: Path | str = ALERTMANAGER_CONFIG,

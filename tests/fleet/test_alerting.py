@@ -42,17 +42,8 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     servers = serve_fake_probes(probes)
     started += servers
     try:
-        webhook = promstack.WebhookReceiver().start()
-        started.append(webhook)
-        am = promstack.start_alertmanager(tmp_path / "am", webhook_url=webhook.url)
-        started.append(am)
-        prom = promstack.start_prometheus(
-            tmp_path / "prom",
-            scrape_configs=[promstack.scrape_job("reach", [s.address for s in servers])],
-            alertmanager_url=am.url,
-        )
-        started.append(prom)
-        promstack.load_rules_once_scraping(prom, promstack.shorten_rules(tmp_path / "rules"), len(servers))
+        webhook, am, prom = promstack.start_alerting(
+            tmp_path, [s.address for s in servers], started)
         yield Stack(probes, prom, am, webhook)
     finally:
         for server in reversed(started):

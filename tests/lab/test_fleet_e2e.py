@@ -245,24 +245,9 @@ def fleet_stack(lab: Lab, scenario: Scenario, workdir: Path) -> Iterator[FleetSt
             started.append(probes[vantage])
         for probe in probes.values():
             probe.wait_ready(timeout=60)
-        webhook = promstack.WebhookReceiver().start()
-        started.append(webhook)
-        am = promstack.start_alertmanager(workdir / "alertmanager", webhook_url=webhook.url)
-        started.append(am)
-        prom = promstack.start_prometheus(
-            workdir / "prometheus",
-            scrape_configs=[
-                promstack.scrape_job(
-                    "reach",
-                    [f"{plan.mgmt_link(v).ns_addr}:{PROBE_PORT}" for v in probes],
-                    interval=SCRAPE_INTERVAL,
-                )
-            ],
-            alertmanager_url=am.url,
-            evaluation_interval="1s",
-        )
-        started.append(prom)
-        promstack.load_rules_once_scraping(prom, promstack.shorten_rules(workdir / "rules"), len(probes))
+        webhook, am, prom = promstack.start_alerting(
+            workdir, [f"{plan.mgmt_link(v).ns_addr}:{PROBE_PORT}" for v in probes], started,
+            scrape_interval=SCRAPE_INTERVAL)
         log = AlertLog()
         yield FleetStack(scenario, lab, probes, prom, am, webhook, log)
     finally:

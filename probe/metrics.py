@@ -25,8 +25,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from probe.observation import VERDICTS
 from probe.round import RoundResult
+from probe.verdicts import VERDICTS
 
 # Latency from a vantage: LAN-fast to a slow satellite hop; past 10 s is a timeout anyway.
 # Each bucket is a line per target and check: at 10,000 targets, about 2 MB of text each.

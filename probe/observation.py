@@ -15,21 +15,6 @@ from typing import Any, Literal
 Check = Literal["dns", "tcp", "tls", "mtproto", "http"]
 CHECKS: tuple[Check, ...] = ("dns", "tcp", "tls", "mtproto", "http")
 
-VERDICTS: tuple[str, ...] = (
-    "ok",
-    "dns_injection",
-    "dns_blocking",
-    "ip_blocking",
-    "tcp_reset",
-    "sni_filtering",
-    "tls_interception",
-    "protocol_filtering",
-    "http_blockpage",
-    "throttling",
-    "vantage_offline",
-    "inconclusive",
-)
-BLOCKING_VERDICTS: frozenset[str] = frozenset(VERDICTS) - {"ok", "vantage_offline", "inconclusive"}
 
 
 def iso(timestamp: float) -> str:

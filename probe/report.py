@@ -7,8 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from probe.observation import BLOCKING_VERDICTS, iso
+from probe.observation import iso
 from probe.round import RoundResult
+from probe.verdicts import BLOCKING_VERDICTS
 
 VERDICT_STYLE = {"ok": "green", "vantage_offline": "yellow", "inconclusive": "yellow"}
 

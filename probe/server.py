@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from probe.metrics import CONTENT_TYPE
-from probe.observation import BLOCKING_VERDICTS, iso
+from probe.observation import iso
 from probe.report import round_json
 from probe.service import Service
+from probe.verdicts import BLOCKING_VERDICTS
 from probe.webconfig import WebConfig
 
 SERVICE = web.AppKey("service", Service)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from probe.observation import VERDICTS
+from probe.verdicts import VERDICTS
 
 # Telegram-like targets: DCs speak MTProto over TCP, the web front is DNS + TLS + HTTP.
 TARGETS: dict[str, tuple[str, ...]] = {

@@ -15,7 +15,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.observation import BLOCKING_VERDICTS
+from probe.verdicts import BLOCKING_VERDICTS
 from tests.lab import plan
 from tests.lab.topology import Lab
 

@@ -1,8 +1,13 @@
-"""Built-in service catalogues and the plan of targets a round checks.
+"""Built-in service catalogues: what to check for each messenger, as data.
 
-A catalogue is data (probe/catalogs/NAME.yaml, linked from configs/catalogs/). The config
-may replace or extend every part of it, which is how the lab and private deployments point
-the probe at their own hosts; nothing else in the code knows a real Telegram address.
+A catalogue (probe/catalogs/NAME.yaml) lists endpoint groups. Each group says which
+endpoints it has (domain names to resolve, or fixed addresses), on which ports, and which
+steps run on each of them in which order, with the differentials that explain a failed
+step. Adding a messenger is one YAML file here (plus a check module in probe/checks/ if it
+has a protocol of its own); nothing in the code knows a service's addresses.
+
+Groups named `datacenters` and `domains` are what the config's older override keys
+(`datacenters`, `domains`, `ports`, their `extra_` forms) replace or extend.
 """
 
 from __future__ import annotations
@@ -14,18 +19,92 @@ from importlib import resources
 from typing import Any
 
 import yaml
+from pydantic import Field, field_validator
 
-from probe.config import Config, ConfigError, Datacenter, Domain, IPAddress, IPNetwork, Strict
+from probe.schema import ConfigError, IPAddress, IPNetwork, Strict
+
+
+class Endpoint(Strict):
+    """A domain to resolve (no `addresses`), or a named host with fixed addresses."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,253}$")
+    addresses: list[IPAddress] = []
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    port: int | None = Field(default=None, gt=0, lt=65536)  # instead of the group's ports
+    sni: str | None = None  # the TLS name for fixed addresses (a domain is its own)
+    trust: str | None = None  # the trust anchors for TLS, instead of the group's
+    location: str = ""
+
+
+class Datacenter(Strict):
+    """The config's `datacenters` override: a named set of fixed addresses."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    addresses: list[IPAddress] = Field(min_length=1)
+    location: str = ""
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(name=self.name, addresses=self.addresses, location=self.location)
+
+
+class Domain(Strict):
+    """The config's `domains` override: a name to resolve, an optional URL and port."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    port: int = Field(default=443, gt=0, lt=65536)  # where the tcp and tls checks go
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(name=self.name, url=self.url, port=self.port)
+
+
+class StepSpec(Strict):
+    """One step of a group's plan: a check from the registry (probe/checks), what it needs,
+    and which differentials run when it fails."""
+
+    check: str
+    # Checks of this plan that must have succeeded first; default: every earlier step.
+    needs: list[str] | None = None
+    differentials: list[str] = []
+    # Run before the step itself, whatever its outcome (a neutral-SNI handshake that a
+    # post-trigger drop would otherwise swallow, for example).
+    before: list[str] = []
+    options: dict[str, Any] = {}
+
+
+def _step(value: Any) -> Any:
+    return {"check": value} if isinstance(value, str) else value
+
+
+class Group(Strict):
+    endpoints: list[Endpoint] = Field(min_length=1)
+    ports: list[int] = [443]
+    steps: list[StepSpec] = Field(min_length=1)
+    trust: str = "system"
+    description: str = ""
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _short_steps(cls, value: Any) -> Any:
+        return [_step(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("ports")
+    @classmethod
+    def _valid_ports(cls, ports: list[int]) -> list[int]:
+        for port in ports:
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} is not between 1 and 65535")
+        return ports
 
 
 class Catalog(Strict):
     messenger: str
     description: str = ""
-    datacenters: list[Datacenter]
-    ports: list[int]
-    domains: list[Domain]
-    address_space: list[IPNetwork]
-    neutral_sni: str
+    # Where the service's addresses are: DNS answers outside this space are suspect.
+    address_space: list[IPNetwork] = []
+    address_space_source: str = ""
+    neutral_sni: str = "www.example.com"
+    groups: dict[str, Group] = Field(min_length=1)
 
 
 def available() -> list[str]:
@@ -43,42 +122,33 @@ def builtin(name: str) -> Catalog:
     return Catalog.model_validate(yaml.safe_load(text))
 
 
-@dataclass(frozen=True, slots=True)
-class DCTarget:
-    """One address of one data centre on one port: checked with tcp and mtproto."""
-
-    messenger: str
-    name: str
-    datacenter: str
-    address: IPAddress
-    port: int
-
-    @property
-    def family(self) -> int:
-        return self.address.version
+def describe(name: str) -> dict[str, Any]:
+    """A catalogue as plain data, for `probe catalog`."""
+    return builtin(name).model_dump(mode="json", exclude_defaults=True)
 
 
 @dataclass(frozen=True, slots=True)
-class DomainTarget:
-    """One domain in one address family: checked with dns, tcp, tls and (with a url) http."""
+class Target:
+    """One endpoint in one address family on one port: the unit of a verdict.
 
-    messenger: str
+    `address` is fixed for endpoints with addresses (a data centre); for a domain it is
+    None and the plan's dns step finds it. Baseline sites are targets too, with no
+    messenger.
+    """
+
+    messenger: str | None
     name: str
-    domain: str
+    group: str
+    endpoint: str
     family: int
+    port: int
+    address: str | None
+    domain: str | None
     url: str | None
-    neutral_sni: str
-    port: int = 443
-
-
-@dataclass(frozen=True, slots=True)
-class MessengerPlan:
-    """Everything a round needs to know about one messenger."""
-
-    messenger: str
-    dc_targets: tuple[DCTarget, ...]
-    domain_targets: tuple[DomainTarget, ...]
-    address_space: tuple[IPNetwork, ...]
+    sni: str | None
+    trust: str
+    steps: tuple[StepSpec, ...]
+    address_space: tuple[IPNetwork, ...] = ()
 
     def in_address_space(self, address: str) -> bool:
         try:
@@ -86,51 +156,3 @@ class MessengerPlan:
         except ValueError:
             return False
         return any(ip.version == net.version and ip in net for net in self.address_space)
-
-    @property
-    def target_names(self) -> list[str]:
-        return [t.name for t in self.dc_targets] + [t.name for t in self.domain_targets]
-
-
-def _dc_targets(messenger: str, datacenters: list[Datacenter], ports: list[int]) -> list[DCTarget]:
-    targets = []
-    for dc in datacenters:
-        seen: dict[int, int] = {}
-        for address in dc.addresses:
-            index = seen.get(address.version, 0)
-            seen[address.version] = index + 1
-            suffix = "" if index == 0 else chr(ord("a") + index)
-            for port in ports:
-                name = f"{dc.name}-v{address.version}{suffix}:{port}"
-                targets.append(DCTarget(messenger, name, dc.name, address, port))
-    return targets
-
-
-def plan_messenger(name: str, config: Config) -> MessengerPlan:
-    """Merge a built-in catalogue with the config's overrides into a list of targets."""
-    overrides = config.messengers[name]
-    catalog = builtin(overrides.catalog or name)
-    datacenters = [*(overrides.datacenters if overrides.datacenters is not None
-                     else catalog.datacenters), *overrides.extra_datacenters]
-    domains = [*(overrides.domains if overrides.domains is not None else catalog.domains),
-               *overrides.extra_domains]
-    space = [*(overrides.address_space if overrides.address_space is not None
-               else catalog.address_space), *overrides.extra_address_space]
-    ports = overrides.ports if overrides.ports is not None else catalog.ports
-    neutral = overrides.neutral_sni or catalog.neutral_sni
-    domain_targets = [
-        DomainTarget(name, f"{d.name}/v{family}", d.name, family, d.url, neutral, d.port)
-        for d in domains for family in (4, 6)
-    ]
-    return MessengerPlan(name, tuple(_dc_targets(name, datacenters, ports)),
-                         tuple(domain_targets), tuple(space))
-
-
-def plan(config: Config) -> list[MessengerPlan]:
-    """The plan of every configured messenger."""
-    return [plan_messenger(name, config) for name in config.messengers]
-
-
-def describe(name: str) -> dict[str, Any]:
-    """A catalogue as plain data, for `probe catalog`."""
-    return builtin(name).model_dump(mode="json")

@@ -15,9 +15,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from probe import failures as F
-from probe.catalog import DCTarget, DomainTarget, MessengerPlan
-from probe.observation import Observation, Verdict
-from probe.round import Baseline, RoundResult
+from probe.catalog import Target
+from probe.observation import Baseline, Observation, RoundResult, Verdict
 
 # Throttling: the service's transfer was cut by the time limit (it could not finish, or
 # fill max_bytes, within http.transfer_seconds) and ran below this fraction of the
@@ -35,20 +34,21 @@ DNS_ERRORS = frozenset({F.DNS_NXDOMAIN, F.DNS_SERVFAIL, F.DNS_REFUSED, F.DNS_NO_
 class TargetView:
     """One target's observations of one round, with the questions rules ask of them."""
 
-    target: DCTarget | DomainTarget
+    target: Target
     observations: list[Observation]
     baseline: Baseline
     baseline_observations: list[Observation]
 
     def primary(self, check: str) -> Observation | None:
-        return next((o for o in self.observations if o.check == check and not o.aux), None)
+        return next((o for o in self.observations if o.check == check and o.primary), None)
 
-    def aux(self, check: str) -> Observation | None:
-        return next((o for o in self.observations if o.check == check and o.aux), None)
+    def differential(self, check: str) -> Observation | None:
+        return next((o for o in self.observations
+                     if o.check == check and o.role == "differential"), None)
 
     def resolvers(self, control: bool) -> list[Observation]:
         return [o for o in self.observations
-                if o.check == "dns" and bool(o.details.get("control")) == control]
+                if o.check == "dns" and (o.role == "control") == control]
 
     def failed(self, check: str, among: Collection[str] | None = None) -> Observation | None:
         """The primary observation of `check` if it failed (with one of `among`)."""
@@ -70,8 +70,7 @@ class Rule:
 
 
 def _offline(v: TargetView) -> Evidence:
-    family = v.target.address.version if isinstance(v.target, DCTarget) else v.target.family
-    return None if v.baseline.family_ok(family) else v.baseline_observations
+    return None if v.baseline.family_ok(v.target.family) else v.baseline_observations
 
 
 def _dns_flag(flag: str) -> Callable[[TargetView], Evidence]:
@@ -87,18 +86,18 @@ def _dns_outside_space(v: TargetView) -> Evidence:
         return None
     address = dns.details["answers"][0]
     later = [o for o in v.observations
-             if o.check != "dns" and not o.aux and o.address == address and not o.ok]
+             if o.check != "dns" and o.primary and o.address == address and not o.ok]
     return [dns, *later] if later else None
 
 
 def _dns_blocked(v: TargetView) -> Evidence:
     dns = v.failed("dns", DNS_ERRORS)
     answered = [o for o in v.resolvers(control=True) if o.ok and o.details.get("answers")]
-    return [dns, *answered] if dns is not None and not dns.details["control"] and answered else None
+    return [dns, *answered] if dns is not None and dns.role != "control" and answered else None
 
 
 def _dns_nowhere(v: TargetView) -> Evidence:
-    if isinstance(v.target, DCTarget):
+    if v.target.domain is None:
         return None
     lookups = [o for o in v.observations if o.check == "dns"]
     if not lookups:
@@ -120,7 +119,7 @@ def _failed(check: str, among: Collection[str] | None = None) -> Callable[[Targe
 
 def _sni_differential(v: TargetView) -> Evidence:
     tls = v.failed("tls")
-    neutral = v.aux("tls")
+    neutral = v.differential("tls")
     if tls is None or tls.failure in F.CERTIFICATE_FAILURES or neutral is None:
         return None
     return [tls, neutral] if neutral.ok else None
@@ -128,7 +127,7 @@ def _sni_differential(v: TargetView) -> Evidence:
 
 def _tls_reset_any_sni(v: TargetView) -> Evidence:
     tls = v.failed("tls", RESETS | {F.EOF_ERROR})
-    neutral = v.aux("tls")
+    neutral = v.differential("tls")
     if tls is None or neutral is None or neutral.failure not in RESETS | {F.EOF_ERROR}:
         return None
     return [tls, neutral]
@@ -136,14 +135,14 @@ def _tls_reset_any_sni(v: TargetView) -> Evidence:
 
 def _mtproto_transport_error(v: TargetView) -> Evidence:
     obs = v.failed("mtproto", {F.MTPROTO_UNEXPECTED_RESPONSE})
-    return [obs] if obs is not None and "transport error" in obs.details.get("error", "") else None
+    return [obs] if obs is not None and "transport_error" in obs.details else None
 
 
 def _mtproto_vs_http(mtproto_failures: Collection[str], http_ok: bool) -> Callable[[TargetView], Evidence]:
     """MTProto failed this way, and the plain-HTTP differential did (not) get an answer."""
     def test(v: TargetView) -> Evidence:
         mtproto = v.failed("mtproto", mtproto_failures)
-        differential = v.aux("http")
+        differential = v.differential("http")
         if mtproto is None or differential is None:
             return None
         if http_ok != differential.ok:
@@ -164,7 +163,7 @@ def _throttled(v: TargetView) -> Evidence:
 
 
 def _all_ok(v: TargetView) -> Evidence:
-    primaries = [o for o in v.observations if not o.aux]
+    primaries = [o for o in v.observations if o.primary]
     return primaries if primaries and all(o.ok for o in primaries) else None
 
 
@@ -244,17 +243,10 @@ def classify_target(view: TargetView) -> Verdict:
     for rule in RULES:
         evidence = rule.test(view)
         if evidence is not None:
+            assert view.target.messenger is not None
             return Verdict(view.target.messenger, view.target.name, rule.verdict, rule.id,
                            _reason(rule, evidence), evidence)
     raise AssertionError("the last rule always matches")
-
-
-def _targets(plans: list[MessengerPlan]) -> list[DCTarget | DomainTarget]:
-    targets: list[DCTarget | DomainTarget] = []
-    for p in plans:
-        targets += p.dc_targets
-        targets += p.domain_targets
-    return targets
 
 
 def classify_round(result: RoundResult) -> list[Verdict]:
@@ -265,7 +257,7 @@ def classify_round(result: RoundResult) -> list[Verdict]:
     baseline_obs = [o for o in result.observations if o.messenger is None]
     return [
         classify_target(TargetView(t, by_target[(t.messenger, t.name)], result.baseline, baseline_obs))
-        for t in _targets(result.plans)
+        for t in result.targets
     ]
 
 

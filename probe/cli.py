@@ -13,7 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from probe import __version__, catalog
+from probe import __version__, catalog, plan
 from probe.config import ConfigError, load_config
 
 app = typer.Typer(
@@ -124,7 +124,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="Config file to valid
     """Validate a config; print a summary, or the error with file, line and key (exit 2)."""
     try:
         cfg = load_config(path)
-        plans = catalog.plan(cfg)
+        plans = plan.plan(cfg)
     except ConfigError as exc:
         fail(str(exc))
     targets = sum(len(p.target_names) for p in plans)

@@ -9,51 +9,16 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PlainValidator,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-
-def _ip_address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        return ipaddress.ip_address(value if isinstance(value, int) else str(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
-
-
-def _ip_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(str(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a network in CIDR notation (like 192.0.2.0/24)") from None
-
-
-IPAddress = Annotated[
-    ipaddress.IPv4Address | ipaddress.IPv6Address, PlainValidator(_ip_address), PlainSerializer(str)
-]
-IPNetwork = Annotated[
-    ipaddress.IPv4Network | ipaddress.IPv6Network, PlainValidator(_ip_network), PlainSerializer(str)
-]
-
-
-class ConfigError(Exception):
-    """A config that cannot be used; str() is one line naming file, line and key."""
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors: a typo must not silently fall back to a default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from probe.catalog import Datacenter, Domain, Endpoint, StepSpec, available, builtin
+from probe.checks import REGISTRY
+from probe.schema import ConfigError as ConfigError
+from probe.schema import IPAddress, IPNetwork
+from probe.schema import Strict as Strict
 
 
 class Vantage(Strict):
@@ -73,16 +38,22 @@ class Vantage(Strict):
         return value
 
 
-class Datacenter(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    addresses: list[IPAddress] = Field(min_length=1)
-    location: str = ""
+class GroupOverrides(Strict):
+    """Changes to one endpoint group of a catalogue: replace or extend its endpoints, its
+    ports, or its steps."""
 
+    endpoints: list[Endpoint] | None = None
+    extra_endpoints: list[Endpoint] = []
+    ports: list[int] | None = None
+    steps: list[StepSpec] | None = None
+    trust: str | None = None
 
-class Domain(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")
-    url: str | None = Field(default=None, pattern=r"^https?://")
-    port: int = Field(default=443, gt=0, lt=65536)  # where the tcp and tls checks go
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _short_steps(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"check": v} if isinstance(v, str) else v for v in value]
+        return value
 
 
 class MessengerOverrides(Strict):
@@ -97,6 +68,7 @@ class MessengerOverrides(Strict):
     address_space: list[IPNetwork] | None = None
     extra_address_space: list[IPNetwork] = []
     neutral_sni: str | None = None
+    groups: dict[str, GroupOverrides] = {}
 
     @field_validator("ports")
     @classmethod
@@ -178,6 +150,9 @@ class Schedule(Strict):
 
 class TLS(Strict):
     ca_file: Path | None = None
+    # Trust anchors by name, instead of the ones shipped in probe/data/trust/NAME.pem: a
+    # catalogue group that pins its own CA (Signal) names it with `trust: NAME`.
+    trust: dict[str, Path] = {}
 
 
 class HTTP(Strict):
@@ -277,7 +252,10 @@ def _resolve_relative(config: Config, base: Path) -> Config:
         return path if path is None or path.is_absolute() else (base / path)
 
     return config.model_copy(update={
-        "tls": config.tls.model_copy(update={"ca_file": fix(config.tls.ca_file)}),
+        "tls": config.tls.model_copy(update={
+            "ca_file": fix(config.tls.ca_file),
+            "trust": {name: fix(path) for name, path in config.tls.trust.items()},
+        }),
         "evidence": config.evidence.model_copy(update={"directory": fix(config.evidence.directory)}),
     })
 
@@ -342,8 +320,6 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     """Parse and validate config text; raise ConfigError naming the source, line and key."""
     config = validate_yaml(text, source, Config,
                            empty="the config must be a YAML mapping with a 'vantage' key")
-    from probe.catalog import available  # here: the catalogue module imports this one
-
     for name, overrides in config.messengers.items():
         catalogue = overrides.catalog or name
         if catalogue not in available():
@@ -351,11 +327,32 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
             line = _line_at(text, where)
             raise ConfigError(f"{source}:{line}: {_key_path(where)}: unknown messenger catalogue "
                               f"{catalogue!r} (built in: {', '.join(available())})")
+        _check_groups(text, source, name, overrides)
     config = _resolve_relative(config, base or Path.cwd())
-    if config.tls.ca_file is not None and not config.tls.ca_file.is_file():
-        line = _line_at(text, ("tls", "ca_file"))
-        raise ConfigError(f"{source}:{line}: tls.ca_file: no such file: {config.tls.ca_file}")
+    files: list[tuple[tuple[str, ...], Path | None]] = [(("tls", "ca_file"), config.tls.ca_file)]
+    files += [(("tls", "trust", name), path) for name, path in config.tls.trust.items()]
+    for where, path in files:
+        if path is not None and not path.is_file():
+            line = _line_at(text, where)
+            raise ConfigError(f"{source}:{line}: {_key_path(where)}: no such file: {path}")
     return config
+
+
+def _check_groups(text: str, source: str, name: str, overrides: MessengerOverrides) -> None:
+    """Group overrides must name a group of the catalogue and checks of the registry."""
+    catalogue = builtin(overrides.catalog or name)
+    for group, change in overrides.groups.items():
+        where: tuple[str | int, ...] = ("messengers", name, "groups", group)
+        if group not in catalogue.groups:
+            raise ConfigError(f"{source}:{_line_at(text, where)}: {_key_path(where)}: no such "
+                              f"group in the {catalogue.messenger} catalogue "
+                              f"(groups: {', '.join(catalogue.groups)})")
+        for index, step in enumerate(change.steps or []):
+            for check in (step.check, *step.differentials, *step.before):
+                if check not in REGISTRY:
+                    at = (*where, "steps", index)
+                    raise ConfigError(f"{source}:{_line_at(text, at)}: {_key_path(at)}: unknown "
+                                      f"check {check!r} (known: {', '.join(sorted(REGISTRY))})")
 
 
 def load_config(path: str | Path) -> Config:

@@ -35,7 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from probe.config import Config
-from probe.round import RoundResult
+from probe.observation import RoundResult
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from probe.round import RoundResult
+from probe.observation import RoundResult
 from probe.verdicts import VERDICTS
 
 # Latency from a vantage: LAN-fast to a slow satellite hop; past 10 s is a timeout anyway.
@@ -132,7 +132,7 @@ class Metrics:
         histograms = self._histograms
         failures = self._failures
         for obs in result.observations:
-            if obs.aux or obs.messenger is None:
+            if not obs.primary or obs.messenger is None:
                 continue
             key = (vantage, obs.messenger, obs.target, obs.check)
             failure = obs.failure

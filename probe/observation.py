@@ -10,10 +10,19 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-Check = Literal["dns", "tcp", "tls", "mtproto", "http"]
-CHECKS: tuple[Check, ...] = ("dns", "tcp", "tls", "mtproto", "http")
+if TYPE_CHECKING:
+    from probe.catalog import Target
+    from probe.config import Config
+
+# The `check` label of metrics: what kind of step an observation is.
+CHECKS: tuple[str, ...] = ("dns", "tcp", "tls", "mtproto", "http")
+
+# primary: the step that speaks for the target (its metrics, its verdict); differential: a
+# step that explains a primary failure (neutral SNI, plain HTTP to a DC, the rejected
+# certificate); control: a reference believed untampered (control resolver, baseline site).
+Role = Literal["primary", "differential", "control"]
 
 
 
@@ -23,12 +32,25 @@ def iso(timestamp: float) -> str:
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One try of a step that was repeated to confirm a failure."""
+
+    failure: str | None
+    started: float
+    duration_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"failure": self.failure, "started": iso(self.started),
+                "duration_seconds": round(self.duration_seconds, 6)}
+
+
+@dataclass(slots=True)
 class Observation:
     """One step of one check against one target, with its outcome and raw evidence."""
 
     messenger: str | None
     target: str
-    check: Check
+    check: str
     operation: str
     failure: str | None
     address: str | None = None
@@ -36,17 +58,32 @@ class Observation:
     started: float = field(default_factory=time.time)
     duration_seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
-    aux: bool = False  # a supporting step (control resolver, neutral SNI): not in check metrics
+    role: Role = "primary"
+    attempts: list[Attempt] = field(default_factory=list)  # empty: tried once
     id: int = -1
 
     @property
     def ok(self) -> bool:
         return self.failure is None
 
+    @property
+    def primary(self) -> bool:
+        return self.role == "primary"
+
+    def tries(self) -> list[Attempt]:
+        """Every attempt, the observation itself when it was tried once."""
+        return self.attempts or [Attempt(self.failure, self.started, self.duration_seconds)]
+
+    def failed_attempts(self) -> tuple[int, int]:
+        """(k, n): k of n attempts failed."""
+        tries = self.tries()
+        return sum(1 for t in tries if t.failure is not None), len(tries)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["started"] = iso(self.started)
         data["duration_seconds"] = round(self.duration_seconds, 6)
+        data["attempts"] = [t.to_json() for t in self.tries()]
         return {"id": data.pop("id"), **data}
 
 
@@ -69,7 +106,69 @@ class Verdict:
             "rule": self.rule,
             "reason": self.reason,
             "evidence": [
-                {"observation": o.id, "check": o.check, "failure": o.failure}
+                {"observation": o.id, "check": o.check, "role": o.role, "failure": o.failure,
+                 "attempts_failed": o.failed_attempts()[0], "attempts": o.failed_attempts()[1]}
                 for o in self.evidence
             ],
         }
+
+
+@dataclass
+class Baseline:
+    """Whether the vantage's own network works, per address family."""
+
+    ipv4: bool = False
+    ipv6: bool = False
+    throughput_bps: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.ipv4 or self.ipv6
+
+    def family_ok(self, family: int) -> bool:
+        return self.ipv6 if family == 6 else self.ipv4
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "ipv4": self.ipv4, "ipv6": self.ipv6,
+                "throughput_bps": self.throughput_bps}
+
+
+@dataclass
+class VantageNetwork:
+    """The vantage's own network this round, as the classifier and the fleet judge it.
+
+    `online` is proof that the outside world answers (a verified handshake or an
+    authenticated answer from outside), not merely a working baseline; `baseline_blocked`
+    is a failed baseline while online; `degraded` is loss or latency the baseline shares.
+    """
+
+    online: bool = False
+    baseline_ok: bool = False
+    baseline_blocked: bool = False
+    degraded: bool = False
+    loss_ratio: float | None = None
+    rtt_seconds: float | None = None
+    baseline_sites: dict[str, bool] = field(default_factory=dict)
+    online_evidence: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RoundResult:
+    """Everything one round produced, in the order the sinks need it."""
+
+    config: Config
+    targets: list[Target]
+    started: float
+    finished: float = 0.0
+    baseline: Baseline = field(default_factory=Baseline)
+    network: VantageNetwork = field(default_factory=VantageNetwork)
+    loop_lag_max: float = 0.0  # the longest event-loop lag seen while the round ran
+    observations: list[Observation] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return self.finished - self.started

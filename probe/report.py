@@ -7,8 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from probe.observation import iso
-from probe.round import RoundResult
+from probe.observation import RoundResult, iso
 from probe.verdicts import BLOCKING_VERDICTS
 
 VERDICT_STYLE = {"ok": "green", "vantage_offline": "yellow", "inconclusive": "yellow"}

@@ -10,66 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from functools import cache, partial
 from importlib import resources
-from typing import Any, TypeVar
 
 import aiohttp
 import yaml
 
-from probe.catalog import DCTarget, DomainTarget, MessengerPlan, plan
-from probe.checks.dns import AnswerPolicy, ResolverSpec, check_dns, system_resolvers
-from probe.checks.http import Blockpage, check_http
-from probe.checks.mtproto import check_mtproto, check_plain_http
+from probe.catalog import StepSpec, Target
+from probe.checks import REGISTRY
+from probe.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Step, TrustStore
+from probe.checks.dns import chosen_address, system_resolvers
 from probe.checks.net import Source
-from probe.checks.tcp import check_tcp
-from probe.checks.tls import check_tls, client_context
-from probe.config import BaselineTarget, Config
-from probe.observation import Observation, Verdict
+from probe.classify import classify_round
+from probe.config import Config
+from probe.observation import Observation, Role, RoundResult
+from probe.plan import baseline_targets, plan
 
-T = TypeVar("T")
 Progress = Callable[[int, int], None]  # (checks done, checks planned)
-
-
-@dataclass
-class Baseline:
-    """Whether the vantage's own network works, per address family."""
-
-    ipv4: bool = False
-    ipv6: bool = False
-    throughput_bps: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.ipv4 or self.ipv6
-
-    def family_ok(self, family: int) -> bool:
-        return self.ipv6 if family == 6 else self.ipv4
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "ipv4": self.ipv4, "ipv6": self.ipv6,
-                "throughput_bps": self.throughput_bps}
-
-
-@dataclass
-class RoundResult:
-    """Everything one round produced, in the order the sinks need it."""
-
-    config: Config
-    plans: list[MessengerPlan]
-    started: float
-    finished: float = 0.0
-    baseline: Baseline = field(default_factory=Baseline)
-    loop_lag_max: float = 0.0  # the longest event-loop lag seen while the round ran
-    observations: list[Observation] = field(default_factory=list)
-    verdicts: list[Verdict] = field(default_factory=list)
-
-    @property
-    def duration(self) -> float:
-        return self.finished - self.started
 
 
 @cache
@@ -92,124 +53,124 @@ def resolver_specs(config: Config) -> list[ResolverSpec]:
     return specs
 
 
+def base_env(config: Config) -> Env:
+    """What every check of a round shares; each check gets it with its own timeout."""
+    vantage = config.vantage
+    dns_fp, blockpages = fingerprints()
+    return Env(
+        source=Source(str(vantage.source_address) if vantage.source_address else None,
+                      str(vantage.source_address6) if vantage.source_address6 else None),
+        trust=TrustStore(config.tls.ca_file, config.tls.trust),
+        timeout=0.0,
+        resolvers=tuple(resolver_specs(config)),
+        policy=AnswerPolicy(dns_fp, tuple(config.resolvers.public_networks)),
+        race_window=config.resolvers.race_window,
+        blockpages=blockpages,
+        http_max_bytes=config.http.max_bytes,
+        http_transfer_seconds=config.http.transfer_seconds,
+    )
+
+
+def _needs(spec: StepSpec, target: Target, earlier: list[str]) -> list[str]:
+    """The steps that must have succeeded before `spec` runs.
+
+    By default every earlier step that connects somewhere (a failed lookup stops nothing
+    while some resolver gave an address: the address is what later steps need). A plain
+    http:// URL does not need the TLS handshake before it.
+    """
+    needs = spec.needs if spec.needs is not None else [
+        c for c in earlier if REGISTRY[c].needs_address]
+    if spec.check == "http" and (target.url or "").startswith("http:"):
+        needs = [n for n in needs if n != "tls"]
+    return needs
+
+
 class Round:
     """Runs one round for a config. Create one per round; it is not reusable."""
 
     def __init__(self, config: Config, progress: Progress | None = None) -> None:
         self.config = config
         self.plans = plan(config)
-        self.timeouts = config.schedule.timeouts
-        self.source = Source(
-            str(config.vantage.source_address) if config.vantage.source_address else None,
-            str(config.vantage.source_address6) if config.vantage.source_address6 else None,
-        )
-        self.context = client_context(config.tls.ca_file)
-        self.resolvers = resolver_specs(config)
-        dns_fp, self.blockpages = fingerprints()
-        self.policy = AnswerPolicy(dns_fp, tuple(config.resolvers.public_networks))
+        self.targets = [t for p in self.plans for t in p.targets]
+        self.baseline = baseline_targets(config)
+        self.env = base_env(config)
+        self._envs: dict[str, Env] = {}
         self._semaphore = asyncio.Semaphore(config.schedule.concurrency)
         self._progress = progress
         self._done = 0
         self._planned = 0
-        self.result = RoundResult(config, self.plans, time.time())
+        self.result = RoundResult(config, self.targets, time.time())
 
-    async def _limited(self, step: Awaitable[T]) -> T:
+    async def _run(self, check: str, step: Step) -> list[Observation]:
         async with self._semaphore:
-            value = await step
+            observations = await REGISTRY[check].run(step, self._envs[check])
         self._done += 1
         if self._progress is not None:
             self._progress(self._done, self._planned)
-        return value
-
-    def _http_options(self) -> dict[str, Any]:
-        return {
-            "context": self.context, "timeout": self.timeouts.http,
-            "max_bytes": self.config.http.max_bytes,
-            "transfer_seconds": self.config.http.transfer_seconds,
-            "blockpages": list(self.blockpages),
-        }
-
-    async def _baseline_site(self, site: BaselineTarget) -> Observation:
-        address = str(site.address)
-        if site.sni is None:
-            return await check_tcp(None, site.name, address, site.port, self.timeouts.connect,
-                                   self.source)
-        observations = await check_tls(None, site.name, address, site.port, site.sni, site.sni,
-                                       context=self.context, timeout=self.timeouts.tls,
-                                       source=self.source, explain=False)
-        return observations[0]
-
-    async def _baseline(self) -> list[Observation]:
-        steps = [self._limited(self._baseline_site(t)) for t in self.config.baseline.targets]
-        observations = list(await asyncio.gather(*steps))
-        baseline = self.result.baseline
-        for target, obs in zip(self.config.baseline.targets, observations, strict=True):
-            if obs.ok:
-                if target.address.version == 4:
-                    baseline.ipv4 = True
-                else:
-                    baseline.ipv6 = True
-        url = self.config.baseline.throughput_url
-        if url and baseline.ok:
-            obs = await self._limited(check_http(None, "baseline-throughput", url, None,
-                                                 **self._http_options()))
-            observations.append(obs)
-            if obs.ok and obs.details.get("bytes"):
-                baseline.throughput_bps = obs.details["throughput_bps"]
         return observations
 
-    async def _dc(self, target: DCTarget) -> list[Observation]:
-        address = str(target.address)
-        tcp = await self._limited(check_tcp(target.messenger, target.name, address, target.port,
-                                            self.timeouts.connect, self.source))
-        if not tcp.ok:
-            return [tcp]
-        mtproto = await self._limited(check_mtproto(
-            target.messenger, target.name, address, target.port, self.timeouts.mtproto,
-            self.source))
-        if mtproto.ok:
-            return [tcp, mtproto]
-        differential = await self._limited(check_plain_http(
-            target.messenger, target.name, address, target.port, self.timeouts.mtproto,
-            self.source))
-        return [tcp, mtproto, differential]
+    async def _target(self, target: Target) -> list[Observation]:
+        """Run a target's steps in plan order; a step whose needs failed is skipped."""
+        role: Role = "primary" if target.messenger is not None else "control"
+        observations: list[Observation] = []
+        outcome: dict[str, Observation] = {}
+        earlier: list[str] = []
+        address = target.address
+        for spec in target.steps:
+            if REGISTRY[spec.check].needs_address and address is None and target.domain:
+                break  # no resolver gave an address: nothing further can be tried
+            needs = _needs(spec, target, earlier)
+            earlier.append(spec.check)
+            if any(n in earlier and not (n in outcome and outcome[n].ok) for n in needs):
+                continue
+            step = Step(target, spec.check, role, address, spec.options)
+            for name in spec.before:
+                observations += await self._run(name, replace(step, role="differential"))
+            got = await self._run(spec.check, step)
+            observations += got
+            if spec.check == "dns":
+                address = chosen_address(got)
+            main = next((o for o in got if o.role == role), None)
+            if main is None:
+                continue
+            outcome[spec.check] = main
+            if not main.ok:
+                for name in spec.differentials:
+                    observations += await self._run(
+                        name, replace(step, role="differential", explains=main))
+        return observations
 
-    async def _domain(self, target: DomainTarget, mplan: MessengerPlan) -> list[Observation]:
-        lookups = [
-            self._limited(check_dns(
-                target.messenger, target.name, target.domain, target.family, spec,
-                timeout=self.timeouts.dns, race_window=self.config.resolvers.race_window,
-                policy=self.policy, in_space=mplan.in_address_space, session=self._session,
-                source=self.source,
-            ))
-            for spec in self.resolvers
-        ]
-        if not lookups:
-            return []
-        observations: list[Observation] = list(await asyncio.gather(*lookups))
-        primary = next((o for o in observations if not o.details["control"]), observations[0])
-        for obs in observations:
-            obs.aux = obs is not primary
-        address = _chosen_address(observations)
-        if address is None:
-            return observations
-        tcp = await self._limited(check_tcp(target.messenger, target.name, address, target.port,
-                                            self.timeouts.connect, self.source))
-        observations.append(tcp)
-        if not tcp.ok:
-            return observations
-        tls = await self._limited(check_tls(
-            target.messenger, target.name, address, target.port, target.domain, target.neutral_sni,
-            context=self.context, timeout=self.timeouts.tls, source=self.source,
-        ))
-        observations += tls
-        # an https URL behind a failed handshake would only fail the same way again
-        if target.url and (tls[0].ok or target.url.startswith("http:")):
-            observations.append(await self._limited(check_http(
-                target.messenger, target.name, target.url, address,
-                source=self.source.for_version(target.family),
-                **self._http_options(),
-            )))
+    async def _baseline(self) -> list[Observation]:
+        groups = await asyncio.gather(*(self._target(t) for t in self.baseline))
+        observations = [o for group in groups for o in group]
+        result = self.result
+        network = result.network
+        for target, group in zip(self.baseline, groups, strict=True):
+            ok = bool(group) and all(o.ok for o in group)
+            network.baseline_sites[target.name] = ok
+            if ok:
+                if target.family == 4:
+                    result.baseline.ipv4 = True
+                else:
+                    result.baseline.ipv6 = True
+        network.baseline_ok = network.online = result.baseline.ok
+        if network.online:
+            network.online_evidence = [n for n, ok in network.baseline_sites.items() if ok]
+        tries = [t for o in observations for t in o.tries()]
+        if tries:
+            network.loss_ratio = round(sum(t.failure is not None for t in tries) / len(tries), 4)
+        connects = [float(o.details["connect_seconds"]) for o in observations
+                    if o.ok and "connect_seconds" in o.details]
+        network.rtt_seconds = round(statistics.median(connects), 6) if connects else None
+        url = self.config.baseline.throughput_url
+        if url and result.baseline.ok:
+            throughput = Target(None, "baseline-throughput", "baseline", "baseline-throughput",
+                                6 if url.startswith("http://[") else 4, 0, None, None, url, None,
+                                "system", (StepSpec(check="http"),))
+            got = await self._target(throughput)
+            observations += got
+            if got and got[0].ok and got[0].details.get("bytes"):
+                result.baseline.throughput_bps = got[0].details["throughput_bps"]
         return observations
 
     async def _watch_loop_lag(self, tick: float = 0.05) -> None:
@@ -224,17 +185,16 @@ class Round:
 
     async def run(self) -> RoundResult:
         """Run every step; the classifier is applied by the caller's pipeline."""
-        self._planned = len(self.config.baseline.targets) + sum(
-            2 * len(p.dc_targets) + len(p.domain_targets) * (len(self.resolvers) + 3)
-            for p in self.plans
-        )
+        self._planned = sum(len(t.steps) for t in (*self.baseline, *self.targets))
+        timeouts = self.config.schedule.timeouts
         async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self.context, limit=4)
-        ) as self._session:
+            connector=aiohttp.TCPConnector(ssl=self.env.trust.context("system"), limit=4)
+        ) as session:
+            self._envs = {name: replace(self.env, timeout=getattr(timeouts, r.timeout),
+                                        session=session)
+                          for name, r in REGISTRY.items()}
             jobs: list[Callable[[], Awaitable[list[Observation]]]] = [self._baseline]
-            for mplan in self.plans:
-                jobs += [partial(self._dc, t) for t in mplan.dc_targets]
-                jobs += [partial(self._domain, t, mplan) for t in mplan.domain_targets]
+            jobs += [partial(self._target, t) for t in self.targets]
             groups: list[list[Observation]] = [[] for _ in jobs]
             queue = iter(enumerate(jobs))
 
@@ -259,24 +219,8 @@ class Round:
         return self.result
 
 
-def _chosen_address(observations: list[Observation]) -> str | None:
-    """The address the rest of a domain's checks use: what the user's resolver said.
-
-    The first non-control resolver that answered; if none did, the control resolver's
-    answer, so that an IP block behind a DNS block is still seen.
-    """
-    for control in (False, True):
-        for obs in observations:
-            if obs.details.get("control") == control and obs.details.get("answers"):
-                answers: list[str] = obs.details["answers"]
-                return answers[0]
-    return None
-
-
 async def run_round(config: Config, progress: Progress | None = None) -> RoundResult:
     """Run a round and classify it: the whole pipeline short of the sinks."""
-    from probe.classify import classify_round
-
     result = await Round(config, progress).run()
     result.verdicts = classify_round(result)
     return result

@@ -21,7 +21,9 @@ from aiohttp import web
 from probe.config import Config, ConfigError, load_config
 from probe.evidence import EvidenceCollector, EvidenceLog, ignore_file_size_signal
 from probe.metrics import Metrics
-from probe.round import RoundResult, run_round
+from probe.observation import RoundResult
+from probe.plan import baseline_targets, plan, worst_case_seconds
+from probe.round import run_round
 from probe.webconfig import WebConfig
 
 log = logging.getLogger("probe")
@@ -71,8 +73,11 @@ class Service:
         return True, "reloaded"
 
     def _round_budget(self, config: Config) -> float:
+        """The interval plus the longest chain of steps any one target (or the baseline)
+        can take: past that, a round is stuck and the next one starts."""
         t = config.schedule.timeouts
-        return config.schedule.interval + t.dns + t.connect + 2 * t.tls + t.mtproto + t.http
+        targets = [*baseline_targets(config), *(x for p in plan(config) for x in p.targets)]
+        return config.schedule.interval + worst_case_seconds(targets, t) + t.http
 
     async def run_one(self) -> RoundResult:
         config = self.config

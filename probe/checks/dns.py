@@ -9,9 +9,7 @@ same query; a second, different answer is proof of injection.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -23,45 +21,13 @@ import dns.rdatatype
 import dns.resolver
 
 from probe import failures
-from probe.checks.net import Source, Stopwatch
-from probe.observation import Observation
+from probe.checks.base import Env, ResolverSpec, Step
+from probe.checks.net import Stopwatch
+from probe.observation import Observation, Role
 
 MAX_UDP_REPLIES = 16  # replies we keep per query: a flood must not grow memory
 MAX_UDP_DATAGRAMS = 256  # datagrams we parse per query: a flood must not burn the CPU
 MAX_DOH_BYTES = 65535
-
-
-@dataclass(frozen=True, slots=True)
-class ResolverSpec:
-    """A resolver as the check sees it; `control` ones are believed untampered."""
-
-    name: str
-    protocol: str  # udp | tcp | doh
-    address: str | None = None
-    port: int = 53
-    url: str | None = None
-    control: bool = False
-
-    @property
-    def where(self) -> str:
-        return self.url or f"{self.address}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerPolicy:
-    """What makes an answer suspicious: fingerprints, bogons, and the service's space."""
-
-    fingerprints: dict[str, str]  # address -> fingerprint name
-    public_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-
-    def is_bogon(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return True
-        if any(ip.version == n.version and ip in n for n in self.public_networks):
-            return False
-        return not ip.is_global or ip.is_multicast or ip.is_reserved  # ::/8 holds Iran's d0::11
 
 
 def system_resolvers(resolv_conf: str) -> list[ResolverSpec]:
@@ -165,45 +131,36 @@ async def _doh_query(
     return dns.message.from_wire(wire)
 
 
-async def check_dns(
-    messenger: str,
-    target: str,
-    name: str,
-    family: int,
-    spec: ResolverSpec,
-    *,
-    timeout: float,
-    race_window: float,
-    policy: AnswerPolicy,
-    in_space: Any,
-    session: aiohttp.ClientSession | None,
-    source: Source | None = None,
-) -> Observation:
-    """Resolve `name` (A for family 4, AAAA for 6) with one resolver; flag what looks forged."""
-    rdtype = dns.rdatatype.A if family == 4 else dns.rdatatype.AAAA
-    query = dns.message.make_query(name, rdtype)
+async def _lookup(step: Step, env: Env, spec: ResolverSpec, role: Role) -> Observation:
+    """Resolve the target's domain (A for family 4, AAAA for 6) with one resolver; flag
+    what looks forged."""
+    assert step.target.domain is not None
+    rdtype = dns.rdatatype.A if step.target.family == 4 else dns.rdatatype.AAAA
+    query = dns.message.make_query(step.target.domain, rdtype)
+    in_space = step.target.in_address_space
+    policy = env.policy
     watch = Stopwatch()
     details: dict[str, Any] = {
         "resolver": spec.name, "resolver_address": spec.where, "protocol": spec.protocol,
-        "qtype": dns.rdatatype.to_text(rdtype), "control": spec.control,
+        "qtype": dns.rdatatype.to_text(rdtype),
     }
     failure = None
     bind = None
-    if source is not None and spec.address is not None:
-        bind = source.for_version(6 if ":" in spec.address else 4)
+    if spec.address is not None:
+        bind = env.source.for_version(6 if ":" in spec.address else 4)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(env.timeout):
             late: list[list[str]] = []
             if spec.protocol == "udp":
                 reply, late, _garbage = await _udp_query(
-                    query, spec, timeout, race_window, details, bind)
+                    query, spec, env.timeout, env.race_window, details, bind)
             elif spec.protocol == "tcp":
                 assert spec.address is not None
-                reply = await dns.asyncquery.tcp(query, spec.address, timeout, spec.port, bind)
+                reply = await dns.asyncquery.tcp(query, spec.address, env.timeout, spec.port, bind)
             else:
-                if session is None:
+                if env.session is None:
                     raise RuntimeError("DoH needs an HTTP session")
-                reply = await _doh_query(query, spec, timeout, session)
+                reply = await _doh_query(query, spec, env.timeout, env.session)
         answers = _addresses(reply, rdtype)
         details["rcode"] = dns.rcode.to_text(reply.rcode())
         details["answers"] = answers
@@ -221,8 +178,40 @@ async def check_dns(
     except Exception as exc:
         failure = failures.classify(exc)
         details["error"] = (str(exc) or type(exc).__name__)[:200]
-    address = spec.address
-    return Observation(
-        messenger, target, "dns", failures.RESOLVE, failure, address,
-        spec.port if spec.address else None, watch.started, watch.elapsed(), details,
-    )
+    obs = step.observe("dns", failures.RESOLVE, failure, watch, details, address=spec.address,
+                       port=spec.port, role=role)
+    if spec.address is None:  # DoH: the resolver is a URL (in the details), not an address
+        obs.port = None
+    return obs
+
+
+def _role(spec: ResolverSpec, first_vantage_resolver: bool) -> Role:
+    if spec.control:
+        return "control"
+    return "primary" if first_vantage_resolver else "differential"
+
+
+async def check(step: Step, env: Env) -> list[Observation]:
+    """Ask every resolver of the round, concurrently. The vantage's first resolver is the
+    primary (what users get); further vantage resolvers are differentials and control
+    resolvers are controls. Without a vantage resolver the first control is primary."""
+    if not env.resolvers:
+        return []
+    primary = next((s for s in env.resolvers if not s.control), env.resolvers[0])
+    lookups = [_lookup(step, env, s, "primary" if s is primary else _role(s, False))
+               for s in env.resolvers]
+    return list(await asyncio.gather(*lookups))
+
+
+def chosen_address(observations: list[Observation]) -> str | None:
+    """The address the rest of a domain's steps use: what the user's resolver said.
+
+    The first vantage resolver that answered; if none did, a control resolver's answer, so
+    that an IP block behind a DNS block is still seen.
+    """
+    for control in (False, True):
+        for obs in observations:
+            if obs.check == "dns" and (obs.role == "control") == control and obs.details.get("answers"):
+                answers: list[str] = obs.details["answers"]
+                return answers[0]
+    return None

@@ -12,23 +12,17 @@ import asyncio
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from probe import failures
+from probe.checks.base import Blockpage, Env, Step
 from probe.checks.net import Stopwatch
 from probe.observation import Observation
 
 FINGERPRINT_WINDOW = 65536  # blockpages are small: match the first 64 KiB only
-
-
-@dataclass(frozen=True, slots=True)
-class Blockpage:
-    name: str
-    pattern: str
 
 
 class PinnedResolver(AbstractResolver):
@@ -46,7 +40,7 @@ class PinnedResolver(AbstractResolver):
         return None
 
 
-def match_blockpage(text: str, blockpages: list[Blockpage]) -> str | None:
+def match_blockpage(text: str, blockpages: tuple[Blockpage, ...]) -> str | None:
     return next((b.name for b in blockpages if b.pattern in text), None)
 
 
@@ -58,7 +52,7 @@ async def fetch(
     timeout: float,
     max_bytes: int,
     transfer_seconds: float,
-    blockpages: list[Blockpage],
+    blockpages: tuple[Blockpage, ...],
     source: str | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """GET `url` (pinned to `address` if given); return (failure, evidence)."""
@@ -111,14 +105,22 @@ async def fetch(
         return failures.classify(exc), details
 
 
-async def check_http(
-    messenger: str | None, target: str, url: str, address: str | None, **options: Any
-) -> Observation:
-    """One GET of a service URL as an observation."""
+async def check(step: Step, env: Env) -> list[Observation]:
+    """One GET of the target's URL, pinned to the address the round resolved."""
+    url = step.options.get("url") or step.target.url
+    if not url:
+        return []
     watch = Stopwatch()
-    failure, details = await fetch(url, address=address, **options)
-    port = 443 if url.startswith("https:") else 80
-    return Observation(
-        messenger, target, "http", failures.HTTP_ROUND_TRIP, failure, address, port,
-        watch.started, watch.elapsed(), details,
+    failure, details = await fetch(
+        url, address=step.address, context=env.trust.context(step.target.trust),
+        timeout=env.timeout, max_bytes=env.http_max_bytes,
+        transfer_seconds=env.http_transfer_seconds, blockpages=env.blockpages,
+        source=env.source.for_version(step.target.family),
     )
+    if failure is None and step.options.get("expect") == "https_redirect":
+        location = str(details.get("location", ""))
+        if not (300 <= int(details.get("status", 0)) < 400 and location.startswith("https://")):
+            details["error"] = "plain HTTP did not redirect to https"
+            failure = failures.HTTP_UNEXPECTED_STATUS
+    port = 443 if url.startswith("https:") else 80
+    return [step.observe("http", failures.HTTP_ROUND_TRIP, failure, watch, details, port=port)]

@@ -15,13 +15,15 @@ import struct
 import time
 
 from probe import failures
-from probe.checks.net import Source, converse
+from probe.checks.base import Env, Step
+from probe.checks.net import converse
 from probe.observation import Observation
 
 INTERMEDIATE_TAG = b"\xee\xee\xee\xee"
 REQ_PQ_MULTI = 0xBE7E8EF1
 RES_PQ = 0x05162463
 TRANSPORT_ERRORS = {-404: "auth key not found", -429: "transport flood", -444: "invalid DC"}
+TRANSPORT_CODE_RANGE = range(-1023, 0)  # transport errors are small negative numbers
 # resPQ with one fingerprint is 88 bytes; a server has no reason to send more than a few.
 MAX_REPLY = 1024
 
@@ -34,13 +36,21 @@ def req_pq_multi(nonce: bytes, now: float | None = None) -> bytes:
     return INTERMEDIATE_TAG + struct.pack("<i", len(message)) + message
 
 
+class TransportError(failures.ProtocolError):
+    """The server answered a transport error code: it speaks MTProto, but refused."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"transport error {code} ({TRANSPORT_ERRORS.get(code, 'unnamed')})")
+        self.code = code
+
+
 def parse_reply(payload: bytes, nonce: bytes) -> dict[str, object]:
     """Check a reply's payload; return evidence, or raise ProtocolError saying what is wrong."""
     if len(payload) == 4:
         (code,) = struct.unpack("<i", payload)
-        if code in TRANSPORT_ERRORS:
-            raise failures.ProtocolError(f"transport error {code} ({TRANSPORT_ERRORS[code]})")
-        raise failures.ProtocolError(f"4-byte reply {payload.hex()} is neither resPQ nor a transport error")
+        if code in TRANSPORT_CODE_RANGE:
+            raise TransportError(code)
+        raise failures.ProtocolError(f"4-byte reply {payload.hex()} is not resPQ")
     if len(payload) < 40:
         raise failures.ProtocolError(f"reply of {len(payload)} bytes is too short for resPQ")
     auth_key_id, _msg_id, length, constructor = struct.unpack_from("<qqiI", payload)
@@ -71,7 +81,7 @@ async def _exchange(sock: socket.socket, nonce: bytes) -> tuple[dict[str, object
     await loop.sock_sendall(sock, req_pq_multi(nonce))
     header = await _read_exactly(sock, 4)
     (length,) = struct.unpack("<i", header)
-    if length in TRANSPORT_ERRORS:  # a bare transport error, as some servers send it unframed
+    if length in TRANSPORT_CODE_RANGE:  # a bare transport error, as some servers send it unframed
         return parse_reply(header, nonce), header
     if not 4 <= length <= MAX_REPLY:
         raise failures.ProtocolError(f"frame length {length} is not a plausible resPQ")
@@ -94,35 +104,34 @@ async def _post_empty(sock: socket.socket, details: dict[str, object]) -> None:
         raise failures.UnexpectedStatus("the answer to HTTP is not HTTP")
 
 
-async def check_plain_http(
-    messenger: str, target: str, address: str, port: int, timeout: float, source: Source
-) -> Observation:
+async def plain_http(step: Step, env: Env) -> list[Observation]:
     """The protocol differential: an empty HTTP POST to the same address and port.
 
     Telegram's DCs answer plain HTTP (nginx, 404/501), as OONI's test relies on. If HTTP
     gets an answer where MTProto was reset or silenced, the filter keys on the protocol; if
     HTTP fails the same way, the address is what is filtered.
     """
-    failure, details, watch = await converse(address, port, timeout, source, _post_empty)
-    return Observation(
-        messenger, target, "http", failures.HTTP_ROUND_TRIP, failure, address, port,
-        watch.started, watch.elapsed(), {"purpose": "protocol_differential", **details}, aux=True,
-    )
+    assert step.address is not None
+    failure, details, watch = await converse(step.address, step.port, env.timeout, env.source,
+                                             _post_empty)
+    return [step.observe("http", failures.HTTP_ROUND_TRIP, failure, watch,
+                         {"purpose": "protocol_differential", **details})]
 
 
-async def check_mtproto(
-    messenger: str, target: str, address: str, port: int, timeout: float, source: Source
-) -> Observation:
+async def check(step: Step, env: Env) -> list[Observation]:
     """Connect, send req_pq_multi, and require a resPQ that echoes our nonce."""
+    assert step.address is not None
     nonce = os.urandom(16)
 
     async def talk(sock: socket.socket, details: dict[str, object]) -> None:
-        evidence, raw = await _exchange(sock, nonce)
+        try:
+            evidence, raw = await _exchange(sock, nonce)
+        except TransportError as exc:
+            details["transport_error"] = exc.code
+            raise
         details.update(evidence)
         details["reply_head"] = raw[:64].hex()
 
-    failure, details, watch = await converse(address, port, timeout, source, talk)
-    return Observation(
-        messenger, target, "mtproto", failures.MTPROTO_HANDSHAKE, failure, address, port,
-        watch.started, watch.elapsed(), {"transport": "intermediate", "nonce": nonce.hex(), **details},
-    )
+    failure, details, watch = await converse(step.address, step.port, env.timeout, env.source, talk)
+    return [step.observe("mtproto", failures.MTPROTO_HANDSHAKE, failure, watch,
+                         {"transport": "intermediate", "nonce": nonce.hex(), **details})]

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 from probe import failures
-from probe.checks.net import Source, Stopwatch, connect
+from probe.checks.base import Env, Step
+from probe.checks.net import Stopwatch, connect
 from probe.observation import Observation
 
 
-async def check_tcp(
-    messenger: str | None, target: str, address: str, port: int, timeout: float, source: Source
-) -> Observation:
-    """Connect to address:port within `timeout` and close at once.
+async def check(step: Step, env: Env) -> list[Observation]:
+    """Connect to the step's address and port within the timeout, and close at once.
 
     A successful check's duration is the connect time taken at completion (see
     probe.checks.net), so a busy event loop does not inflate it; a failed one's is the
     time until the failure was seen (the timeout, the refusal).
     """
+    assert step.address is not None
     watch = Stopwatch()
     failure = None
     try:
-        sock, duration = await connect(address, port, timeout, source)
+        sock, duration = await connect(step.address, step.port, env.timeout, env.source)
     except Exception as exc:
         failure = failures.classify(exc)
         duration = watch.elapsed()
     else:
         sock.close()
-    return Observation(
-        messenger, target, "tcp", failures.CONNECT, failure, address, port,
-        watch.started, duration,
-    )
+    return [step.observe("tcp", failures.CONNECT, failure, watch, duration=duration)]

@@ -1,11 +1,12 @@
-"""TLS: a handshake with the service's SNI, verified against the system store plus an
-optional CA file, and the SNI differential.
+"""TLS: a handshake with the service's SNI, verified against the target's trust anchors,
+and the two differentials that explain a failed one.
 
-When the handshake with the service's name fails without a certificate problem, the same
-address is tried again with a neutral SNI and no verification: if that one completes, the
-name in the ClientHello is what was filtered (SNI filtering), not the address. When the
-certificate is what failed, an unverified handshake with the same name records the
-certificate the peer showed (its SHA-256), the evidence of an interception.
+`tls_neutral_sni`: when the handshake with the service's name fails without a certificate
+problem, the same address is tried with a neutral SNI and no verification; if that one
+completes, the name in the ClientHello is what was filtered (SNI filtering), not the
+address. `tls_certificate`: when the certificate is what failed, an unverified handshake
+with the same name records the certificate the peer showed (its SHA-256), the evidence of
+an interception.
 """
 
 from __future__ import annotations
@@ -14,27 +15,11 @@ import asyncio
 import hashlib
 import socket
 import ssl
-from pathlib import Path
 
 from probe import failures
+from probe.checks.base import Env, Step
 from probe.checks.net import Source, Stopwatch, converse
 from probe.observation import Observation
-
-
-def client_context(ca_file: Path | None) -> ssl.SSLContext:
-    """A verifying client context: system store, plus the config's extra CA."""
-    context = ssl.create_default_context()
-    if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
-    return context
-
-
-def unverified_context() -> ssl.SSLContext:
-    """For the differential and for fetching a rejected certificate, never for trust."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 async def handshake(
@@ -59,38 +44,37 @@ async def handshake(
     return failure, {"sni": sni, **details}
 
 
-async def check_tls(
-    messenger: str | None,
-    target: str,
-    address: str,
-    port: int,
-    sni: str,
-    neutral_sni: str,
-    *,
-    context: ssl.SSLContext,
-    timeout: float,
-    source: Source,
-    explain: bool = True,
-) -> list[Observation]:
-    """The handshake with `sni`, and (if `explain`) when it fails, the step that explains why."""
+async def _handshake_step(step: Step, env: Env, sni: str, context: ssl.SSLContext,
+                          purpose: str | None = None) -> list[Observation]:
+    assert step.address is not None
     watch = Stopwatch()
-    failure, details = await handshake(address, port, sni, context, timeout, source)
-    observations = [Observation(
-        messenger, target, "tls", failures.TLS_HANDSHAKE, failure, address, port,
-        watch.started, watch.elapsed(), details,
-    )]
-    if failure is None or not explain:
-        return observations
-    second_sni = sni if failure in failures.CERTIFICATE_FAILURES else neutral_sni
-    watch = Stopwatch()
-    second_failure, second_details = await handshake(
-        address, port, second_sni, unverified_context(), timeout, source
-    )
-    second_details["purpose"] = (
-        "fetch_rejected_certificate" if second_sni == sni else "neutral_sni_differential"
-    )
-    observations.append(Observation(
-        messenger, target, "tls", failures.TLS_HANDSHAKE, second_failure, address, port,
-        watch.started, watch.elapsed(), second_details, aux=True,
-    ))
-    return observations
+    failure, details = await handshake(step.address, step.port, sni, context, env.timeout,
+                                       env.source)
+    if purpose:
+        details["purpose"] = purpose
+    return [step.observe("tls", failures.TLS_HANDSHAKE, failure, watch, details)]
+
+
+async def check(step: Step, env: Env) -> list[Observation]:
+    """The handshake with the service's name, verified against the target's anchors."""
+    sni = step.sni or step.target.endpoint
+    return await _handshake_step(step, env, sni, env.trust.context(step.target.trust))
+
+
+async def neutral_sni(step: Step, env: Env) -> list[Observation]:
+    """A neutral name to the same address, unverified: explains a failure that is not the
+    certificate's (before the service's name, or after its failure)."""
+    explains = step.explains
+    if explains is not None and explains.failure in failures.CERTIFICATE_FAILURES:
+        return []
+    sni = str(step.options.get("neutral_sni") or "www.example.com")
+    return await _handshake_step(step, env, sni, env.trust.unverified(), "neutral_sni_differential")
+
+
+async def rejected_certificate(step: Step, env: Env) -> list[Observation]:
+    """The certificate the peer showed, fetched unverified, when verification failed."""
+    explains = step.explains
+    if explains is None or explains.failure not in failures.CERTIFICATE_FAILURES:
+        return []
+    sni = step.sni or step.target.endpoint
+    return await _handshake_step(step, env, sni, env.trust.unverified(), "fetch_rejected_certificate")

@@ -19,8 +19,7 @@ import pytest
 
 from probe.config import Config, load_config
 from probe.evidence import CURRENT, EvidenceLog, read_rounds, summarise
-from probe.observation import Observation
-from probe.round import RoundResult
+from probe.observation import Observation, RoundResult
 from probe.service import Service
 from tests.hardening._counts import CASES
 from tests.hardening.hostile import ScriptedTCP, ScriptedUDP

@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probe import failures
-from probe.checks.dns import AnswerPolicy, ResolverSpec, check_dns
+from probe.checks.base import AnswerPolicy, ResolverSpec
 from probe.observation import Observation
 from tests.hardening._counts import CASES, EXAMPLES
 from tests.hardening.hostile import ScriptedTCP, ScriptedUDP, dns_answer
+from tests.support import checks
 
 POLICY = AnswerPolicy({}, (ipaddress.ip_network("198.18.0.0/15"),))
 TIMEOUT = 1.0
@@ -49,9 +50,14 @@ def assert_sane(obs: Observation, started: float, timeout: float = TIMEOUT) -> N
 
 async def resolve(port: int, protocol: str = "udp", timeout: float = TIMEOUT) -> Observation:
     spec = ResolverSpec("fuzz", protocol, "127.0.0.1", port)
-    return await check_dns("telegram", "web.telegram.org/v4", "web.telegram.org", 4, spec,
-                           timeout=timeout, race_window=0.0, policy=POLICY,
-                           in_space=lambda a: True, session=None)
+    return await lookup(spec, timeout, race_window=0.0)
+
+
+async def lookup(spec: ResolverSpec, timeout: float, race_window: float) -> Observation:
+    where = checks.target(None, 443, name="web.telegram.org/v4", domain="web.telegram.org")
+    environment = checks.env(timeout, resolvers=(spec,), policy=POLICY, race_window=race_window)
+    (obs,) = await checks.run("dns", where, environment)
+    return obs
 
 
 # ---- UDP: garbage first, then the real answer: garbage must neither crash nor win ------
@@ -162,8 +168,7 @@ async def test_udp_huge_answer_and_many_injected_replies() -> None:
     async with ScriptedUDP(reply) as server:
         started = time.monotonic()
         spec = ResolverSpec("fuzz", "udp", "127.0.0.1", server.port)
-        obs = await check_dns("telegram", "t/v4", "web.telegram.org", 4, spec, timeout=1.0,
-                              race_window=0.3, policy=POLICY, in_space=lambda a: True, session=None)
+        obs = await lookup(spec, 1.0, race_window=0.3)
     CASES["dns/udp huge answers"] += 60
     assert_sane(obs, started, TIMEOUT + 0.5)  # the peer builds 64 KiB replies in our loop too
     assert len(obs.details["answers"]) == 4000

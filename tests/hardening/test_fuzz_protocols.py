@@ -10,6 +10,7 @@ import ssl
 import struct
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 import trustme
@@ -17,19 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probe import failures
+from probe.checks.base import TrustStore
 from probe.checks.http import fetch
-from probe.checks.mtproto import check_mtproto, parse_reply, req_pq_multi
-from probe.checks.net import Source
-from probe.checks.tls import check_tls, client_context
+from probe.checks.mtproto import parse_reply, req_pq_multi
 from probe.observation import Observation
 from tests.hardening._counts import CASES, EXAMPLES
 from tests.hardening.hostile import ScriptedTCP
+from tests.support import checks
 from tests.support.mtproto import build_res_pq
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 SLACK = 0.5
-SOURCE = Source()
 REQUEST_SIZE = len(req_pq_multi(b"\0" * 16))
 
 
@@ -95,7 +95,7 @@ async def test_mtproto_hostile_replies(data: st.DataObject) -> None:
 
     async with ScriptedTCP(script, read_first=REQUEST_SIZE) as server:
         started = time.monotonic()
-        obs = await check_mtproto("telegram", "dc1-v4:443", "127.0.0.1", server.port, 1.0, SOURCE)
+        (obs,) = await checks.run("mtproto", checks.target("127.0.0.1", server.port), checks.env(1.0))
     CASES["mtproto/hostile replies"] += 1
     sane(obs, started, 1.0)
     if kind == "valid":
@@ -115,7 +115,7 @@ async def test_mtproto_hostile_replies(data: st.DataObject) -> None:
 async def test_mtproto_stalls_and_drops(script: list[tuple[str, object]], expected: str) -> None:
     async with ScriptedTCP(script) as server:
         started = time.monotonic()
-        obs = await check_mtproto("telegram", "dc1-v4:443", "127.0.0.1", server.port, 0.5, SOURCE)
+        (obs,) = await checks.run("mtproto", checks.target("127.0.0.1", server.port), checks.env(0.5))
     CASES["mtproto/stalls and drops"] += 1
     sane(obs, started, 0.5)
     assert obs.failure == expected, obs.details
@@ -128,13 +128,33 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+async def handshake(port: int, timeout: float, ca_file: Path | None,
+                    explain: bool = True) -> list[Observation]:
+    """The TLS step as a round runs it: the handshake, then (if it failed) the neutral SNI."""
+    where = checks.target("127.0.0.1", port, name="w/v4", domain="web.telegram.org")
+    environment = checks.env(timeout, ca_file=ca_file)
+    observations = await checks.run("tls", where, environment)
+    if explain and not observations[0].ok:
+        observations += await checks.run("tls_neutral_sni", where, environment, role="differential",
+                                         options={"neutral_sni": "neutral.example"},
+                                         explains=observations[0])
+    return observations
+
+
 def _record(content_type: int, body: bytes, version: bytes = b"\x03\x03") -> bytes:
     return bytes([content_type]) + version + struct.pack("!H", len(body)) + body
 
 
 @FUZZ
 @given(data=st.data())
-async def test_tls_peer_sends_garbage(data: st.DataObject, ca: trustme.CA) -> None:
+async def test_tls_peer_sends_garbage(data: st.DataObject, ca_file: Path) -> None:
     kind = data.draw(st.sampled_from(["random", "record-garbage", "alert", "huge-record", "http"]))
     if kind == "random":
         out = data.draw(st.binary(min_size=1, max_size=2000))
@@ -147,20 +167,16 @@ async def test_tls_peer_sends_garbage(data: st.DataObject, ca: trustme.CA) -> No
     else:
         out = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
     end = data.draw(st.sampled_from(["close", "reset", "close", "reset", "stall"]))
-    context = client_context(None)
-    ca.configure_trust(context)
     async with ScriptedTCP([("read", 2048), ("send", out), (end, None)]) as server:
         started = time.monotonic()
-        observations = await check_tls("telegram", "web.telegram.org/v4", "127.0.0.1", server.port,
-                                       "web.telegram.org", "neutral.example", context=context,
-                                       timeout=0.3, source=SOURCE)
+        observations = await handshake(server.port, 0.3, ca_file)
     CASES["tls/garbage peers"] += 1
     for obs in observations:
         assert obs.failure is not None
     sane(observations[0], started, 2 * 0.3)  # the handshake and its differential
 
 
-async def test_tls_stall_mid_handshake(ca: trustme.CA) -> None:
+async def test_tls_stall_mid_handshake(ca: trustme.CA, ca_file: Path) -> None:
     """A peer that answers the ClientHello with the start of a real ServerHello, then stalls."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("web.telegram.org").configure_cert(server_ctx)
@@ -174,27 +190,20 @@ async def test_tls_stall_mid_handshake(ca: trustme.CA) -> None:
         flight = outgoing.read()
         return [("send", flight[: len(flight) // 2]), ("stall", None)]
 
-    context = client_context(None)
-    ca.configure_trust(context)
     async with ScriptedTCP(script, read_first=4096) as server:
         started = time.monotonic()
-        observations = await check_tls("telegram", "w/v4", "127.0.0.1", server.port,
-                                       "web.telegram.org", "neutral.example", context=context,
-                                       timeout=0.5, source=SOURCE)
+        observations = await handshake(server.port, 0.5, ca_file)
     CASES["tls/stalls mid-handshake"] += 1
     assert observations[0].failure == failures.GENERIC_TIMEOUT, observations[0].details
     sane(observations[0], started, 2 * 0.5)
 
 
-async def test_tls_tarpit_and_drip(ca: trustme.CA) -> None:
-    context = client_context(None)
+async def test_tls_tarpit_and_drip() -> None:
     drip = ("drip", (b"\x16\x03\x03\x00\x40" + b"\0" * 64, 0.05))
     for script in ([("stall", None)], [("read", 2048), drip]):
         async with ScriptedTCP(script) as server:
             started = time.monotonic()
-            observations = await check_tls("telegram", "w/v4", "127.0.0.1", server.port,
-                                           "web.telegram.org", "n.example", context=context,
-                                           timeout=0.4, source=SOURCE, explain=False)
+            observations = await handshake(server.port, 0.4, None, explain=False)
         CASES["tls/stalls mid-handshake"] += 1
         assert observations[0].failure in (failures.GENERIC_TIMEOUT, failures.SSL_FAILED_HANDSHAKE)
         sane(observations[0], started, 0.4)
@@ -206,7 +215,7 @@ HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
 
 
 def http_options(timeout: float = 1.0, max_bytes: int = 1 << 20) -> dict[str, object]:
-    return {"address": None, "context": client_context(None), "timeout": timeout,
+    return {"address": None, "context": TrustStore(None, {}).context("system"), "timeout": timeout,
             "max_bytes": max_bytes, "transfer_seconds": 0.5, "blockpages": []}
 
 

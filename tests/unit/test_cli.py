@@ -91,10 +91,11 @@ def test_catalog_lists_every_dc_and_family() -> None:
     result = run_probe("catalog", "telegram")
     assert result.returncode == 0
     data = yaml.safe_load(result.stdout)
-    addresses = {a for dc in data["datacenters"] for a in dc["addresses"]}
+    addresses = {a for dc in data["groups"]["datacenters"]["endpoints"] for a in dc["addresses"]}
     assert {"149.154.175.50", "149.154.167.51", "95.161.76.100", "149.154.175.100",
             "149.154.167.91", "149.154.171.5", "2001:67c:4e8:f002::a"} <= addresses
-    assert len(data["datacenters"]) == 5 and data["ports"] == [443, 80]
+    assert len(data["groups"]["datacenters"]["endpoints"]) == 5
+    assert data["groups"]["datacenters"]["ports"] == [443, 80]
     assert "149.154.160.0/20" in data["address_space"]
 
 

@@ -100,7 +100,7 @@ async def test_bad_certificates(world: World, mode: str, failure: str, verdict: 
     v = verdicts(result)[f"{WEB}/v4"]
     assert (v.verdict, v.rule) == (verdict, "tls_certificate_invalid")
     assert v.evidence[0].failure == failure
-    fetched = next(o for o in result.observations if o.check == "tls" and o.aux)
+    fetched = next(o for o in result.observations if o.check == "tls" and o.role == "differential")
     assert fetched.ok and len(fetched.details["peer_certificate_sha256"]) == 64
 
 
@@ -130,7 +130,7 @@ async def test_resolver_failures_with_working_control(
     v = verdicts(result)[f"{WEB}/v4"]
     assert (v.verdict, v.rule) == ("dns_blocking", "dns_failure_control_ok")
     assert v.evidence[0].failure == failure
-    assert v.evidence[1].details["control"] is True and v.evidence[1].ok
+    assert v.evidence[1].role == "control" and v.evidence[1].ok
 
 
 async def test_failure_everywhere_is_not_a_block(world: World) -> None:
@@ -145,7 +145,7 @@ async def test_two_answers_to_one_query_is_injection(world: World) -> None:
     result = await world.round()
     v = verdicts(result)[f"{WEB}/v4"]
     assert v.verdict == "dns_injection"
-    dns = next(o for o in result.observations if o.check == "dns" and not o.aux and o.target == f"{WEB}/v4")
+    dns = next(o for o in result.observations if o.check == "dns" and o.primary and o.target == f"{WEB}/v4")
     assert dns.details["answers"] == ["10.10.34.34"]
     assert dns.details["late_answers"] == [["127.0.20.1"]]
 

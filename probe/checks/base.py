@@ -1,0 +1,188 @@
+"""The check interface: every check is `async (step, env) -> list[Observation]`.
+
+A `Step` is one planned step of one target (which check, in which role, on which address,
+with the catalogue's options); an `Env` is what the round gives every check (source
+addresses, trust anchors, resolvers, the check's own timeout). Observations are made with
+`Step.observe`, so that no check repeats the target's identity in ten positional arguments.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from probe.catalog import Target
+from probe.checks.net import Source, Stopwatch
+from probe.observation import Attempt, Observation, Role
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverSpec:
+    """A resolver as the dns check sees it; `control` ones are believed untampered."""
+
+    name: str
+    protocol: str  # udp | tcp | doh
+    address: str | None = None
+    port: int = 53
+    url: str | None = None
+    control: bool = False
+
+    @property
+    def where(self) -> str:
+        return self.url or f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPolicy:
+    """What makes a DNS answer suspicious: fingerprints and bogons."""
+
+    fingerprints: Mapping[str, str]  # address -> fingerprint name
+    public_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def is_bogon(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return True
+        if any(ip.version == n.version and ip in n for n in self.public_networks):
+            return False
+        return not ip.is_global or ip.is_multicast or ip.is_reserved  # ::/8 holds Iran's d0::11
+
+
+@dataclass(frozen=True, slots=True)
+class Blockpage:
+    name: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How a failing step is confirmed: up to `attempts` tries, `spacing` seconds apart."""
+
+    attempts: int = 1
+    spacing: float = 0.0
+
+
+class TrustStore:
+    """Verifying TLS contexts by trust-anchor name, built once per round.
+
+    `system` is the system store plus the config's extra CA file; any other name is a
+    bundled anchor (probe/data/trust/NAME.pem) or the file the config names for it. A
+    service that pins its own CA (Signal) is verified against that CA only, per host, so a
+    change of one host's CA is a config line, not months of false "blocked" results.
+    """
+
+    def __init__(self, ca_file: Path | None, files: Mapping[str, Path]) -> None:
+        self._ca_file = ca_file
+        self._files = dict(files)
+        self._contexts: dict[str, ssl.SSLContext] = {}
+
+    def context(self, name: str) -> ssl.SSLContext:
+        if name not in self._contexts:
+            if name == "system":
+                context = ssl.create_default_context()
+                if self._ca_file is not None:
+                    context.load_verify_locations(cafile=str(self._ca_file))
+            else:
+                context = ssl.create_default_context(cafile=str(self._anchor(name)))
+            self._contexts[name] = context
+        return self._contexts[name]
+
+    def _anchor(self, name: str) -> Path:
+        if name in self._files:
+            return self._files[name]
+        from importlib import resources
+
+        bundled = resources.files("probe") / "data" / "trust" / f"{name}.pem"
+        return Path(str(bundled))
+
+    @staticmethod
+    def unverified() -> ssl.SSLContext:
+        """For differentials and for fetching a rejected certificate, never for trust."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """What a round gives every check. `timeout` is the running check's own."""
+
+    source: Source
+    trust: TrustStore
+    timeout: float
+    resolvers: tuple[ResolverSpec, ...] = ()
+    policy: AnswerPolicy = AnswerPolicy({})
+    race_window: float = 0.3
+    blockpages: tuple[Blockpage, ...] = ()
+    http_max_bytes: int = 1 << 20
+    http_transfer_seconds: float = 3.0
+    retry: Retry = Retry()
+    session: aiohttp.ClientSession | None = None
+
+    def with_timeout(self, timeout: float) -> Env:
+        return replace(self, timeout=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One planned step of one target, as a check receives it."""
+
+    target: Target
+    check: str
+    role: Role = "primary"
+    address: str | None = None  # where to connect: fixed, or what the dns step chose
+    options: Mapping[str, Any] = field(default_factory=dict)
+    explains: Observation | None = None  # for a differential: the failed step it explains
+
+    @property
+    def port(self) -> int:
+        return self.target.port
+
+    @property
+    def sni(self) -> str | None:
+        return self.options.get("sni") or self.target.sni
+
+    def observe(
+        self,
+        check: str,
+        operation: str,
+        failure: str | None,
+        watch: Stopwatch,
+        details: dict[str, Any] | None = None,
+        *,
+        address: str | None = None,
+        port: int | None = None,
+        role: Role | None = None,
+        duration: float | None = None,
+        attempts: list[Attempt] | None = None,
+    ) -> Observation:
+        """The one way a check makes an observation of this step."""
+        return Observation(
+            self.target.messenger, self.target.name, check, operation, failure,
+            address if address is not None else self.address,
+            port if port is not None else self.target.port,
+            watch.started, watch.elapsed() if duration is None else duration,
+            details if details is not None else {},
+            role or self.role, attempts or [],
+        )
+
+
+Check = Callable[[Step, Env], Awaitable[list[Observation]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A check in the registry: its function, and which config timeout it runs under."""
+
+    run: Check
+    timeout: str  # a field of config.schedule.timeouts
+    # True when the check needs an address from an earlier step (all but dns).
+    needs_address: bool = True

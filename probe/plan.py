@@ -1,0 +1,135 @@
+"""From a config to the round's targets: each catalogue merged with the config's overrides.
+
+Every endpoint, address family and port is its own target with its own verdict (never
+"reachable because one endpoint answered"). Target names are stable identifiers people
+grep for and Prometheus keeps: `dc1-v4:443` for fixed addresses (a letter after the family
+for a second address), `web.telegram.org/v4` for a domain on one port, and
+`e1.whatsapp.net/v4:5222` for a domain on several.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from probe.catalog import Catalog, Endpoint, Group, StepSpec, Target, builtin
+from probe.checks import REGISTRY
+from probe.config import BaselineTarget, Config, MessengerOverrides, Timeouts
+from probe.schema import IPNetwork
+
+
+@dataclass(frozen=True, slots=True)
+class MessengerPlan:
+    """Everything a round needs to know about one messenger."""
+
+    messenger: str
+    targets: tuple[Target, ...]
+    address_space: tuple[IPNetwork, ...]
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+
+def _merged_groups(catalog: Catalog, overrides: MessengerOverrides) -> dict[str, Group]:
+    """The catalogue's groups with the config's changes applied."""
+    groups = dict(catalog.groups)
+    legacy: dict[str, tuple[list[Endpoint] | None, list[Endpoint], list[int] | None]] = {
+        "datacenters": (
+            None if overrides.datacenters is None else [d.endpoint() for d in overrides.datacenters],
+            [d.endpoint() for d in overrides.extra_datacenters], overrides.ports),
+        "domains": (
+            None if overrides.domains is None else [d.endpoint() for d in overrides.domains],
+            [d.endpoint() for d in overrides.extra_domains], None),
+    }
+    for name, (endpoints, extra, ports) in legacy.items():
+        if name in groups and (endpoints is not None or extra or ports is not None):
+            group = groups[name]
+            groups[name] = group.model_copy(update={
+                "endpoints": [*(group.endpoints if endpoints is None else endpoints), *extra],
+                "ports": group.ports if ports is None else ports,
+            })
+    for name, change in overrides.groups.items():
+        group = groups[name]
+        groups[name] = group.model_copy(update={
+            "endpoints": [*(group.endpoints if change.endpoints is None else change.endpoints),
+                          *change.extra_endpoints],
+            "ports": group.ports if change.ports is None else change.ports,
+            "steps": group.steps if change.steps is None else change.steps,
+            "trust": change.trust or group.trust,
+        })
+    return {name: group for name, group in groups.items() if group.endpoints}
+
+
+def _group_targets(messenger: str, group_name: str, group: Group,
+                   space: tuple[IPNetwork, ...]) -> list[Target]:
+    targets: list[Target] = []
+    steps = tuple(group.steps)
+    for endpoint in group.endpoints:
+        ports = [endpoint.port] if endpoint.port is not None else group.ports
+        trust = endpoint.trust or group.trust
+        if endpoint.addresses:
+            seen: dict[int, int] = {}
+            for address in endpoint.addresses:
+                index = seen.get(address.version, 0)
+                seen[address.version] = index + 1
+                suffix = "" if index == 0 else chr(ord("a") + index)
+                for port in ports:
+                    targets.append(Target(
+                        messenger, f"{endpoint.name}-v{address.version}{suffix}:{port}",
+                        group_name, endpoint.name, address.version, port, str(address), None,
+                        endpoint.url, endpoint.sni, trust, steps, space))
+            continue
+        for family in (4, 6):
+            for port in ports:
+                name = f"{endpoint.name}/v{family}" + (f":{port}" if len(ports) > 1 else "")
+                targets.append(Target(
+                    messenger, name, group_name, endpoint.name, family, port, None,
+                    endpoint.name, endpoint.url, endpoint.sni or endpoint.name, trust, steps,
+                    space))
+    return targets
+
+
+def plan_messenger(name: str, config: Config) -> MessengerPlan:
+    """Merge a built-in catalogue with the config's overrides into a list of targets."""
+    overrides = config.messengers[name]
+    catalog = builtin(overrides.catalog or name)
+    space = tuple([*(overrides.address_space if overrides.address_space is not None
+                     else catalog.address_space), *overrides.extra_address_space])
+    neutral = overrides.neutral_sni or catalog.neutral_sni
+    targets: list[Target] = []
+    for group_name, group in _merged_groups(catalog, overrides).items():
+        with_neutral = group.model_copy(update={"steps": [
+            s.model_copy(update={"options": {"neutral_sni": neutral, **s.options}})
+            for s in group.steps]})
+        targets += _group_targets(name, group_name, with_neutral, space)
+    return MessengerPlan(name, tuple(targets), space)
+
+
+def plan(config: Config) -> list[MessengerPlan]:
+    """The plan of every configured messenger."""
+    return [plan_messenger(name, config) for name in config.messengers]
+
+
+def baseline_targets(config: Config) -> list[Target]:
+    """Baseline sites as targets of no messenger: a verified TLS handshake where an SNI is
+    configured (a transparent proxy cannot fake one), a TCP connect otherwise."""
+    return [_baseline_target(site) for site in config.baseline.targets]
+
+
+def _baseline_target(site: BaselineTarget) -> Target:
+    step = StepSpec(check="tls" if site.sni else "tcp")
+    return Target(None, site.name, "baseline", site.name, site.address.version, site.port,
+                  str(site.address), None, None, site.sni, "system", (step,))
+
+
+def step_seconds(step: StepSpec, timeouts: Timeouts) -> float:
+    """The longest a step with its differentials can take."""
+    checks = (*step.before, step.check, *step.differentials)
+    return float(sum(getattr(timeouts, REGISTRY[c].timeout) for c in checks))
+
+
+def worst_case_seconds(targets: list[Target], timeouts: Timeouts) -> float:
+    """The longest any one target's steps can take: what a round adds to its schedule."""
+    plans = {id(t.steps): t.steps for t in targets}  # targets of a group share their steps
+    return max((sum(step_seconds(s, timeouts) for s in steps) for steps in plans.values()),
+               default=0.0)

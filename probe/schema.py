@@ -1,0 +1,43 @@
+"""Shared schema types for the config and the catalogues: strict models, IP types, and the
+one-line error both raise. A module of its own so that the catalogue and the config can
+each import it without importing each other.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
+
+
+def _ip_address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value if isinstance(value, int) else str(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def _ip_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(str(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network in CIDR notation (like 192.0.2.0/24)") from None
+
+
+IPAddress = Annotated[
+    ipaddress.IPv4Address | ipaddress.IPv6Address, PlainValidator(_ip_address), PlainSerializer(str)
+]
+IPNetwork = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network, PlainValidator(_ip_network), PlainSerializer(str)
+]
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; str() is one line naming file, line and key."""
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

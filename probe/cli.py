@@ -106,7 +106,8 @@ def run(
         help="Prometheus web-config file: TLS and basic auth for the HTTP endpoints.")] = None,
 ) -> None:
     """Run rounds on the schedule and serve /metrics, /api/status and a status page."""
-    from probe.service import parse_listen, serve
+    from probe.server import serve
+    from probe.service import parse_listen
     from probe.webconfig import load_web_config
 
     try:

@@ -12,19 +12,15 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import time
 from pathlib import Path
 
-from aiohttp import web
-
 from probe.config import Config, ConfigError, load_config
-from probe.evidence import EvidenceCollector, EvidenceLog, ignore_file_size_signal
+from probe.evidence import EvidenceCollector, EvidenceLog
 from probe.metrics import Metrics
 from probe.observation import RoundResult
 from probe.plan import baseline_targets, plan, worst_case_seconds
 from probe.round import run_round
-from probe.webconfig import WebConfig
 
 log = logging.getLogger("probe")
 
@@ -112,39 +108,3 @@ class Service:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-
-
-async def serve(
-    path: Path, config: Config, host: str, port: int, web_config: WebConfig | None = None
-) -> int:
-    """Serve until SIGTERM or SIGINT; return the exit code."""
-    from probe.server import make_app
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ignore_file_size_signal()  # a file-size limit on the evidence log is an error, not death
-    service = Service(path, config)
-    runner = web.AppRunner(make_app(service, web_config), access_log=None)
-    await runner.setup()
-    try:
-        ssl_context = web_config.ssl_context if web_config is not None else None
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
-        await runner.cleanup()
-        return 2
-    log.info("listening on %s://%s:%d%s, vantage %s", web_config.scheme if web_config else "http",
-             host, port, " with basic auth" if web_config and web_config.users else "",
-             config.vantage.name)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, service.reload)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    scheduler = asyncio.create_task(service.loop())
-    await stop.wait()
-    log.info("shutting down")
-    scheduler.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await scheduler
-    await runner.cleanup()
-    return 0

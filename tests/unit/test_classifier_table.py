@@ -1,0 +1,115 @@
+"""The classifier as a table: constructed observations in, the expected rule id out.
+
+Every rule of probe.classify.RULES must appear in CASES (the last test says so), so a rule
+added without a case, or a case that no longer reaches its rule, fails here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from probe import failures as F
+from probe.catalog import StepSpec, Target
+from probe.classify import RULES, TargetView, classify_target
+from probe.observation import Baseline, Observation, Role
+from probe.verdicts import VERDICTS
+
+DC = Target("telegram", "dc1-v4:443", "datacenters", "dc1", 4, 443, "149.154.175.50", None,
+            None, None, "system", (StepSpec(check="tcp"), StepSpec(check="mtproto")))
+WEB = Target("telegram", "web.telegram.org/v4", "domains", "web.telegram.org", 4, 443, None,
+             "web.telegram.org", "https://web.telegram.org/", "web.telegram.org", "system",
+             (StepSpec(check="dns"), StepSpec(check="tcp"), StepSpec(check="tls"),
+              StepSpec(check="http")))
+ADDR = "149.154.167.99"
+ONLINE = Baseline(ipv4=True, ipv6=True, throughput_bps=8e6)
+OFFLINE = Baseline()
+
+
+def obs(check: str, failure: str | None = None, role: Role = "primary", address: str = ADDR,
+        **details: Any) -> Observation:
+    operation = {"dns": F.RESOLVE, "tcp": F.CONNECT, "tls": F.TLS_HANDSHAKE,
+                 "mtproto": F.MTPROTO_HANDSHAKE, "http": F.HTTP_ROUND_TRIP}[check]
+    return Observation("telegram", "x", check, operation, failure, address, 443, details=details,
+                       role=role)
+
+
+def dns(failure: str | None = None, role: Role = "primary", answers: tuple[str, ...] = (ADDR,),
+        **flags: Any) -> Observation:
+    details = {"answers": list(answers) if failure is None or flags else [], "late_answers": [],
+               "fingerprints": [], "bogons": [], "outside_space": [], **flags}
+    return obs("dns", failure, role, address="198.18.0.53", **details)
+
+
+OK_WEB = [dns(), obs("tcp"), obs("tls"), obs("http", status=200)]
+
+# rule id -> (target, baseline, observations)
+CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
+    "baseline_unreachable": (DC, OFFLINE, [obs("tcp", F.GENERIC_TIMEOUT)]),
+    "dns_fingerprint": (WEB, ONLINE, [dns(F.DNS_BOGON, answers=("10.10.34.34",),
+                                          fingerprints=["iran-2015"])]),
+    "dns_bogon": (WEB, ONLINE, [dns(F.DNS_BOGON, answers=("10.0.0.1",), bogons=["10.0.0.1"])]),
+    "dns_race": (WEB, ONLINE, [dns(late_answers=[["149.154.167.99"]]), obs("tcp")]),
+    "dns_outside_space": (WEB, ONLINE, [dns(answers=("203.0.113.9",), outside_space=["203.0.113.9"]),
+                                        obs("tcp", address="203.0.113.9"),
+                                        obs("tls", F.SSL_INVALID_HOSTNAME, address="203.0.113.9")]),
+    "dns_failure_control_ok": (WEB, ONLINE, [dns(F.DNS_NXDOMAIN, answers=()),
+                                             dns(role="control"), obs("tcp"), obs("tls"),
+                                             obs("http")]),
+    "dns_no_address": (WEB, ONLINE, [dns(F.GENERIC_TIMEOUT, answers=()),
+                                     dns(F.GENERIC_TIMEOUT, role="control", answers=())]),
+    "http_blockpage_fingerprint": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls"),
+                                                 obs("http", blockpage="peyvandha")]),
+    "connect_timeout": (DC, ONLINE, [obs("tcp", F.GENERIC_TIMEOUT)]),
+    "connect_reset": (DC, ONLINE, [obs("tcp", F.CONNECTION_RESET)]),
+    "tls_certificate_invalid": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls", F.SSL_UNKNOWN_AUTHORITY),
+                                              obs("tls", role="differential")]),
+    "sni_differential": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls", F.CONNECTION_RESET),
+                                       obs("tls", role="differential")]),
+    "tls_reset_any_sni": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls", F.CONNECTION_RESET),
+                                        obs("tls", F.CONNECTION_RESET, role="differential")]),
+    "tls_failed": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls", F.GENERIC_TIMEOUT),
+                                 obs("tls", F.GENERIC_TIMEOUT, role="differential")]),
+    "mtproto_transport_error": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.MTPROTO_UNEXPECTED_RESPONSE,
+                                                              transport_error=-404)]),
+    "mtproto_reset_any_protocol": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.CONNECTION_RESET),
+                                                obs("http", F.CONNECTION_RESET, role="differential")]),
+    "mtproto_silenced": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.GENERIC_TIMEOUT),
+                                      obs("http", role="differential")]),
+    "mtproto_reset": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.EOF_ERROR),
+                                   obs("http", role="differential")]),
+    "mtproto_tampered": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.MTPROTO_UNEXPECTED_RESPONSE,
+                                                      error="4-byte reply deadbeef is not resPQ")]),
+    "mtproto_failed": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.GENERIC_TIMEOUT),
+                                    obs("http", F.GENERIC_TIMEOUT, role="differential")]),
+    "http_failed": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls"), obs("http", F.HTTP_UNEXPECTED_STATUS)]),
+    "throughput_below_baseline": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls"),
+                                                obs("http", cut_by_time=True, throughput_bps=1e5)]),
+    "all_checks_ok": (WEB, ONLINE, OK_WEB),
+    "unclassified": (DC, ONLINE, []),
+}
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule(rule_id: str) -> None:
+    target, baseline, observations = CASES[rule_id]
+    verdict = classify_target(TargetView(target, observations, baseline, []))
+    expected = next(r for r in RULES if r.id == rule_id)
+    assert (verdict.rule, verdict.verdict) == (rule_id, expected.verdict), verdict.reason
+    assert verdict.reason.startswith(expected.condition)
+
+
+def test_every_rule_has_a_case() -> None:
+    assert {r.id for r in RULES} == set(CASES)
+
+
+def test_every_rule_gives_a_known_verdict() -> None:
+    assert {r.verdict for r in RULES} <= set(VERDICTS)
+
+
+def test_a_tampered_four_byte_reply_is_not_a_transport_error() -> None:
+    """`04000000 deadbeef` once read as a transport error because of words in a message."""
+    _, baseline, observations = CASES["mtproto_tampered"]
+    verdict = classify_target(TargetView(DC, observations, baseline, []))
+    assert verdict.verdict == "protocol_filtering"

@@ -6,18 +6,41 @@ import asyncio
 import json
 import sys
 from collections.abc import Coroutine
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 import yaml
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__, catalog, plan
 from probe.config import ConfigError, load_config
 
+
+class _NoFlagMetavar:
+    """typer 0.29 labels every flag `<bool>` in --help, though a flag takes no value: drop
+    the label (what --help shows is pinned by a test, whatever typer version is installed)."""
+
+    def get_params(self, ctx: Any) -> Any:  # typer's own (vendored) click types
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_NoFlagMetavar, TyperCommand):
+    pass
+
+
+class _Group(_NoFlagMetavar, TyperGroup):
+    pass
+
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="reach: a reachability monitor for messaging services that governments block.",
 )
 EXIT_BAD_INPUT = 2
@@ -62,24 +85,34 @@ def _main(
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Probe config (YAML).")]
 
 
-@app.command()
+class RoundFormat(StrEnum):
+    """How `probe once` prints a round: a table for people, JSON for programs, and one line
+    per target (TSV, JSON Lines) for pipes."""
+
+    table = "table"
+    json = "json"
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
+@app.command(cls=_Command)
 def once(
     config: ConfigOption,
-    format: Annotated[str, typer.Option(help="table or json.")] = "table",
+    format: Annotated[RoundFormat, typer.Option(
+        help="table (people), json (one object), tsv or jsonl (one line per target, for pipes).",
+    )] = RoundFormat.table,
     fail_on_block: Annotated[bool, typer.Option(help="Exit 1 when a target is blocked.")] = False,
 ) -> None:
     """Run one round, print its verdicts, exit 0 (1 with --fail-on-block and a block)."""
-    from probe.report import blocked, print_table, round_json
+    from probe.report import blocked, make_console, print_table, round_json, write_jsonl, write_tsv
     from probe.round import run_round
 
-    if format not in ("table", "json"):
-        fail(f"--format must be 'table' or 'json', not {format!r}")
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         fail(str(exc))
     err = Console(stderr=True)
-    if format == "table" and err.is_terminal:
+    if format is RoundFormat.table and err.is_terminal:
         with err.status("probing...") as status:
             def progress(done: int, planned: int) -> None:
                 status.update(f"probing: {done}/{planned} checks")
@@ -89,16 +122,20 @@ def once(
     from probe.evidence import EvidenceLog
 
     EvidenceLog.for_config(cfg).append_round(result)
-    if format == "json":
+    if format is RoundFormat.json:
         json.dump(round_json(result), sys.stdout, indent=1)
         print()
+    elif format is RoundFormat.tsv:
+        write_tsv(result, sys.stdout)
+    elif format is RoundFormat.jsonl:
+        write_jsonl(result, sys.stdout)
     else:
-        print_table(result, Console())
+        print_table(result, make_console())
     if fail_on_block and blocked(result):
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     config: ConfigOption,
     listen: Annotated[str, typer.Option(help="HOST:PORT to serve metrics and status on.")] = ":9650",
@@ -120,7 +157,7 @@ def run(
     raise typer.Exit(code)
 
 
-@app.command("check-config")
+@app.command("check-config", cls=_Command)
 def check_config(path: Annotated[Path, typer.Argument(help="Config file to validate.")]) -> None:
     """Validate a config; print a summary, or the error with file, line and key (exit 2)."""
     try:
@@ -133,10 +170,15 @@ def check_config(path: Annotated[Path, typer.Argument(help="Config file to valid
           f"{len(plans)} messenger(s), {targets} targets)")
 
 
-@app.command("evidence")
+class EvidenceFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command("evidence", cls=_Command)
 def evidence(
     path: Annotated[Path, typer.Argument(help="Evidence log file, or the evidence directory.")],
-    format: Annotated[str, typer.Option(help="text or json.")] = "text",
+    format: Annotated[EvidenceFormat, typer.Option(help="text or json.")] = EvidenceFormat.text,
 ) -> None:
     """Summarise an evidence log; report torn lines (a crash mid-write), exit 1 if any."""
     from probe.evidence import summarise
@@ -147,7 +189,7 @@ def evidence(
         summary = summarise(path)
     except OSError as exc:
         fail(f"{path}: cannot read: {exc}")
-    if format == "json":
+    if format is EvidenceFormat.json:
         print(json.dumps(summary, indent=1))
     else:
         print(f"{path}: {summary['rounds']} rounds, {summary['observations']} observations "
@@ -160,27 +202,51 @@ def evidence(
         raise typer.Exit(1)
 
 
-@app.command("rules")
+class RulesFormat(StrEnum):
+    table = "table"
+    markdown = "markdown"
+    tsv = "tsv"
+
+
+@app.command("rules", cls=_Command)
 def show_rules(
-    format: Annotated[str, typer.Option(help="table or markdown.")] = "table",
+    format: Annotated[RulesFormat, typer.Option(
+        help="table (people), markdown (docs/classifier.md) or tsv (pipes).")] = RulesFormat.table,
 ) -> None:
     """Print the classifier's rule table: rule id, verdict and condition, in order."""
-    from rich.table import Table
-
     from probe.classify import RULES, rules_markdown
+    from probe.report import make_console, print_rows
 
-    if format == "markdown":
+    if format is RulesFormat.markdown:
         print(rules_markdown(), end="")
-        return
-    if format != "table":
-        fail(f"--format must be 'table' or 'markdown', not {format!r}")
-    table = Table("#", "rule", "verdict", "condition")
-    for number, rule in enumerate(RULES, 1):
-        table.add_row(str(number), rule.id, rule.verdict, rule.condition)
-    Console().print(table)
+    elif format is RulesFormat.tsv:
+        print("#\trule\tverdict\tcondition")
+        for number, rule in enumerate(RULES, 1):
+            print(f"{number}\t{rule.id}\t{rule.verdict}\t{rule.condition}")
+    else:
+        rows = [[str(n), rule.id, rule.verdict, rule.condition] for n, rule in enumerate(RULES, 1)]
+        print_rows(make_console(), ("#", "rule", "verdict", "condition"), rows, identifiers=3)
 
 
-@app.command("catalog")
+@app.command("export-config", cls=_Command)
+def export_config(
+    directory: Annotated[Path, typer.Argument(help="Where to write the deployment.")],
+    force: Annotated[bool, typer.Option(help="Overwrite files that already exist.")] = False,
+) -> None:
+    """Write the rules, Alertmanager config, boards and example config of this version.
+
+    The files land in the layout compose.yaml expects (configs/..., grafana/...)."""
+    from probe.export import ExportError, write_deployment
+
+    try:
+        written = write_deployment(directory, force)
+    except ExportError as exc:
+        fail(str(exc))
+    for path in written:
+        print(path)
+
+
+@app.command("catalog", cls=_Command)
 def show_catalog(
     messenger: Annotated[str | None, typer.Argument(help="Messenger; all when omitted.")] = None,
 ) -> None:
@@ -200,7 +266,8 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # click's usage errors: bad option, missing argument
-        print(f"probe: error: {exc.format_message()}", file=sys.stderr)
+        message = exc.format_message().replace("Value error, ", "")
+        print(f"probe: error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except typer.Abort:
         print("probe: aborted", file=sys.stderr)

@@ -305,15 +305,21 @@ def validate_yaml(text: str, source: str, model: type[M], empty: str | None = No
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}:{_line_at(text, loc)}: {_key_path(loc)}: {message}{more}") from None
+        raise ConfigError(_validation_message(exc, text, source, model)) from None
+
+
+def _validation_message(exc: ValidationError, text: str, source: str, model: type[BaseModel]) -> str:
+    """The first problem in plain words with file, line and key; where the others are."""
+    from probe.config_errors import describe
+
+    first, *others = exc.errors()
+    loc = tuple(first["loc"])
+    message = f"{source}:{_line_at(text, loc)}: {_key_path(loc)}: {describe(first, model)}"
+    if others:
+        where = ", ".join(f"line {_line_at(text, tuple(e['loc']))} {_key_path(tuple(e['loc']))}"
+                          for e in others[:3])
+        message += f" (also wrong: {where}{', ...' if len(others) > 3 else ''})"
+    return message
 
 
 def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:

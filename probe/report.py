@@ -1,13 +1,17 @@
-"""A round as the people and scripts who read it want it: JSON, or a terminal table."""
+"""A round as the people and scripts who read it want it: JSON, a terminal table, or
+line-oriented TSV / JSON Lines for pipes."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from probe.observation import RoundResult, iso
+from probe.observation import RoundResult, Verdict, iso
 from probe.verdicts import BLOCKING_VERDICTS
 
 VERDICT_STYLE = {"ok": "green", "vantage_offline": "yellow", "inconclusive": "yellow"}
@@ -33,32 +37,94 @@ def blocked(result: RoundResult) -> bool:
     return any(v.verdict in BLOCKING_VERDICTS for v in result.verdicts)
 
 
+def make_console(file: TextIO | None = None) -> Console:
+    """A console for tables: the terminal's width on a terminal; no width limit in a pipe,
+    so that `probe once ... | grep RULE` sees every row on one line, whole."""
+    console = Console(file=file)
+    if not console.is_terminal:
+        console = Console(file=file, width=UNLIMITED, no_color=True, highlight=False)
+    return console
+
+
+UNLIMITED = 1 << 16
+
+
+def print_rows(console: Console, header: Sequence[str], rows: Sequence[Sequence[str]],
+               identifiers: int) -> None:
+    """A table whose first `identifiers` columns are never wrapped or cut (people grep and
+    copy them); the rest fold. When even the identifiers do not fit the terminal, the table
+    is drawn wider than it and the terminal wraps lines rather than anything being cut."""
+    table = Table(*header, show_lines=False)
+    needed = 4 + 3 * len(header)  # borders and padding
+    for index, column in enumerate(table.columns):
+        if index < identifiers:
+            width = max([len(column.header) if isinstance(column.header, str) else 0,
+                         *(Text.from_markup(row[index]).cell_len for row in rows)])
+            column.no_wrap, column.min_width, column.overflow = True, width, "ignore"
+            needed += width
+        else:
+            column.overflow = "fold"
+            needed += 12
+    for row in rows:
+        table.add_row(*row)
+    if console.width < needed:
+        console.width = needed
+    console.print(table)
+
+
+def failures_of(verdict: Verdict) -> list[str]:
+    """The distinct `check:failure` strings behind a verdict (none for an offline vantage:
+    its evidence is the baseline, said once above the table)."""
+    if verdict.verdict == "vantage_offline":
+        return []
+    return sorted({f"{o.check}:{o.failure}" for o in verdict.evidence if o.failure})
+
+
 def print_table(result: RoundResult, console: Console) -> None:
     v = result.config.vantage
     baseline = result.baseline
     console.print(
         f"[bold]{v.name}[/] ({v.role}, {v.country}, AS{v.asn}) round of {result.duration:.1f}s, "
-        f"baseline IPv4 {'up' if baseline.ipv4 else 'DOWN'}, IPv6 {'up' if baseline.ipv6 else 'DOWN'}"
+        f"baseline IPv4 {'up' if baseline.ipv4 else 'DOWN'}, IPv6 {'up' if baseline.ipv6 else 'DOWN'}",
+        soft_wrap=True,
     )
     if not (baseline.ipv4 and baseline.ipv6):
         why = sorted({f"{o.target}: {o.failure}" for o in result.observations
                       if o.messenger is None and o.failure})
         if why:
-            console.print("baseline failures: " + "; ".join(why), highlight=False)
-    table = Table(show_lines=False)
-    for column in ("messenger", "target", "verdict"):
-        table.add_column(column, no_wrap=True)  # names are what people grep for: never cut
-    table.add_column("rule", overflow="fold")
-    table.add_column("failures", overflow="fold")
+            console.print("baseline failures: " + "; ".join(why), highlight=False, soft_wrap=True)
+    rows = []
     for verdict in result.verdicts:
-        # an offline vantage's evidence is the baseline, said once above the table
-        failed = [] if verdict.verdict == "vantage_offline" else sorted(
-            {f"{o.check}:{o.failure}" for o in verdict.evidence if o.failure})
         style = VERDICT_STYLE.get(verdict.verdict, "bold red")
-        table.add_row(verdict.messenger, verdict.target, f"[{style}]{verdict.verdict}[/]",
-                      verdict.rule, ", ".join(failed))
-    console.print(table)
+        rows.append([verdict.messenger, verdict.target, f"[{style}]{verdict.verdict}[/]",
+                     verdict.rule, ", ".join(failures_of(verdict))])
+    print_rows(console, ("messenger", "target", "verdict", "rule", "failures"), rows, identifiers=4)
     counts: dict[str, int] = {}
     for verdict in result.verdicts:
         counts[verdict.verdict] = counts.get(verdict.verdict, 0) + 1
-    console.print("  ".join(f"{name}: {n}" for name, n in sorted(counts.items())))
+    console.print("  ".join(f"{name}: {n}" for name, n in sorted(counts.items())), soft_wrap=True)
+
+
+TSV_COLUMNS = ("vantage", "messenger", "target", "verdict", "rule", "failures")
+
+
+def _cell(value: str) -> str:
+    return value.replace("\t", " ").replace("\n", " ")
+
+
+def write_tsv(result: RoundResult, out: TextIO) -> None:
+    """One header line, then one line per target: cut -f and awk read it as it is."""
+    out.write("\t".join(TSV_COLUMNS) + "\n")
+    for verdict in result.verdicts:
+        out.write("\t".join(_cell(x) for x in (
+            result.config.vantage.name, verdict.messenger, verdict.target, verdict.verdict,
+            verdict.rule, ",".join(failures_of(verdict)))) + "\n")
+
+
+def write_jsonl(result: RoundResult, out: TextIO) -> None:
+    """One JSON object per target (jq -c 'select(.verdict != "ok")' reads it line by line);
+    each names its vantage and round so lines from many probes can be concatenated."""
+    vantage, started = result.config.vantage.name, iso(result.started)
+    for verdict in result.verdicts:
+        out.write(json.dumps({"vantage": vantage, "started": started, **verdict.to_json(),
+                              "failures": failures_of(verdict)}) + "\n")

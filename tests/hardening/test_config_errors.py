@@ -74,7 +74,7 @@ BAD_WEB_CONFIGS = {
     "plain password": ("basic_auth_users:\n  prometheus: secret\n",
                        ":2: basic_auth_users.prometheus: not a bcrypt hash"),
     "bad auth type": ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Maybe\n",
-                      ":4: tls_server_config.client_auth_type: Input should be"),
+                      ":4: tls_server_config.client_auth_type: 'Maybe' is not one of: NoClientCert,"),
     "bad yaml": ("basic_auth_users: [\n", ": invalid YAML"),
 }
 

@@ -28,6 +28,7 @@ def round_json(result: RoundResult) -> dict[str, Any]:
         "duration_seconds": round(result.duration, 3),
         "event_loop_lag_max_seconds": round(result.loop_lag_max, 6),
         "baseline": result.baseline.to_json(),
+        "network": result.network.to_json(),
         "observations": [o.to_json() for o in result.observations],
         "verdicts": [verdict.to_json() for verdict in result.verdicts],
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import html
 import json
 import logging
 import signal
@@ -16,13 +15,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from probe import statuspage
 from probe.config import Config
 from probe.evidence import ignore_file_size_signal
 from probe.metrics import CONTENT_TYPE
 from probe.observation import iso
 from probe.report import round_json
 from probe.service import Service
-from probe.verdicts import BLOCKING_VERDICTS
 from probe.webconfig import WebConfig
 
 log = logging.getLogger("probe")
@@ -108,36 +107,6 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(status=200 if ok else 400, text=message + "\n")
 
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>reach: {vantage}</title>
-<meta http-equiv="refresh" content="30"><style>
-body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}}
-.ok{{color:#1a7f37}} .blocked{{color:#cf222e;font-weight:bold}} .other{{color:#9a6700}}
-</style></head><body><h1>reach probe: {vantage}</h1><p>{summary}</p>
-<table><tr><th>messenger</th><th>target</th><th>verdict</th><th>rule</th><th>why</th></tr>
-{rows}</table><p><a href="/metrics">metrics</a> · <a href="/api/status">status JSON</a></p>
-</body></html>"""
-
-
-async def page(request: web.Request) -> web.Response:
-    service = _service(request)
-    v = service.config.vantage
-    latest = service.latest
-    if latest is None:
-        summary, rows = "The first round is running.", ""
-    else:
-        summary = (f"{v.role} vantage in {v.country} (AS{v.asn}); last round {iso(latest.finished)}, "
-                   f"{latest.duration:.1f}s; baseline {'up' if latest.baseline.ok else 'DOWN'}")
-        rows = "\n".join(
-            "<tr><td>{}</td><td>{}</td><td class='{}'>{}</td><td>{}</td><td>{}</td></tr>".format(
-                html.escape(x.messenger), html.escape(x.target),
-                "ok" if x.verdict == "ok" else "blocked" if x.verdict in BLOCKING_VERDICTS else "other",
-                html.escape(x.verdict), html.escape(x.rule), html.escape(x.reason))
-            for x in latest.verdicts)
-    body = PAGE.format(vantage=html.escape(v.name), summary=html.escape(summary), rows=rows)
-    return web.Response(text=body, content_type="text/html")
-
-
 class Pacer:
     """Admission control for the HTTP side: at most `rate` requests a second (after a burst).
 
@@ -193,7 +162,7 @@ def make_app(service: Service, web_config: WebConfig | None = None,
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/status", status)
-    app.router.add_get("/", page)
+    statuspage.install(app, service)  # / and /api/target/..., probe/statuspage.py
     app.router.add_post("/-/reload", reload)
     return app
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from probe.config import Config, ConfigError, load_config
@@ -45,6 +46,7 @@ class Service:
         self.metrics.registry.register(
             EvidenceCollector(lambda: self.evidence, lambda: self.config.vantage.name))
         self.latest: RoundResult | None = None
+        self.round_listeners: list[Callable[[RoundResult], None]] = []  # the status page's history
         self.last_reload_error: str | None = None
         self.next_round_at: float = time.time()
         self.rounds = 0
@@ -81,6 +83,8 @@ class Service:
             result = await run_round(config)
         self.latest = result
         self.rounds += 1
+        for listener in self.round_listeners:
+            listener(result)
         self.metrics.record_round(result)
         await asyncio.to_thread(self.evidence.append_round, result)
         return result

@@ -489,7 +489,10 @@ def _table(verdicts: list[dict[str, Any]], observations: Mapping[int, Mapping[st
         evidence = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:4])
         if len(lines) > 4:
             evidence += f"<li class='small'>and {len(lines) - 4} more in the JSON</li>"
-        reason = "" if verdict in ("vantage_offline", "ok") else html.escape(str(v.get("reason", "")))
+        reason = "" if verdict in ("vantage_offline", "ok") else str(v.get("reason", ""))
+        if lines and reason.endswith(")"):  # the classifier's "(check address failure; ...)" tail:
+            reason = reason.rpartition(" (")[0] or reason  # the evidence lines above say it better
+        reason = html.escape(reason)
         since = history.since(key)
         if since is None:
             since_html = "<span class='small'>no history</span>"

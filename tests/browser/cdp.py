@@ -85,11 +85,14 @@ class Page:
             raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def screenshot(self, path: Path) -> Path:
-        """The whole page (not only the viewport) as PNG."""
+    async def screenshot(self, path: Path, full_page: bool = True) -> Path:
+        """The whole page as PNG, or only what the first screen shows."""
         metrics = await self.send("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
-        shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+        if not full_page:
+            viewport = metrics.get("cssLayoutViewport") or metrics["layoutViewport"]
+            size = {"width": viewport["clientWidth"], "height": viewport["clientHeight"]}
+        shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=full_page,
                                clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"],
                                      "scale": 1})
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from probe.verdicts import blocking_regex
+
 OUT = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -27,12 +30,9 @@ RED = "red"
 ORANGE = "orange"
 PURPLE = "#8F3BB8"
 
-BLOCKING = (
-    "dns_injection|dns_blocking|ip_blocking|tcp_reset|sni_filtering|"
-    "tls_interception|protocol_filtering|http_blockpage|throttling"
-)
+BLOCKING = blocking_regex()
 SEL = 'vantage=~"$vantage",messenger=~"$messenger"'
-DURATION = "rate(reach_check_duration_seconds_bucket{"
+LATENCY = "rate(reach_check_latency_seconds_bucket{"
 
 NO_DATA = {
     "type": "special",
@@ -532,16 +532,16 @@ def vantage_drilldown() -> dict[str, Any]:
     timeseries(
         b,
         "Latency by check (p50, p95)",
-        "From the check duration histogram.",
+        "From the latency histogram per vantage, messenger and check.",
         [
             target(
-                "histogram_quantile(0.5, sum by (le, check) (rate(reach_check_duration_seconds_bucket{"
+                "histogram_quantile(0.5, sum by (le, check) (rate(reach_check_latency_seconds_bucket{"
                 + SEL
                 + "}[$__rate_interval])))",
                 "p50 {{check}}",
             ),
             target(
-                "histogram_quantile(0.95, sum by (le, check) (rate(reach_check_duration_seconds_bucket{"
+                "histogram_quantile(0.95, sum by (le, check) (rate(reach_check_latency_seconds_bucket{"
                 + SEL
                 + "}[$__rate_interval])))",
                 "p95 {{check}}",
@@ -551,16 +551,9 @@ def vantage_drilldown() -> dict[str, Any]:
     )
     timeseries(
         b,
-        "Connect latency per DC (p95)",
-        "TCP connect time per target.",
-        [
-            target(
-                "histogram_quantile(0.95, sum by (le, target) (rate(reach_check_duration_seconds_bucket{"
-                + SEL
-                + ',check="tcp"}[$__rate_interval])))',
-                "{{target}}",
-            )
-        ],
+        "Connect time per DC and front",
+        "TCP connect time per target in each round (reach_check_duration_seconds).",
+        [target("reach_check_duration_seconds{" + SEL + ',check="tcp"}', "{{target}}")],
         "s",
     )
     timeseries(
@@ -666,7 +659,7 @@ def dns_tls_evidence() -> dict[str, Any]:
         [
             target(
                 "histogram_quantile(0.95, sum by (le, vantage, check) ("
-                + DURATION
+                + LATENCY
                 + SEL
                 + ',check=~"dns|tls"}[$__rate_interval])))',
                 "{{vantage}} {{check}}",

@@ -2,36 +2,49 @@
 
 A round produces thousands of observations at once and /metrics is read far more often
 than a round ends, so the exposition text of the round metrics is rendered once per round
-and served as bytes. Counters and histograms accumulate across rounds in plain dicts.
-prometheus_client's registry adds the process and reload metrics, which change between
-rounds. No label carries the vantage's own address.
+and served as bytes. The latency histograms and failure counters accumulate across rounds
+in plain dicts. prometheus_client's registry adds the process, build and reload metrics,
+which change between rounds. No label carries the vantage's own address.
+
+Series budget (metrics v2, issue 15): a fleet of a thousand vantages with three messengers
+each must fit one store, so what is exported per target is only what alerts and boards
+select by target: the current verdict (one series: the state set reduced to its true
+member), and per primary check its success and last-round duration (gauges, as blackbox's
+probe_success / probe_duration_seconds). At most four primary checks per target give at most
+9 series per target. Distributions (latency histogram) and failure counts are per
+vantage x messenger x check; per-target detail stays in /api/status and the evidence log.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from itertools import accumulate
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     GCCollector,
+    Info,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
 
+from probe import __version__
 from probe.observation import RoundResult
-from probe.verdicts import VERDICTS
 
-# Latency from a vantage: LAN-fast to a slow satellite hop; past 10 s is a timeout anyway.
-# Each bucket is a line per target and check: at 10,000 targets, about 2 MB of text each.
-BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+# Latency from a vantage: LAN-fast to a slow satellite hop; past 2.5 s a check is slow
+# whatever the exact figure (+Inf and _sum still hold it).
+# One histogram per vantage x messenger x check: 11 series each.
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CHECK_LABELS = ("vantage", "messenger", "target", "check")
+AGGREGATE_LABELS = ("vantage", "messenger", "check")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Key = tuple[str, ...]
@@ -46,43 +59,23 @@ def _labels(names: Iterable[str], values: Iterable[str]) -> str:
 
 
 def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
-# The round text is built as bytes from skeletons: one %-format (the numbers) and one
-# replace (the series' labels, rendered once per series, at the NUL markers) per series
-# instead of fifteen formatted lines. Label values never contain NUL (names are validated);
-# a series whose labels do falls back to the line-by-line form.
 _BOUNDS = [*(_number(b) for b in BUCKETS), "+Inf"]
-HISTOGRAM_SKELETON = "\n".join([
-    *(f'reach_check_duration_seconds_bucket{{\0,le="{bound}"}} %d' for bound in _BOUNDS),
-    "reach_check_duration_seconds_sum{\0} %s",
-    "reach_check_duration_seconds_count{\0} %d",
-]).encode()
-VERDICT_SKELETONS = {
-    verdict: "\n".join(f'reach_verdict{{\0,verdict="{state}"}} {int(state == verdict)}'
-                       for state in VERDICTS).encode()
-    for verdict in (*VERDICTS, "")
-}
 
 
-def _histogram_lines(labels: bytes, counts: tuple[int, ...], total: bytes) -> bytes:
-    if b"\0" not in labels:
-        return (HISTOGRAM_SKELETON % (*counts, total, counts[-1])).replace(b"\0", labels)
-    lines = [b'reach_check_duration_seconds_bucket{%s,le="%s"} %d' % (labels, bound.encode(), count)
-             for bound, count in zip(_BOUNDS, counts, strict=True)]
-    lines.append(b"reach_check_duration_seconds_sum{%s} %s" % (labels, total))
-    lines.append(b"reach_check_duration_seconds_count{%s} %d" % (labels, counts[-1]))
+def _histogram_lines(labels: bytes, counts: Iterable[int], total: float) -> bytes:
+    cumulative = list(accumulate(counts))
+    lines = [b'reach_check_latency_seconds_bucket{%s,le="%s"} %d' % (labels, bound.encode(), count)
+             for bound, count in zip(_BOUNDS, cumulative, strict=True)]
+    lines.append(b"reach_check_latency_seconds_sum{%s} %s" % (labels, _number(total).encode()))
+    lines.append(b"reach_check_latency_seconds_count{%s} %d" % (labels, cumulative[-1]))
     return b"\n".join(lines)
-
-
-def _verdict_lines(labels: bytes, verdict: str) -> bytes:
-    skeleton = VERDICT_SKELETONS.get(verdict, VERDICT_SKELETONS[""])
-    if b"\0" not in labels:
-        return skeleton.replace(b"\0", labels)
-    return b"\n".join(line.replace(b"\0", labels) for line in skeleton.split(b"\n"))
 
 
 class _Histogram:
@@ -98,6 +91,54 @@ class _Histogram:
         self.sum += value
 
 
+def _field(record: Any, name: str) -> Any:
+    """A field of the round's network record, whether it is an object or a mapping."""
+    if isinstance(record, Mapping):
+        return record.get(name)
+    return getattr(record, name, None)
+
+
+def network_lines(vantage: str, network: Any) -> list[str]:
+    """The per-vantage network gauges (issues 9 and 14) from the round's `network` record.
+
+    A round without one (an engine older than the record) exports none of them: the
+    rules then fall back to reach_baseline_success, as before.
+    """
+    if network is None:
+        return []
+    v = f'vantage="{_escape(vantage)}"'
+    lines: list[str] = []
+
+    def gauge(name: str, help_: str, value: float | None, labels: str = v) -> None:
+        if value is None:
+            return
+        lines.extend((f"# HELP {name} {help_}", f"# TYPE {name} gauge",
+                      f"{name}{{{labels}}} {_number(float(value))}"))
+
+    def flag(name: str) -> int | None:
+        value = _field(network, name)
+        return None if value is None else int(bool(value))
+
+    gauge("reach_vantage_online", "Whether this round proved the vantage reaches the outside world "
+          "(a verified handshake or authenticated answer from outside).", flag("online"))
+    gauge("reach_baseline_blocked", "Whether the baseline failed although the vantage is online "
+          "(a censor blocks the baseline sites).", flag("baseline_blocked"))
+    gauge("reach_vantage_degraded", "Whether the vantage's own network is lossy or slow this round.",
+          flag("degraded"))
+    gauge("reach_vantage_loss_ratio", "Share of the baseline's attempts that failed this round.",
+          _field(network, "loss_ratio"))
+    gauge("reach_vantage_rtt_seconds", "Median kernel RTT of the baseline's connects this round.",
+          _field(network, "rtt_seconds"))
+    sites = _field(network, "baseline_sites") or {}
+    if sites:
+        name = "reach_baseline_site_success"
+        lines.append(f"# HELP {name} Whether each baseline site answered in the latest round.")
+        lines.append(f"# TYPE {name} gauge")
+        for site, ok in sorted(sites.items()):
+            lines.append(f'{name}{{{v},site="{_escape(str(site))}"}} {int(bool(ok))}')
+    return lines
+
+
 class Metrics:
     """The probe's metrics: round state rendered per round, live state per scrape."""
 
@@ -105,6 +146,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self.registry)
+        Info("reach_build", "The probe's version and Python (for fleet upgrades and bug reports).",
+             registry=self.registry).info({"version": __version__,
+                                           "python": platform.python_version()})
         self.reload_ok = Gauge("reach_config_last_reload_successful",
                                "Whether the last config (re)load succeeded.", ["vantage"],
                                registry=self.registry)
@@ -116,6 +160,7 @@ class Metrics:
         self._histograms: dict[Key, _Histogram] = {}
         self._failures: dict[Key, int] = {}
         self._failure_labels: dict[Key, bytes] = {}
+        self._check_labels: dict[Key, bytes] = {}
         self._verdict_labels: dict[tuple[str, str, str], bytes] = {}
         self._round_text = b""
 
@@ -126,29 +171,34 @@ class Metrics:
 
     def record_round(self, result: RoundResult) -> None:
         """Fold a round into the accumulated metrics and re-render the round text."""
-        config = result.config
-        vantage = config.vantage.name
-        success: dict[Key, int] = {}
+        vantage = result.config.vantage.name
+        # (success, duration) per target and check; a repeated step keeps its last result
+        checks: dict[Key, tuple[int, float]] = {}
         histograms = self._histograms
         failures = self._failures
         for obs in result.observations:
-            if not obs.primary or obs.messenger is None:
+            messenger = obs.messenger
+            # differentials and controls support a verdict; they are not the service's checks
+            if messenger is None or not obs.primary:
                 continue
-            key = (vantage, obs.messenger, obs.target, obs.check)
+            check = obs.check
             failure = obs.failure
-            success[key] = 0 if failure else 1
-            histogram = histograms.get(key)
+            duration = obs.duration_seconds
+            checks[(vantage, messenger, obs.target, check)] = (0 if failure else 1, duration)
+            akey = (vantage, messenger, check)
+            histogram = histograms.get(akey)
             if histogram is None:
-                histogram = histograms[key] = _Histogram(_labels(CHECK_LABELS, key).encode())
-            histogram.observe(obs.duration_seconds)
+                histogram = histograms[akey] = _Histogram(_labels(AGGREGATE_LABELS, akey).encode())
+            histogram.observe(duration)
             if failure:
-                fkey = (*key, failure)
+                fkey = (*akey, failure)
                 failures[fkey] = failures.get(fkey, 0) + 1
-        self._round_text = self._render(result, success)
+        self._round_text = self._render(result, checks)
 
-    def _render(self, result: RoundResult, success: dict[Key, int]) -> bytes:
+    def _render(self, result: RoundResult, checks: dict[Key, tuple[int, float]]) -> bytes:
         v = result.config.vantage
         vantage = v.name
+        vl = f'vantage="{_escape(vantage)}"'
         head: list[str] = []
         add = head.append
 
@@ -158,46 +208,56 @@ class Metrics:
                        (vantage, v.country, str(v.asn), v.network, v.role))
         add(f"reach_vantage_info{{{info}}} 1")
 
-        add("# HELP reach_baseline_success Whether the vantage's own network worked in the latest round.")
+        add("# HELP reach_baseline_success Whether some baseline site answered in the latest round.")
         add("# TYPE reach_baseline_success gauge")
-        add(f'reach_baseline_success{{vantage="{_escape(vantage)}"}} {int(result.baseline.ok)}')
+        add(f"reach_baseline_success{{{vl}}} {int(result.baseline.ok)}")
+        head += network_lines(vantage, getattr(result, "network", None))
 
         add("# HELP reach_round_duration_seconds How long the latest round took.")
         add("# TYPE reach_round_duration_seconds gauge")
-        add(f'reach_round_duration_seconds{{vantage="{_escape(vantage)}"}} {_number(result.duration)}')
+        add(f"reach_round_duration_seconds{{{vl}}} {_number(result.duration)}")
         add("# HELP reach_round_event_loop_lag_seconds The longest event-loop lag in the latest round: "
             "latencies measured in user space may be inflated by up to this much.")
         add("# TYPE reach_round_event_loop_lag_seconds gauge")
-        add(f'reach_round_event_loop_lag_seconds{{vantage="{_escape(vantage)}"}} '
-            f"{_number(round(result.loop_lag_max, 6))}")
+        add(f"reach_round_event_loop_lag_seconds{{{vl}}} {_number(round(result.loop_lag_max, 6))}")
         add("# HELP reach_round_last_timestamp_seconds When the latest round finished (Unix time).")
         add("# TYPE reach_round_last_timestamp_seconds gauge")
-        add(f'reach_round_last_timestamp_seconds{{vantage="{_escape(vantage)}"}} {_number(result.finished)}')
+        add(f"reach_round_last_timestamp_seconds{{{vl}}} {_number(result.finished)}")
+
+        # Label sets are rendered once and kept while the target stays in the plan.
+        old_labels = self._check_labels
+        labels: dict[Key, bytes] = {}
+        for key in checks:
+            rendered = old_labels.get(key)
+            labels[key] = rendered if rendered is not None else _labels(CHECK_LABELS, key).encode()
+        self._check_labels = labels
 
         add("# HELP reach_check_success Whether the check succeeded in the latest round.")
         add("# TYPE reach_check_success gauge")
         out = ["\n".join(head).encode()]
         put = out.append
-        histograms = self._histograms
-        for key, value in success.items():
-            put(b"reach_check_success{%s} %d" % (histograms[key].labels, value))
+        for key, (success, _duration) in checks.items():
+            put(b"reach_check_success{%s} %d" % (labels[key], success))
+        put(b"# HELP reach_check_duration_seconds How long the check took in the latest round.")
+        put(b"# TYPE reach_check_duration_seconds gauge")
+        for key, (_success, duration) in checks.items():
+            put(b"reach_check_duration_seconds{%s} %s" % (labels[key], _number(round(duration, 6)).encode()))
 
-        put(b"# HELP reach_check_duration_seconds How long checks took.")
-        put(b"# TYPE reach_check_duration_seconds histogram")
-        for histogram in histograms.values():
-            put(_histogram_lines(histogram.labels, tuple(accumulate(histogram.counts)),
-                                 _number(histogram.sum).encode()))
+        put(b"# HELP reach_check_latency_seconds How long checks took, per vantage, messenger and check.")
+        put(b"# TYPE reach_check_latency_seconds histogram")
+        for histogram in self._histograms.values():
+            put(_histogram_lines(histogram.labels, histogram.counts, histogram.sum))
 
         put(b"# HELP reach_check_failures_total Failed checks, by failure string.")
         put(b"# TYPE reach_check_failures_total counter")
         failure_labels = self._failure_labels
         for fkey, count in self._failures.items():
-            labels = failure_labels.get(fkey)
-            if labels is None:
-                labels = failure_labels[fkey] = _labels((*CHECK_LABELS, "failure"), fkey).encode()
-            put(b"reach_check_failures_total{%s} %d" % (labels, count))
+            flabels = failure_labels.get(fkey)
+            if flabels is None:
+                flabels = failure_labels[fkey] = _labels((*AGGREGATE_LABELS, "failure"), fkey).encode()
+            put(b"reach_check_failures_total{%s} %d" % (flabels, count))
 
-        put(b"# HELP reach_verdict The latest verdict per target (1 for the current one).")
+        put(b"# HELP reach_verdict The latest verdict per target: only the current one is exported.")
         put(b"# TYPE reach_verdict gauge")
         verdict_labels = self._verdict_labels
         for verdict in result.verdicts:
@@ -205,7 +265,7 @@ class Metrics:
             prefix = verdict_labels.get(vkey)
             if prefix is None:
                 prefix = verdict_labels[vkey] = _labels(("vantage", "messenger", "target"), vkey).encode()
-            put(_verdict_lines(prefix, verdict.verdict))
+            put(b'reach_verdict{%s,verdict="%s"} 1' % (prefix, _escape(verdict.verdict).encode()))
         put(b"")
         return b"\n".join(out)
 

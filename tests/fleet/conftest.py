@@ -98,7 +98,7 @@ def fleet_prometheus(
         rule_files=rules,
     )
     try:
-        prom.wait_for_series('count by (vantage) (reach_verdict{verdict="ok"})', count=len(probe_targets))
+        prom.wait_for_series("count by (vantage) (reach_verdict)", count=len(probe_targets))
         prom.wait_rules_evaluated()
         prom.wait_for_series("vantage_messenger:reach_status:code", count=len(probe_targets))
         # rate() needs two samples of the counters inside its window

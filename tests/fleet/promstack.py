@@ -530,6 +530,8 @@ def _shorten_route(route: dict[str, Any], wait: str) -> None:
 
 
 _DURATION = re.compile(r"^(\d+)([smh])$")
+#: The persistence window of the shipped rules (configs/prometheus/build_rules.py Params).
+SHIPPED_WINDOW = "2m"
 
 
 def shorten_rules(
@@ -537,12 +539,15 @@ def shorten_rules(
     rule_files: Iterable[Path] | None = None,
     scale: float = 1 / 60,
     interval: str = "1s",
+    window: str = "8s",
 ) -> list[Path]:
-    """Copy rule files with every ``for``/``keep_firing_for`` scaled (10m -> 10s at 1/60).
+    """Copy rule files with every ``for``/``keep_firing_for`` scaled (10m -> 10s at 1/60)
+    and the persistent-block window (shipped: 2m, four 30 s rounds) set to ``window``.
 
     The shipped timings (minutes) are right for a fleet but would make an end-to-end test
-    wait a quarter of an hour; the expressions stay exactly the same. Groups are evaluated
-    every ``interval``.
+    wait a quarter of an hour; the expressions stay the same otherwise. ``window`` must hold
+    at least four rounds of the probes under test and min_samples (4) scrapes. Groups are
+    evaluated every ``interval``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     out = []
@@ -554,6 +559,9 @@ def shorten_rules(
                 for key in ("for", "keep_firing_for"):
                     if key in rule:
                         rule[key] = _scale_duration(rule[key], scale)
+                rule["expr"] = rule["expr"].replace(f"[{SHIPPED_WINDOW}]", f"[{window}]")
+                for key, text in rule.get("annotations", {}).items():
+                    rule["annotations"][key] = text.replace(f"last {SHIPPED_WINDOW})", f"last {window})")
         dst = workdir / src.name
         dst.write_text(yaml.safe_dump(doc, sort_keys=False))
         out.append(dst)

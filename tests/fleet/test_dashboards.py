@@ -25,9 +25,10 @@ GREY = "#808080"
 
 CONTRACT_METRICS = {
     "reach_check_success",
-    "reach_check_duration_seconds_bucket",
-    "reach_check_duration_seconds_sum",
-    "reach_check_duration_seconds_count",
+    "reach_check_duration_seconds",
+    "reach_check_latency_seconds_bucket",
+    "reach_check_latency_seconds_sum",
+    "reach_check_latency_seconds_count",
     "reach_check_failures_total",
     "reach_verdict",
     "reach_vantage_info",

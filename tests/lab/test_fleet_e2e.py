@@ -342,7 +342,7 @@ class TestIran2015:
         # moved: wait until the failure counters have a rate (a few probe rounds).
         rate_window = rate_interval()
         prom.wait_for_series(f"rate(reach_check_failures_total[{rate_window}]) > 0", timeout=60)
-        prom.wait_for_series(f"rate(reach_check_duration_seconds_count[{rate_window}]) > 0", timeout=30)
+        prom.wait_for_series(f"rate(reach_check_latency_seconds_count[{rate_window}]) > 0", timeout=30)
         report: dict[str, Any] = {"macros": MACROS, "variants": {}}
         problems: list[str] = []
         for variant, values in VARIANTS.items():

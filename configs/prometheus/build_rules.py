@@ -66,7 +66,9 @@ def _sel(p: Params, *extra: str) -> str:
 
 
 def recording_rules(p: Params) -> list[dict[str, Any]]:
-    s = lambda *extra: _sel(p, *extra)  # noqa: E731
+    def s(*extra: str) -> str:
+        return _sel(p, *extra)
+
     blocking = f'verdict=~"{blocking_regex()}"'
     w = p.window
     per_target = "vantage, messenger, target"
@@ -187,7 +189,9 @@ def _mechanisms(p: Params, label: str = "messenger") -> str:
 
 
 def alerting_rules(p: Params) -> list[dict[str, Any]]:
-    s = lambda *extra: _sel(p, *extra)  # noqa: E731
+    def s(*extra: str) -> str:
+        return _sel(p, *extra)
+
     code = STATUS
 
     def alert(name: str, severity: str, expr: str, for_: str, keep: str, summary: str,

@@ -7,8 +7,10 @@ engine's exposition and the contract the rules and boards are written for shows 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +38,11 @@ def test_probe_exposition_has_the_contract_metrics(real_probe: promstack.Probe) 
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("reach_")}
     # failures_total has samples once a check failed, which here every check does
     assert names >= CONTRACT_METRICS, f"missing: {CONTRACT_METRICS - names}"
+    # the series budget (issue 15) holds for the real engine too: at most 10 per target
+    per_target = Counter(m.group(1) for line in text.splitlines()
+                         if line.startswith("reach_") and (m := re.search(r'target="([^"]+)"', line)))
+    assert per_target and max(per_target.values()) <= 10, per_target.most_common(3)
+    assert sum(1 for line in text.splitlines() if line.startswith("reach_verdict{")) == len(per_target)
     promtool = shutil.which("promtool")
     if promtool:
         lint = subprocess.run(

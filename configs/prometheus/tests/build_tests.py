@@ -86,7 +86,8 @@ class Scenario:
                until: int | None = None) -> None:
         """A target's verdict per round: one series per verdict word, present while current
         (and, with `until`, until the probe goes silent)."""
-        per_sample: list[str | None] = [v for v in verdicts for _ in range(ROUND)][: self.samples]
+        per_sample: list[str | None] = [v for v in verdicts for _ in range(ROUND)]
+        per_sample = per_sample[: self.samples]
         per_sample += [per_sample[-1]] * (self.samples - len(per_sample))
         if until is not None:
             per_sample[until:] = [None] * (self.samples - until)

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 WINDOW = 24 * 3600.0
 SLOTS = 48  # cells of the history strip: half an hour each
+# Rows drawn at most (the worst first): a 10,000-target probe's page must stay small and quick
+# to render on the event loop the checks share; the rest are in /api/status.
+MAX_ROWS = 500
 # Display order: blocking mechanisms (in the table order of verdicts.py), then what cannot
 # be judged, then ok. Also the severity a history cell shows when its half hour saw several.
 ORDER: tuple[str, ...] = (*BLOCKING, "inconclusive", "vantage_offline", "ok")
@@ -128,7 +131,19 @@ class History:
         start = runs[-1].start
         return start, self.first_round is not None and start > self.first_round
 
-    def strip(self, key: Key, now: float, slots: int = SLOTS) -> list[str | None]:
+    def slots_ran(self, now: float, slots: int = SLOTS) -> list[bool]:
+        """Which slots of the window saw a round (the same for every target of a page)."""
+        size = self.window / slots
+        begin = now - self.window
+        ran = [False] * slots
+        for started in self.rounds:
+            index = int((started - begin) // size)
+            if 0 <= index < slots:
+                ran[index] = True
+        return ran
+
+    def strip(self, key: Key, now: float, slots: int = SLOTS,
+              ran: list[bool] | None = None) -> list[str | None]:
         """The most severe verdict of each slot of the window (oldest first); None where no
         round ran."""
         size = self.window / slots
@@ -141,11 +156,7 @@ class History:
                 current = cells[index]
                 if current is None or _rank(run.verdict) < _rank(current):
                     cells[index] = run.verdict
-        ran = [False] * slots
-        for started in self.rounds:
-            index = int((started - begin) // size)
-            if 0 <= index < slots:
-                ran[index] = True
+        ran = self.slots_ran(now, slots) if ran is None else ran
         return [cell if ran[index] else None for index, cell in enumerate(cells)]
 
     def load(self, directory: Path | None, now: float | None = None) -> int:
@@ -482,7 +493,10 @@ def _table(verdicts: list[dict[str, Any]], observations: Mapping[int, Mapping[st
            history: History, now: float) -> str:
     ordered = sorted(enumerate(verdicts), key=lambda item: (_rank(str(item[1].get("verdict"))), item[0]))
     rows = []
-    for _, v in ordered:
+    ran = history.slots_ran(now)
+    slot = history.window / SLOTS
+    labels = [_clock(now - history.window + index * slot) for index in range(SLOTS + 1)]
+    for _, v in ordered[:MAX_ROWS]:
         messenger, target, verdict = str(v.get("messenger")), str(v.get("target")), str(v.get("verdict"))
         key = (messenger, target)
         lines = key_evidence(v, observations)
@@ -501,12 +515,7 @@ def _table(verdicts: list[dict[str, Any]], observations: Mapping[int, Mapping[st
             since_html = (f"<span class='since' data-since='{_iso(start)}'>"
                           f"{'' if exact else 'at least '}since {_clock(start)} "
                           f"<span class='small'>({_age(now - start)})</span></span>")
-        cells = []
-        slot = history.window / SLOTS
-        for index, cell in enumerate(history.strip(key, now)):
-            begin = now - history.window + index * slot
-            label = f"{_clock(begin)}: {cell or 'no round'}"
-            cells.append(f"<span class='{'v-' + cell if cell else 'none'}' title='{label}'></span>")
+        cells = "".join(_strip_html(history.strip(key, now, ran=ran), labels))
         rows.append(
             f"<tr class='r-{html.escape(verdict)}' data-verdict='{html.escape(verdict)}'>"
             f"<td class='target'><span class='id'>{html.escape(target)}</span><br>"
@@ -517,11 +526,29 @@ def _table(verdicts: list[dict[str, Any]], observations: Mapping[int, Mapping[st
             f"<span class='reason'>{reason}</span></td>"
             f"<td class='when'>{since_html}</td>"
             f"<td class='hist'><div class='strip' aria-label='24 hours of verdicts'>"
-            f"{''.join(cells)}</div></td>"
+            f"{cells}</div></td>"
             f"<td class='link'><a href='{target_link(messenger, target)}'>evidence</a></td></tr>")
+    more = (f"<p class='small' id='more'>{len(ordered) - MAX_ROWS} more targets, the least severe, "
+            "are not drawn: <a href='/api/status'>status JSON</a> has every one.</p>"
+            if len(ordered) > MAX_ROWS else "")
     return ("<h2>Targets</h2><table id='targets'><thead><tr><th>target</th><th>verdict</th>"
             "<th>evidence</th><th>since</th><th>last 24 h</th><th></th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+            f"<tbody>{''.join(rows)}</tbody></table>{more}")
+
+
+def _strip_html(cells: list[str | None], labels: list[str]) -> Iterable[str]:
+    """A history strip: one span per stretch of equal cells, as wide as the stretch (one
+    span per half hour would be 48 per row: too much page for a big probe)."""
+    index = 0
+    while index < len(cells):
+        end = index
+        while end + 1 < len(cells) and cells[end + 1] == cells[index]:
+            end += 1
+        cell = cells[index]
+        yield (f"<span class='{'v-' + cell if cell else 'none'}' data-slots='{end - index + 1}' "
+               f"style='flex-grow:{end - index + 1}' title='{labels[index]} to {labels[end + 1]}: "
+               f"{cell or 'no round'}'></span>")
+        index = end + 1
 
 
 def _footer(next_round: str | None) -> str:
@@ -568,14 +595,16 @@ class StatusPage:
         self._round_json: tuple[object, dict[str, Any]] | None = None
         service.round_listeners.append(self.history.record_result)
 
-    def latest_json(self) -> dict[str, Any] | None:
+    async def latest_json(self) -> dict[str, Any] | None:
+        """The latest round as JSON, made once per round in a thread (a finished round is
+        not changed any more; a big one's JSON must not hold up the event loop)."""
         from probe.report import round_json
 
         latest = self.service.latest
         if latest is None:
             return None
         if self._round_json is None or self._round_json[0] is not latest:
-            self._round_json = (latest, round_json(latest))
+            self._round_json = (latest, await asyncio.to_thread(round_json, latest))
         return self._round_json[1]
 
     async def load_history(self, app: web.Application) -> None:
@@ -593,7 +622,7 @@ class StatusPage:
             next_round = getattr(service, "next_round_at", None)
             refresh = int(min(120, max(15, (next_round - now + 3) if next_round else 30)))
             body = render_page(
-                self.latest_json(), self.history, now=now, refresh=refresh,
+                await self.latest_json(), self.history, now=now, refresh=refresh,
                 vantage={"name": v.name, "country": v.country, "asn": v.asn, "network": v.network,
                          "role": v.role},
                 reload_error=service.last_reload_error,
@@ -603,7 +632,7 @@ class StatusPage:
                             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
 
     async def target(self, request: web.Request) -> web.Response:
-        data = target_json(self.latest_json(), self.history, request.match_info["messenger"],
+        data = target_json(await self.latest_json(), self.history, request.match_info["messenger"],
                            request.match_info["target"])
         if data is None:
             return web.json_response({"error": "no such target in the latest round"}, status=404)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from probe.config import load_config
 from probe.server import make_app
 from probe.service import Service
-from probe.statuspage import SLOTS, History, key_evidence, messenger_status, target_link
+from probe.statuspage import (
+    MAX_ROWS,
+    SLOTS,
+    History,
+    key_evidence,
+    messenger_status,
+    render_page,
+    target_link,
+)
 from tests.unit.conftest import World
 from tests.unit.test_cli import write_config
 
@@ -130,3 +139,15 @@ async def test_history_survives_a_restart_through_the_evidence_log(world: World,
     finally:
         await client.close()
 
+
+
+def test_a_big_probe_draws_the_worst_rows_and_says_how_many_are_left_out() -> None:
+    count = MAX_ROWS + 10
+    verdicts = [{"messenger": "telegram", "target": f"t{i}", "rule": "r", "evidence": [],
+                 "verdict": "ip_blocking" if i >= count - 3 else "ok"} for i in range(count)]
+    page = render_page({"started": "2026-11-25T04:00:00+00:00", "verdicts": verdicts, "observations": []},
+                       History(), vantage={"name": "big"}, now=T0)
+    assert page.count("<tr class='r-") == MAX_ROWS
+    drawn = re.findall(r"<span class='id'>(t\d+)</span>", page)
+    assert drawn[:3] == [f"t{count - 3}", f"t{count - 2}", f"t{count - 1}"]  # blocked first
+    assert "10 more targets, the least severe, are not drawn" in page

@@ -53,19 +53,21 @@ UNLIMITED = 1 << 16
 def print_rows(console: Console, header: Sequence[str], rows: Sequence[Sequence[str]],
                identifiers: int) -> None:
     """A table whose first `identifiers` columns are never wrapped or cut (people grep and
-    copy them); the rest fold. When even the identifiers do not fit the terminal, the table
-    is drawn wider than it and the terminal wraps lines rather than anything being cut."""
+    copy them); the rest wrap between words, never inside one (a failure string is an
+    identifier too). When even that does not fit the terminal, the table is drawn wider than
+    it and the terminal wraps lines rather than anything being cut."""
     table = Table(*header, show_lines=False)
-    needed = 4 + 3 * len(header)  # borders and padding
+    needed = 1 + 3 * len(header)  # borders and padding
     for index, column in enumerate(table.columns):
+        cells = [Text.from_markup(row[index]).plain for row in rows]
         if index < identifiers:
-            width = max([len(column.header) if isinstance(column.header, str) else 0,
-                         *(Text.from_markup(row[index]).cell_len for row in rows)])
-            column.no_wrap, column.min_width, column.overflow = True, width, "ignore"
-            needed += width
-        else:
+            width = max([len(str(column.header)), *(len(cell) for cell in cells)])
+            column.no_wrap, column.overflow = True, "ignore"
+        else:  # free text wraps between words; a word (a failure string) stays whole
+            width = max([len(str(column.header)), *(len(word) for cell in cells for word in cell.split())])
             column.overflow = "fold"
-            needed += 12
+        column.min_width = width
+        needed += width
     for row in rows:
         table.add_row(*row)
     if console.width < needed:

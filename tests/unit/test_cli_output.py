@@ -55,6 +55,8 @@ def test_rules_keep_every_id_whole_in_an_80_column_terminal() -> None:
     assert "…" not in out
     for rule in RULES:
         assert re.search(rf"│ {re.escape(rule.id)} +│", out), rule.id
+        for word in rule.condition.split():  # the condition wraps between words only
+            assert word in out, (rule.id, word)
 
 
 def test_rules_in_a_pipe_one_line_per_rule() -> None:

@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probe.verdicts import blocking_regex
+from probe.verdicts import FLEET_STATUS, STATUS_COLOURS, VERDICT_COLOURS, blocking_regex
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 GREY = "#808080"
-GREEN = "green"
-RED = "red"
-ORANGE = "orange"
-PURPLE = "#8F3BB8"
+GREEN = STATUS_COLOURS["ok"]
+RED = STATUS_COLOURS["blocked"]
+ORANGE = STATUS_COLOURS["outage"]
+PURPLE = STATUS_COLOURS["offline"]  # historic name: offline is grey-ish, not purple
+DEGRADED = STATUS_COLOURS["degraded"]
 
 BLOCKING = blocking_regex()
 SEL = 'vantage=~"$vantage",messenger=~"$messenger"'
@@ -39,20 +40,74 @@ NO_DATA = {
     "options": {"match": "null+nan", "result": {"text": "no data", "color": GREY, "index": 99}},
 }
 
-# vantage_messenger:reach_status:code / country_messenger:reach_status:code
+# vantage_messenger:reach_status:code / country_messenger:reach_status:code: the words and
+# colours of probe/verdicts.py (the status page uses the same).
+STATUS_TEXT = {"offline": "vantage offline"}
 STATUS_MAPPINGS = [
     {
         "type": "value",
         "options": {
-            "1": {"text": "vantage offline", "color": PURPLE, "index": 0},
-            "2": {"text": "unknown", "color": GREY, "index": 1},
-            "3": {"text": "ok", "color": GREEN, "index": 2},
-            "4": {"text": "outage", "color": ORANGE, "index": 3},
-            "5": {"text": "blocked", "color": RED, "index": 4},
+            str(code): {"text": STATUS_TEXT.get(word, word), "color": STATUS_COLOURS[word], "index": i}
+            for i, (code, word) in enumerate(sorted(FLEET_STATUS.items()))
         },
     },
     NO_DATA,
 ]
+# A verdict word -> its fixed colour (tables colour the verdict cell with it).
+VERDICT_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            v: {"text": v, "color": c, "index": i} for i, (v, c) in enumerate(VERDICT_COLOURS.items())
+        },
+    }
+]
+
+
+def verdict_colours(after: str | None = None) -> list[dict[str, Any]]:
+    """Overrides giving each verdict series its fixed colour: the legend is the verdict, or
+    (with `after`) ends in `after` + the verdict, e.g. "ir-1: ip_blocking" with after=": "."""
+    return [
+        {
+            "matcher": {"id": "byName", "options": verdict}
+            if after is None
+            else {"id": "byRegexp", "options": f"^.*{after}{verdict}$"},
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}],
+        }
+        for verdict, colour in VERDICT_COLOURS.items()
+    ]
+
+
+# The probe's own pages: its status page, and the evidence of one target
+# (/api/target/MESSENGER/TARGET). ${probe} is a dashboard variable: where the selected
+# vantage's probe is reachable from the analyst's browser (an SSH forward, a VPN address).
+EVIDENCE_LINK = {
+    "title": "Evidence of ${__data.fields.messenger} ${__data.fields.target} (probe)",
+    "url": "${probe}/api/target/${__data.fields.messenger}/${__data.fields.target}",
+    "targetBlank": True,
+}
+STATUS_PAGE_LINK = {"title": "The probe's status page", "url": "${probe}/", "targetBlank": True}
+
+
+def column_overrides(columns: list[str]) -> list[dict[str, Any]]:
+    """Verdict cells in their colour; target cells link to that target's evidence."""
+    out: list[dict[str, Any]] = []
+    if "verdict" in columns:
+        out.append({
+            "matcher": {"id": "byName", "options": "verdict"},
+            "properties": [
+                {"id": "mappings", "value": VERDICT_MAPPINGS},
+                {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+            ],
+        })
+    if {"messenger", "target"} <= set(columns):
+        out.append({
+            "matcher": {"id": "byName", "options": "target"},
+            "properties": [{"id": "links", "value": [EVIDENCE_LINK]}],
+        })
+    return out
+
+
 BOOL_MAPPINGS = [
     {
         "type": "value",
@@ -125,6 +180,8 @@ class Board:
         defaults: dict[str, Any],
         options: dict[str, Any] | None = None,
         transformations: list[dict[str, Any]] | None = None,
+        overrides: list[dict[str, Any]] | None = None,
+        links: list[dict[str, Any]] | None = None,
     ) -> None:
         if self.x + w > 24:
             self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
@@ -138,9 +195,11 @@ class Board:
             "datasource": DS,
             "gridPos": {"h": h, "w": w, "x": self.x, "y": self.y},
             "targets": targets,
-            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
             "options": options or {},
         }
+        if links:
+            panel["links"] = links
         if transformations:
             panel["transformations"] = transformations
         self.panels.append(panel)
@@ -195,7 +254,7 @@ def table(
         h,
         field_defaults(color_mode="fixed"),
         {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
-        [
+        transformations=[
             {"id": "labelsToFields", "options": {"mode": "columns"}},
             {
                 "id": "organize",
@@ -212,6 +271,8 @@ def table(
                 },
             },
         ],
+        overrides=column_overrides(columns),
+        links=[STATUS_PAGE_LINK],
     )
 
 
@@ -225,6 +286,7 @@ def timeseries(
     h: int = 8,
     bars: bool = False,
     stack: bool = False,
+    overrides: list[dict[str, Any]] | None = None,
 ) -> None:
     custom = {
         "drawStyle": "bars" if bars else "line",
@@ -251,6 +313,7 @@ def timeseries(
             },
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
+        overrides=overrides,
     )
 
 
@@ -320,6 +383,17 @@ def variables() -> list[dict[str, Any]]:
         query_var("country", "Country", "label_values(reach_vantage_info, country)"),
         query_var("vantage", "Vantage", 'label_values(reach_vantage_info{country=~"$country"}, vantage)'),
         query_var("messenger", "Messenger", 'label_values(reach_verdict{vantage=~"$vantage"}, messenger)'),
+        {
+            "name": "probe",
+            "label": "Probe URL",
+            "description": "Where the selected vantage's probe answers from your browser (an SSH "
+            "forward or VPN address): data links open its status page and per-target evidence.",
+            "type": "textbox",
+            "query": "http://127.0.0.1:9650",
+            "current": {"selected": False, "text": "http://127.0.0.1:9650", "value": "http://127.0.0.1:9650"},
+            "options": [{"selected": True, "text": "http://127.0.0.1:9650", "value": "http://127.0.0.1:9650"}],
+            "hide": 0,
+        },
     ]
 
 
@@ -364,6 +438,7 @@ def fleet_overview() -> dict[str, Any]:
         'count(vantage:reach_vantage_info:max{country=~"$country"})',
         "none",
         grey_thresholds((1, "blue")),
+        w=3,
     )
     stat(
         b,
@@ -372,14 +447,36 @@ def fleet_overview() -> dict[str, Any]:
         'sum(messenger:reach_vantages_blocked:count{messenger=~"$messenger"}) or vector(0)',
         "none",
         grey_thresholds((1, RED)),
+        w=5,
     )
     stat(
         b,
         "Vantages offline",
-        "Vantages whose own network is down (baseline fails).",
-        'count(max by (vantage) (reach_baseline_success{vantage=~"$vantage"}) == 0) or vector(0)',
+        "Vantages with no proof of reaching the outside world (reach_vantage_online = 0).",
+        'count(vantage:reach_vantage_online:bool{vantage=~"$vantage"} == 0) or vector(0)',
         "none",
         grey_thresholds((1, PURPLE)),
+        w=4,
+    )
+    stat(
+        b,
+        "Vantages degraded",
+        "Vantages whose own network was lossy or slow in at least half of the last rounds: "
+        "their transient failures are not called blocks.",
+        'count(vantage:reach_vantage_degraded:avg{vantage=~"$vantage"} >= 0.5) or vector(0)',
+        "none",
+        grey_thresholds((1, DEGRADED)),
+        w=4,
+    )
+    stat(
+        b,
+        "Baselines blocked",
+        "Vantages that are online but whose baseline sites fail: a censor blocks the baseline "
+        "(BaselineBlocked names the sites). Their verdicts still count.",
+        'count(vantage:reach_baseline_blocked:max{vantage=~"$vantage"} == 1) or vector(0)',
+        "none",
+        grey_thresholds((1, ORANGE)),
+        w=4,
     )
     stat(
         b,
@@ -388,12 +485,14 @@ def fleet_overview() -> dict[str, Any]:
         'min(messenger:reach_control_verdict_ok:max_ratio{messenger=~"$messenger"})',
         "percentunit",
         grey_thresholds((0, ORANGE), (0.5, GREEN)),
+        w=4,
     )
     status_history(
         b,
         "Fleet status: country x messenger",
-        "Most telling status of the vantages in each country: blocked (a control reaches the "
-        "messenger), outage (controls fail too), ok, unknown, vantage offline. Grey: no data.",
+        "Most telling status of the vantages in each country: blocked (a target blocked in most "
+        "recent rounds while a control reaches the messenger), outage (controls fail too), ok, "
+        "degraded (the vantage's own network is lossy), unknown, vantage offline. Grey: no data.",
         'country_messenger:reach_status:code{country=~"$country",messenger=~"$messenger"}',
         "{{country}} / {{messenger}}",
         STATUS_MAPPINGS,
@@ -430,11 +529,24 @@ def fleet_overview() -> dict[str, Any]:
     )
     status_history(
         b,
+        "Connectivity per vantage",
+        "Whether each vantage proved it reaches the outside world (a verified handshake or an "
+        "authenticated answer from outside), whatever its baseline.",
+        'vantage:reach_vantage_online:bool{vantage=~"$vantage"}',
+        "{{vantage}}",
+        BOOL_MAPPINGS,
+        w=12,
+        h=6,
+    )
+    status_history(
+        b,
         "Baseline per vantage",
-        "Whether each vantage's own network works (its baseline targets).",
+        "Whether some baseline site answered. Failing while the vantage is online means the "
+        "baseline itself is blocked.",
         'reach_baseline_success{vantage=~"$vantage"}',
         "{{vantage}}",
         BOOL_MAPPINGS,
+        w=12,
         h=6,
     )
     return dashboard(
@@ -512,6 +624,7 @@ def vantage_drilldown() -> dict[str, Any]:
         "none",
         bars=True,
         stack=True,
+        overrides=verdict_colours(),
     )
     timeseries(
         b,
@@ -563,16 +676,61 @@ def vantage_drilldown() -> dict[str, Any]:
         [target('reach_round_duration_seconds{vantage=~"$vantage"}', "{{vantage}}")],
         "s",
     )
+    timeseries(
+        b,
+        "Event-loop lag",
+        "The longest event-loop lag in each round: user-space latencies of that round may be "
+        "inflated by up to this much (a busy or starved probe).",
+        [target('reach_round_event_loop_lag_seconds{vantage=~"$vantage"}', "{{vantage}}")],
+        "s",
+    )
     status_history(
         b,
-        "Baseline health",
-        "The vantage's baseline in each interval.",
-        'reach_baseline_success{vantage=~"$vantage"}',
-        "{{vantage}}",
+        "Vantage network",
+        "Online: connectivity proven this round. Baseline blocked: the baseline fails although "
+        "online. Degraded: the vantage's own network is lossy or slow.",
+        'label_replace(reach_vantage_online{vantage=~"$vantage"}, "state", "online", "", "")'
+        ' or label_replace(1 - reach_baseline_blocked{vantage=~"$vantage"},'
+        ' "state", "baseline not blocked", "", "")'
+        ' or label_replace(1 - reach_vantage_degraded{vantage=~"$vantage"}, "state", "not degraded", "", "")',
+        "{{vantage}} {{state}}",
         BOOL_MAPPINGS,
         w=12,
         h=8,
     )
+    timeseries(
+        b,
+        "Baseline loss and RTT",
+        "Share of the baseline's attempts that failed, and the median kernel RTT of its connects: "
+        "what the classifier compares the service's targets with.",
+        [
+            target('reach_vantage_loss_ratio{vantage=~"$vantage"}', "loss {{vantage}}"),
+            target('reach_vantage_rtt_seconds{vantage=~"$vantage"}', "RTT {{vantage}}"),
+        ],
+        "percentunit",
+        overrides=[
+            {
+                "matcher": {"id": "byRegexp", "options": "RTT .*"},
+                "properties": [
+                    {"id": "unit", "value": "s"},
+                    {"id": "custom.axisPlacement", "value": "right"},
+                ],
+            }
+        ],
+    )
+    status_history(
+        b,
+        "Baseline sites",
+        "Each baseline site in each round. Sites failing while the vantage is online are blocked: "
+        "replace them in the probe's config.",
+        'reach_baseline_site_success{vantage=~"$vantage"}',
+        "{{vantage}} {{site}}",
+        BOOL_MAPPINGS,
+        w=12,
+        h=8,
+    )
+    for panel in b.panels:
+        panel.setdefault("links", [STATUS_PAGE_LINK])
     return dashboard(
         "reach-vantage",
         "reach / vantage drill-down",
@@ -641,6 +799,7 @@ def dns_tls_evidence() -> dict[str, Any]:
         "none",
         bars=True,
         stack=True,
+        overrides=verdict_colours(after=": "),
     )
     status_history(
         b,

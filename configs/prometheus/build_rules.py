@@ -267,7 +267,7 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
               "{{ $labels.instance }} (job {{ $labels.job }}){{ end }}: the probe is down, its rounds "
               "stopped, or its Prometheus agent cannot write. Its last verdicts are stale."),
         alert("ProbeConfigReloadFailed", "ticket",
-              f"max by (vantage) (reach_config_last_reload_successful{s()}) == 0", "5m", "0s",
+              f"max by (vantage) (reach_config_last_reload_successful{s()}) == 0", "5m", "1m",
               "The probe at {{ $labels.vantage }} refused a new config",
               "The last config reload of vantage {{ $labels.vantage }} failed; the probe keeps "
               "running the previous config. The probe's log and POST /-/reload name the error."),

@@ -101,6 +101,8 @@ def fleet_prometheus(
         prom.wait_for_series("count by (vantage) (reach_verdict)", count=len(probe_targets))
         prom.wait_rules_evaluated()
         prom.wait_for_series("vantage_messenger:reach_status:code", count=len(probe_targets))
+        # a block is a block once it fills most of the (shortened) persistence window
+        prom.wait_for_series("country_messenger:reach_status:code == 5")
         # rate() needs two samples of the counters inside its window
         prom.wait_for_series("rate(reach_check_failures_total[1m]) > 0")
         yield prom

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from probe.verdicts import FLEET_STATUS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
+
 from .promstack import REPO, RULES_DIR, Prometheus, StackError, wait_until
 
 GRAFANA = REPO / "grafana"
@@ -36,7 +38,14 @@ CONTRACT_METRICS = {
     "reach_round_duration_seconds",
     "reach_round_last_timestamp_seconds",
     "reach_config_last_reload_successful",
+    "reach_vantage_online",
+    "reach_baseline_blocked",
+    "reach_vantage_degraded",
+    "reach_round_event_loop_lag_seconds",
+    "reach_build_info",
 }
+# Exported when measured (a round with baseline attempts, configured baseline sites).
+MEASURED_METRICS = {"reach_vantage_loss_ratio", "reach_vantage_rtt_seconds", "reach_baseline_site_success"}
 
 
 def recorded_metrics() -> set[str]:
@@ -47,7 +56,7 @@ def recorded_metrics() -> set[str]:
     return names
 
 
-KNOWN_METRICS = CONTRACT_METRICS | recorded_metrics()
+KNOWN_METRICS = CONTRACT_METRICS | MEASURED_METRICS | recorded_metrics()
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -124,7 +133,9 @@ def test_json_model_uids_and_schema() -> None:
 def test_template_variables() -> None:
     for path in BOARD_FILES:
         variables = {v["name"]: v for v in load(path)["templating"]["list"]}
-        assert list(variables) == ["datasource", "country", "vantage", "messenger"], path.name
+        assert list(variables) == ["datasource", "country", "vantage", "messenger", "probe"], path.name
+        assert variables["probe"]["type"] == "textbox"
+        assert variables["probe"]["query"].startswith("http")
         ds = variables["datasource"]
         assert ds["type"] == "datasource" and ds["query"] == "prometheus"
         for name in ("country", "vantage", "messenger"):
@@ -183,7 +194,97 @@ def test_no_data_is_grey_never_green_or_red() -> None:
                     if m["type"] == "value"
                     for v in m["options"].values()
                 }
-                assert "green" in mapped and "red" in mapped, where
+                assert STATUS_COLOURS["ok"] in mapped and STATUS_COLOURS["blocked"] in mapped, where
+
+
+def test_status_and_verdict_colours_come_from_probe_verdicts() -> None:
+    """Fixed colours, the status page's: a status or verdict never takes a palette colour."""
+    seen_status = seen_verdict_series = seen_verdict_cells = 0
+    for path in BOARD_FILES:
+        for panel in panels(load(path)):
+            where = f"{path.name}: {panel['title']}"
+            exprs = " ".join(t["expr"] for t in panel["targets"])
+            if "reach_status:code" in exprs and panel["type"] in ("status-history", "state-timeline"):
+                (values,) = [m for m in panel["fieldConfig"]["defaults"]["mappings"] if m["type"] == "value"]
+                got = {int(code): (v["text"], v["color"]) for code, v in values["options"].items()}
+                assert {c: colour for c, (_t, colour) in got.items()} == {
+                    code: STATUS_COLOURS[word] for code, word in FLEET_STATUS.items()}, where
+                seen_status += 1
+            for override in panel["fieldConfig"]["overrides"]:
+                props = {p["id"]: p["value"] for p in override["properties"]}
+                name = override["matcher"]["options"]
+                if override["matcher"]["id"] == "byRegexp" and name.startswith("^.*: "):
+                    name = name.removeprefix("^.*: ").removesuffix("$")
+                if name in VERDICT_COLOURS and "color" in props:
+                    assert props["color"] == {"mode": "fixed", "fixedColor": VERDICT_COLOURS[name]}, where
+                    seen_verdict_series += 1
+                if name == "verdict" and "mappings" in props:
+                    (mapping,) = props["mappings"]
+                    assert {k: v["color"] for k, v in mapping["options"].items()} == VERDICT_COLOURS, where
+                    seen_verdict_cells += 1
+            if "count by (verdict)" in exprs or "count by (vantage, verdict)" in exprs:
+                names = {o["matcher"]["options"].removeprefix("^.*: ").removesuffix("$")
+                         for o in panel["fieldConfig"]["overrides"]}
+                assert set(VERDICTS) <= names, f"{where}: verdict series without a fixed colour"
+    assert seen_status >= 2 and seen_verdict_series >= len(VERDICTS) and seen_verdict_cells >= 3
+
+
+def test_data_links_to_the_probe_status_page_and_evidence() -> None:
+    evidence = status_page = 0
+    for path in BOARD_FILES:
+        for panel in panels(load(path)):
+            for link in panel.get("links", []):
+                assert link["url"].startswith("${probe}/"), link
+                status_page += link["url"] == "${probe}/"
+            for override in panel["fieldConfig"]["overrides"]:
+                for prop in override["properties"]:
+                    if prop["id"] == "links":
+                        (link,) = prop["value"]
+                        assert link["url"] == (
+                            "${probe}/api/target/${__data.fields.messenger}/${__data.fields.target}")
+                        evidence += 1
+    assert evidence >= 3 and status_page >= 10
+
+
+def test_loop_lag_degraded_and_blocked_baseline_are_on_a_board() -> None:
+    exprs = " ".join(e for _b, _t, e in all_queries())
+    for metric in ("reach_round_event_loop_lag_seconds", "vantage:reach_vantage_degraded:avg",
+                   "vantage:reach_baseline_blocked:max", "reach_vantage_loss_ratio",
+                   "reach_baseline_site_success", "vantage:reach_vantage_online:bool"):
+        assert metric in exprs, metric
+
+
+def test_boards_load_into_grafana_foundation_sdk_models() -> None:
+    """Every board decodes into grafana-foundation-sdk's typed models for the Grafana of
+    compose.yaml (enumerated values are checked on decode) and nothing is dropped on the way
+    back out, except the variables' `definition` (Grafana's editor field, not in the model)."""
+    sdk = pytest.importorskip("grafana_foundation_sdk")
+    from importlib.metadata import version
+
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    grafana = re.search(r"grafana/grafana-oss:(\d+\.\d+)", (REPO / "compose.yaml").read_text())
+    assert grafana, "compose.yaml names no Grafana image"
+    assert version(sdk.__name__.replace("_", "-")).split("!")[-1].startswith(grafana.group(1)), (
+        f"grafana-foundation-sdk is not pinned to Grafana {grafana.group(1)}")
+    register_default_plugins()
+
+    def paths(node: Any, at: str = "") -> set[str]:
+        if isinstance(node, dict):
+            return set().union(*(({f"{at}/{k}"} | paths(v, f"{at}/{k}")) for k, v in node.items()), set())
+        if isinstance(node, list):
+            return set().union(*(paths(v, f"{at}[{i}]") for i, v in enumerate(node)), set())
+        return set()
+
+    for path in BOARD_FILES:
+        board = load(path)
+        model = Dashboard.from_json(board)
+        back = json.loads(json.dumps(model, cls=JSONEncoder))
+        editor_only = re.compile(r"/templating/list\[\d+\]/definition")
+        lost = {p for p in paths(board) - paths(back) if not editor_only.fullmatch(p)}
+        assert not lost, f"{path.name}: not in Grafana's model: {sorted(lost)[:10]}"
 
 
 ALL = {"country": ".*", "vantage": ".*", "messenger": ".*"}

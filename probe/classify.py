@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from probe import failures as F
 from probe.catalog import Target
-from probe.observation import Baseline, Observation, RoundResult, Verdict
+from probe.observation import Baseline, Observation, RoundResult, VantageNetwork, Verdict
 
 # Throttling: the service's transfer was cut by the time limit (it could not finish, or
 # fill max_bytes, within http.transfer_seconds) and ran below this fraction of the
@@ -38,6 +38,26 @@ class TargetView:
     observations: list[Observation]
     baseline: Baseline
     baseline_observations: list[Observation]
+    # The round's proof of connectivity (probe.vantage). None, in views built by hand: the
+    # baseline alone then stands for it, as it did before the proof existed.
+    network: VantageNetwork | None = None
+
+    def online(self) -> bool:
+        """Something outside the vantage's network answered in the target's family."""
+        family = self.target.family
+        return (self.baseline.family_ok(family) if self.network is None
+                else self.network.family_online(family))
+
+    def baseline_of_family(self) -> list[Observation]:
+        return [o for o in self.baseline_observations
+                if o.address is not None and (":" in o.address) == (self.target.family == 6)]
+
+    def baseline_blocked(self) -> list[Observation]:
+        """The baseline's failures of the target's family, when the family is online anyway
+        (the baseline itself is blocked); empty otherwise."""
+        if self.baseline.family_ok(self.target.family) or not self.online():
+            return []
+        return [o for o in self.baseline_of_family() if not o.ok]
 
     def primary(self, check: str) -> Observation | None:
         return next((o for o in self.observations if o.check == check and o.primary), None)
@@ -69,8 +89,14 @@ class Rule:
     test: Callable[[TargetView], Evidence]
 
 
-def _offline(v: TargetView) -> Evidence:
-    return None if v.baseline.family_ok(v.target.family) else v.baseline_observations
+def _offline(baseline_answered: bool) -> Callable[[TargetView], Evidence]:
+    """No proof of connectivity in the target's family, and the family's baseline did (not)
+    answer: answering with only bare TCP connects, which a transparent proxy fakes."""
+    def test(v: TargetView) -> Evidence:
+        if v.online() or v.baseline.family_ok(v.target.family) != baseline_answered:
+            return None
+        return v.baseline_of_family()
+    return test
 
 
 def _dns_flag(flag: str) -> Callable[[TargetView], Evidence]:
@@ -169,9 +195,17 @@ def _all_ok(v: TargetView) -> Evidence:
 
 RULES: tuple[Rule, ...] = (
     Rule("baseline_unreachable", "vantage_offline",
-         "no baseline site of this address family answers (verified TLS, or TCP where no SNI is "
-         "configured): the vantage's own network is down, nothing can be said about the service",
-         _offline),
+         "no baseline site of this address family answers, and nothing outside the vantage's "
+         "network proved connectivity in this family (no verified TLS handshake, MTProto answer "
+         "or authenticated DoH answer): the vantage's own network is down, nothing can be said "
+         "about the service",
+         _offline(baseline_answered=False)),
+    Rule("connectivity_unproven", "vantage_offline",
+         "baseline sites of this address family answer, but nothing outside the vantage's "
+         "network proved connectivity (a bare TCP connect, or an answer from inside the "
+         "vantage's own network, proves nothing: a transparent proxy or captive portal accepts "
+         "every connection): nothing can be said about the service",
+         _offline(baseline_answered=True)),
     Rule("dns_fingerprint", "dns_injection",
          "a resolver answered a known censorship address (fingerprint)", _dns_flag("fingerprints")),
     Rule("dns_bogon", "dns_injection",
@@ -231,21 +265,33 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def _reason(rule: Rule, evidence: list[Observation]) -> str:
-    steps = [
+def _steps(evidence: list[Observation]) -> str:
+    return "; ".join(
         " ".join(filter(None, (o.check, o.address and f"{o.address}:{o.port}", o.failure or "ok")))
-        for o in evidence[:4]
-    ]
-    return rule.condition + (f" ({'; '.join(steps)})" if steps else "")
+        for o in evidence[:4])
+
+
+def _reason(rule: Rule, evidence: list[Observation], blocked_baseline: list[Observation]) -> str:
+    steps = _steps(evidence)
+    reason = rule.condition + (f" ({steps})" if steps else "")
+    if blocked_baseline:
+        reason += (f"; the baseline of this family is blocked ({_steps(blocked_baseline)}), "
+                   "but other answers from outside prove the vantage online")
+    return reason
 
 
 def classify_target(view: TargetView) -> Verdict:
+    """The first matching rule's verdict. When the family's baseline is blocked, its failed
+    observations join the evidence of whatever verdict the target gets, so that a block
+    reported beside a blocked baseline says so."""
+    blocked_baseline = view.baseline_blocked()
     for rule in RULES:
         evidence = rule.test(view)
         if evidence is not None:
             assert view.target.messenger is not None
             return Verdict(view.target.messenger, view.target.name, rule.verdict, rule.id,
-                           _reason(rule, evidence), evidence)
+                           _reason(rule, evidence, blocked_baseline),
+                           [*evidence, *blocked_baseline])
     raise AssertionError("the last rule always matches")
 
 
@@ -256,7 +302,8 @@ def classify_round(result: RoundResult) -> list[Verdict]:
         by_target[(obs.messenger, obs.target)].append(obs)
     baseline_obs = [o for o in result.observations if o.messenger is None]
     return [
-        classify_target(TargetView(t, by_target[(t.messenger, t.name)], result.baseline, baseline_obs))
+        classify_target(TargetView(t, by_target[(t.messenger, t.name)], result.baseline,
+                                   baseline_obs, result.network))
         for t in result.targets
     ]
 

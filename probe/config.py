@@ -108,12 +108,16 @@ class Resolvers(Strict):
 
 class BaselineTarget(Strict):
     """A site unrelated to the service. With `sni`, reaching it means a verified TLS
-    handshake, which a transparent proxy or captive portal cannot fake; without, a TCP connect."""
+    handshake, which a transparent proxy or captive portal cannot fake, and proves the
+    vantage online; without, a TCP connect, which counts for the baseline but proves nothing.
+    `kind` says whether it is hosted abroad (`international`) or in the vantage's country
+    (`domestic`): a censor rarely blocks its own country's large sites."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     address: IPAddress
     port: int = Field(default=443, gt=0, lt=65536)
     sni: str | None = None
+    kind: Literal["international", "domestic"] = "international"
 
 
 def _site(name: str, address: str, sni: str) -> BaselineTarget:
@@ -121,13 +125,36 @@ def _site(name: str, address: str, sni: str) -> BaselineTarget:
 
 
 class Baseline(Strict):
+    """Sites that tell whether the vantage's own network works (probe.vantage).
+
+    The defaults are three operators' anycast resolvers, reached by verified TLS on fixed
+    addresses, per family: stable and global, but of one kind, and public resolvers are
+    what censors block first. An operator adds sites of other kinds, domestic ones above
+    all (docs/engine-contract.md, "Choosing baseline sites").
+    """
+
     targets: list[BaselineTarget] = [
         _site("cloudflare-dns", "1.1.1.1", "one.one.one.one"),
         _site("quad9-dns", "9.9.9.9", "dns.quad9.net"),
+        _site("google-dns", "8.8.8.8", "dns.google"),
         _site("cloudflare-dns-v6", "2606:4700:4700::1111", "one.one.one.one"),
         _site("quad9-dns-v6", "2620:fe::fe", "dns.quad9.net"),
+        _site("google-dns-v6", "2001:4860:4860::8888", "dns.google"),
     ]
+    # any: a family's baseline answers when one of its sites does; majority: when more
+    # than half do (probe.vantage.baseline_up)
+    require: Literal["any", "majority"] = "any"
     throughput_url: str | None = Field(default=None, pattern=r"^https?://")
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, targets: list[BaselineTarget]) -> list[BaselineTarget]:
+        names = [t.name for t in targets]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"baseline site names must be unique ({', '.join(twice)} twice): "
+                             "each is a metric label")
+        return targets
 
 
 class Timeouts(Strict):

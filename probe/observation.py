@@ -143,6 +143,8 @@ class VantageNetwork:
     """
 
     online: bool = False
+    online_ipv4: bool = False  # the proof, per family (probe.vantage): what the classifier reads
+    online_ipv6: bool = False
     baseline_ok: bool = False
     baseline_blocked: bool = False
     degraded: bool = False
@@ -150,6 +152,9 @@ class VantageNetwork:
     rtt_seconds: float | None = None
     baseline_sites: dict[str, bool] = field(default_factory=dict)
     online_evidence: list[str] = field(default_factory=list)
+
+    def family_online(self, family: int) -> bool:
+        return self.online_ipv6 if family == 6 else self.online_ipv4
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

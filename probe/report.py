@@ -76,11 +76,10 @@ def print_rows(console: Console, header: Sequence[str], rows: Sequence[Sequence[
 
 
 def failures_of(verdict: Verdict) -> list[str]:
-    """The distinct `check:failure` strings behind a verdict (none for an offline vantage:
-    its evidence is the baseline, said once above the table)."""
-    if verdict.verdict == "vantage_offline":
-        return []
-    return sorted({f"{o.check}:{o.failure}" for o in verdict.evidence if o.failure})
+    """The distinct `check:failure` strings behind a verdict, the baseline's left out (an
+    offline vantage's or a blocked baseline's failures are said once above the table)."""
+    return sorted({f"{o.check}:{o.failure}" for o in verdict.evidence
+                   if o.failure and o.messenger is not None})
 
 
 def print_table(result: RoundResult, console: Console) -> None:
@@ -96,6 +95,10 @@ def print_table(result: RoundResult, console: Console) -> None:
                       if o.messenger is None and o.failure})
         if why:
             console.print("baseline failures: " + "; ".join(why), highlight=False, soft_wrap=True)
+    if result.network.baseline_blocked:
+        console.print("baseline BLOCKED: the vantage is online (" + "; ".join(
+            result.network.online_evidence[:2]) + "), so the targets are judged by mechanism",
+            highlight=False, soft_wrap=True)
     rows = []
     for verdict in result.verdicts:
         style = VERDICT_STYLE.get(verdict.verdict, "bold red")

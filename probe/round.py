@@ -29,6 +29,7 @@ from probe.classify import classify_round
 from probe.config import Config
 from probe.observation import Observation, Role, RoundResult
 from probe.plan import baseline_targets, plan
+from probe.vantage import baseline_up, judge, site_answered
 
 Progress = Callable[[int, int], None]  # (checks done, checks planned)
 
@@ -146,16 +147,11 @@ class Round:
         result = self.result
         network = result.network
         for target, group in zip(self.baseline, groups, strict=True):
-            ok = bool(group) and all(o.ok for o in group)
-            network.baseline_sites[target.name] = ok
-            if ok:
-                if target.family == 4:
-                    result.baseline.ipv4 = True
-                else:
-                    result.baseline.ipv6 = True
-        network.baseline_ok = network.online = result.baseline.ok
-        if network.online:
-            network.online_evidence = [n for n, ok in network.baseline_sites.items() if ok]
+            network.baseline_sites[target.name] = site_answered(group)
+        up = baseline_up([(t.family, network.baseline_sites[t.name]) for t in self.baseline],
+                         self.config.baseline.require)
+        result.baseline.ipv4, result.baseline.ipv6 = up[4], up[6]
+        network.baseline_ok = result.baseline.ok
         tries = [t for o in observations for t in o.tries()]
         if tries:
             network.loss_ratio = round(sum(t.failure is not None for t in tries) / len(tries), 4)
@@ -216,6 +212,7 @@ class Round:
                 obs.id = len(observations)
                 observations.append(obs)
         self.result.finished = time.time()
+        judge(self.result, self.baseline)  # online is proven by the whole round, not the baseline
         return self.result
 
 

@@ -13,7 +13,7 @@ import pytest
 from probe import failures as F
 from probe.catalog import StepSpec, Target
 from probe.classify import RULES, TargetView, classify_target
-from probe.observation import Baseline, Observation, Role
+from probe.observation import Baseline, Observation, Role, VantageNetwork
 from probe.verdicts import VERDICTS
 
 DC = Target("telegram", "dc1-v4:443", "datacenters", "dc1", 4, 443, "149.154.175.50", None,
@@ -90,18 +90,87 @@ CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
     "unclassified": (DC, ONLINE, []),
 }
 
+DC6 = Target("telegram", "dc1-v6:443", "datacenters", "dc1", 6, 443, "2001:b28:f23d:f001::a", None,
+             None, None, "system", (StepSpec(check="tcp"), StepSpec(check="mtproto")))
+V4_PROVEN = VantageNetwork(online=True, online_ipv4=True)  # e.g. a verified DoH answer over IPv4
+NO_PROOF = VantageNetwork()
 
-@pytest.mark.parametrize("rule_id", sorted(CASES))
-def test_rule(rule_id: str) -> None:
+
+def site(family: int, failure: str | None, check: str = "tls") -> Observation:
+    """A baseline site's observation (no messenger, role control)."""
+    address = "9.9.9.9" if family == 4 else "2620:fe::fe"
+    return Observation(None, f"site-v{family}", check, F.CONNECT, failure, address, 443,
+                       role="control")
+
+
+# rule id -> a view with the round's proof of connectivity (probe.vantage) and baseline sites
+VIEW_CASES: dict[str, TargetView] = {
+    # a transparent proxy: the baseline's bare TCP connect and the DC's connect succeed, MTProto
+    # gets HTTP 400 back, and nothing verifiable answered: offline, never protocol_filtering
+    "connectivity_unproven": TargetView(
+        DC, [obs("tcp"), obs("mtproto", F.MTPROTO_UNEXPECTED_RESPONSE)], Baseline(ipv4=True), [
+            site(4, None, "tcp")], NO_PROOF),
+}
+
+
+def _view(rule_id: str) -> TargetView:
+    if rule_id in VIEW_CASES:
+        return VIEW_CASES[rule_id]
     target, baseline, observations = CASES[rule_id]
-    verdict = classify_target(TargetView(target, observations, baseline, []))
+    return TargetView(target, observations, baseline, [])
+
+
+@pytest.mark.parametrize("rule_id", sorted({*CASES, *VIEW_CASES}))
+def test_rule(rule_id: str) -> None:
+    verdict = classify_target(_view(rule_id))
     expected = next(r for r in RULES if r.id == rule_id)
     assert (verdict.rule, verdict.verdict) == (rule_id, expected.verdict), verdict.reason
     assert verdict.reason.startswith(expected.condition)
 
 
 def test_every_rule_has_a_case() -> None:
-    assert {r.id for r in RULES} == set(CASES)
+    assert {r.id for r in RULES} == {*CASES, *VIEW_CASES}
+
+
+def test_a_failed_baseline_with_proof_elsewhere_is_a_blocked_baseline() -> None:
+    """The censor blocks the baseline and blackholes the DC, but a verified answer from
+    outside proves the vantage online: the DC is judged by mechanism, not vantage_offline,
+    and the baseline's failure is named in the evidence and the reason."""
+    blocked = site(4, F.GENERIC_TIMEOUT)
+    verdict = classify_target(TargetView(DC, [obs("tcp", F.GENERIC_TIMEOUT)], OFFLINE, [blocked],
+                                         V4_PROVEN))
+    assert (verdict.verdict, verdict.rule) == ("ip_blocking", "connect_timeout")
+    assert blocked in verdict.evidence
+    assert "baseline of this family is blocked" in verdict.reason
+
+
+def test_a_failed_baseline_without_proof_is_offline() -> None:
+    verdict = classify_target(TargetView(DC, [obs("tcp", F.GENERIC_TIMEOUT)], OFFLINE,
+                                         [site(4, F.GENERIC_TIMEOUT)], NO_PROOF))
+    assert (verdict.verdict, verdict.rule) == ("vantage_offline", "baseline_unreachable")
+
+
+def test_an_ipv4_only_vantage_is_offline_for_ipv6_only() -> None:
+    """IPv4 is proven (its baseline answered), nothing answered over IPv6: the v6 DC is
+    vantage_offline with the v6 baseline's failure as evidence, the v4 DC is judged."""
+    baseline = Baseline(ipv4=True)
+    sites = [site(4, None), site(6, F.NETWORK_UNREACHABLE)]
+    v6 = classify_target(TargetView(DC6, [obs("tcp", F.NETWORK_UNREACHABLE, address="2001:b28::a")],
+                                    baseline, sites, V4_PROVEN))
+    assert (v6.verdict, v6.rule) == ("vantage_offline", "baseline_unreachable")
+    assert v6.evidence == [sites[1]]
+    v4 = classify_target(TargetView(DC, [obs("tcp", F.GENERIC_TIMEOUT)], baseline, sites, V4_PROVEN))
+    assert (v4.verdict, v4.rule) == ("ip_blocking", "connect_timeout")
+    assert sites[1] not in v4.evidence  # the v6 baseline says nothing about IPv4
+
+
+def test_ipv6_proven_alone_still_judges_ipv6() -> None:
+    """The censor blocks the v6 baseline, a v6 DC's MTProto answer proves IPv6 online: the
+    v6 baseline is blocked, not the vantage offline."""
+    network = VantageNetwork(online=True, online_ipv6=True)
+    verdict = classify_target(TargetView(DC6, [obs("tcp", F.CONNECTION_RESET, address="2001:b28::a")],
+                                         Baseline(), [site(6, F.GENERIC_TIMEOUT)], network))
+    assert (verdict.verdict, verdict.rule) == ("tcp_reset", "connect_reset")
 
 
 def test_every_rule_gives_a_known_verdict() -> None:

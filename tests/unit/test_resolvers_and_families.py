@@ -13,8 +13,7 @@ from probe.config import parse_config
 from probe.round import run_round
 from tests.support.dnsserver import DnsServer
 from tests.support.mtproto import MtprotoServer
-from tests.support.tcpserver import HttpServer
-from tests.support.tlsserver import LabCA
+from tests.support.tlsserver import LabCA, TlsServer
 from tests.unit.conftest import WEB, World, verdicts
 
 
@@ -59,8 +58,10 @@ async def test_dns_blocking_seen_through_a_doh_control(world: World, doh: str) -
 async def test_ipv6_targets_have_their_own_verdicts(tmp_path: Path) -> None:
     ca = LabCA()
     ca_file = ca.write_ca_pem(tmp_path / "ca.pem")
-    async with MtprotoServer("::1", 0) as dc, HttpServer("::1", 0) as site4, \
-            HttpServer("127.0.0.1", 0) as site6, DnsServer("127.0.0.1", 0, zone={}) as resolver:
+    # the baseline is verified TLS: a bare TCP connect would not prove IPv4 online
+    async with MtprotoServer("::1", 0) as dc, TlsServer("::1", 0, ca=ca, names=["site.example"]) as site6, \
+            TlsServer("127.0.0.1", 0, ca=ca, names=["site.example"]) as site4, \
+            DnsServer("127.0.0.1", 0, zone={}) as resolver:
         config = parse_config(f"""
 vantage: {{name: v6, role: control}}
 messengers:
@@ -68,11 +69,12 @@ messengers:
     datacenters: [{{name: dc1, addresses: ["127.0.0.1", "::1"]}}]
     domains: []
     ports: [{dc.port}]
-resolvers: {{system: false, servers: [{{name: isp, address: 127.0.0.1, port: {resolver.port}}}]}}
+resolvers: {{system: false, servers: [{{name: isp, address: 127.0.0.1, port: {resolver.port}}}],
+            public_networks: ["127.0.0.0/8", "::1/128"]}}
 baseline:
   targets:
-    - {{name: site6, address: "::1", port: {site4.port}}}
-    - {{name: site4, address: 127.0.0.1, port: {site6.port}}}
+    - {{name: site6, address: "::1", port: {site6.port}, sni: site.example}}
+    - {{name: site4, address: 127.0.0.1, port: {site4.port}, sni: site.example}}
 schedule: {{timeouts: {{connect: 1, mtproto: 1}}}}
 tls: {{ca_file: {ca_file}}}
 """, "v6.yaml")

@@ -161,7 +161,10 @@ async def test_answer_outside_address_space_that_fails_tls(world: World) -> None
 
 
 async def test_baseline_down_means_vantage_offline_never_a_block(world: World) -> None:
+    """Nothing answers (the web front's verified handshake would prove the vantage online:
+    tests/unit/test_offline.py)."""
     await world.baseline.stop()
+    await world.web.stop()
     for server in world.dcs:
         await server.stop()
     result = await world.round()

@@ -50,7 +50,12 @@ def probe_config(vantage: str, workdir: Path, ca_file: Path) -> dict[str, Any]:
             "system": True,
             "resolv_conf": str(workdir / f"{vantage}-resolv.conf"),
             "servers": [],
-            "control": [{"name": "lab-control", "address": plan.CONTROL_RESOLVER[0], "protocol": "udp"}],
+            "control": [
+                {"name": "lab-control", "address": plan.CONTROL_RESOLVER[0], "protocol": "udp"},
+                # authenticated: proves the vantage online when the baseline is blocked
+                {"name": "lab-doh", "url": f"https://{plan.CONTROL_DOH[0]}/dns-query"},
+                {"name": "lab-doh-v6", "url": f"https://[{plan.CONTROL_DOH[1]}]/dns-query"},
+            ],
             "race_window": 0.3,
             # 198.18.0.0/15 and 2001:db8::/32 are reserved, but in the lab they are the
             # "public internet": judge answers there by the address-space check instead.

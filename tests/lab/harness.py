@@ -82,6 +82,7 @@ def compare(scenario: Scenario, results: dict[str, dict[str, Any]]) -> dict[str,
             "failures": failures,
             "targets": targets,
             "baseline": result.get("baseline"),
+            "network": result.get("network"),
             "duration_seconds": result.get("duration_seconds"),
         }
     record["passed"] = not record["mismatches"]

@@ -64,6 +64,9 @@ CENSOR_HOST_NETS = ("198.18.1.0/24", "2001:db8:1::/48")
 CONTROL_RESOLVER = ("198.18.3.53", "2001:db8:3::53")
 #: The control vantage's own ISP resolver (also untampered).
 CONTROL_ISP_RESOLVER = ("198.18.3.54", "2001:db8:3::54")
+#: A DNS-over-HTTPS control (lab CA, named by address): its authenticated answers prove a
+#: vantage online when a censor blocks the baseline (issue 14).
+CONTROL_DOH = ("198.18.3.43", "2001:db8:3::43")
 #: Baseline site: unrelated to the service; HTTP :80 with /blob, TLS :443.
 BASELINE = ("198.18.2.10", "2001:db8:2::10")
 BASELINE_NAME = "baseline.reach-lab.example"
@@ -143,6 +146,7 @@ def internet_hosts() -> list[str]:
         *front_addresses(),
         *CONTROL_RESOLVER,
         *CONTROL_ISP_RESOLVER,
+        *CONTROL_DOH,
         *BASELINE,
         *DECOY,
     ]

@@ -39,6 +39,12 @@ def _observed(vantage: dict[str, Any]) -> str:
         fails = ", ".join(vantage["failures"].get(verdict, []))
         detail = f"rule {rules}" + (f"; {fails}" if fails else "")
         cells.append(f"**{verdict}**: {_targets(names)} — {detail}")
+    network = vantage.get("network") or {}
+    if network.get("baseline_blocked"):
+        proof = (network.get("online_evidence") or ["?"])[0]
+        cells.append(f"network: online, **baseline blocked** (proof: {proof})")
+    elif network and not network.get("online"):
+        cells.append("network: **not proven online** (no verified answer from outside)")
     return "<br>".join(cells)
 
 

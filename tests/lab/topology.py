@@ -396,6 +396,14 @@ class Lab:
                 ["--config", str(self.control_dns_config)],
             ),
             ServiceSpec(
+                "control-doh",
+                plan.INTERNET,
+                "dohserver",
+                [(a, 443) for a in plan.CONTROL_DOH],
+                ["--ca-dir", str(self.ca_dir), *[x for a in plan.CONTROL_DOH for x in ("--name", a)],
+                 "--config", str(self.control_dns_config)],
+            ),
+            ServiceSpec(
                 "baseline-tls",
                 plan.INTERNET,
                 "tlsserver",

@@ -120,7 +120,7 @@ async def test_dark_mode(blocked_dc: tuple[Service, str, float]) -> None:
 
 
 async def test_an_offline_vantage_is_said_once(world: World, tmp_path: Path) -> None:
-    await world.baseline.stop()
+    await world.cut_off()
     async for service, url in serve(world, tmp_path):
         await service.run_one()
         facts = await facts_at(url + "/", 412, shot="unit-offline-412.png")

@@ -59,6 +59,13 @@ class World:
                              mode=mode)
         await self.web.start()
 
+    async def cut_off(self) -> None:
+        """Nothing answers any more, baseline, front and DCs alike: the vantage is offline.
+        (The baseline alone failing is a blocked baseline when the front's verified
+        handshake or a DC's MTProto answer still proves the vantage online.)"""
+        for server in (self.baseline, self.web, *self.dcs):
+            await server.stop()
+
     def config_data(self, **overrides: Any) -> dict[str, Any]:
         data: dict[str, Any] = {
             "vantage": {"name": "unit", "country": "IR", "asn": 64500, "role": "subject"},

@@ -74,7 +74,7 @@ def test_rules_in_a_pipe_one_line_per_rule() -> None:
 
 async def test_once_in_a_pipe_can_be_grepped(world: World, tmp_path: Path) -> None:
     """The issue's own example: an offline vantage's rows found by their rule id, whole."""
-    await world.baseline.stop()
+    await world.cut_off()
     config = write_config(world, tmp_path / "probe.yaml")
     code, stdout, stderr = await run_probe_async("once", "--config", str(config), "--format", "json")
     assert code == 0, stderr

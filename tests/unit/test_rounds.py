@@ -161,12 +161,7 @@ async def test_answer_outside_address_space_that_fails_tls(world: World) -> None
 
 
 async def test_baseline_down_means_vantage_offline_never_a_block(world: World) -> None:
-    """Nothing answers (the web front's verified handshake would prove the vantage online:
-    tests/unit/test_offline.py)."""
-    await world.baseline.stop()
-    await world.web.stop()
-    for server in world.dcs:
-        await server.stop()
+    await world.cut_off()
     result = await world.round()
     assert not result.baseline.ok
     assert {v.verdict for v in result.verdicts} == {"vantage_offline"}

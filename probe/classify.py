@@ -164,8 +164,28 @@ def _mtproto_transport_error(v: TargetView) -> Evidence:
     return [obs] if obs is not None and "transport_error" in obs.details else None
 
 
+def _obfuscated_filtered(v: TargetView) -> Evidence:
+    """The apps' transport (obfuscated2) failed where the plain transport got resPQ."""
+    obfuscated = v.failed("mtproto")
+    plain = v.differential("mtproto")
+    if obfuscated is None or plain is None or not plain.ok:
+        return None
+    http = v.differential("http")
+    return [obfuscated, plain, *([http] if http is not None else [])]
+
+
+def _plain_only_filtered(v: TargetView) -> Evidence:
+    """Every primary check worked (the apps' transport too), only the plain one failed."""
+    plain = v.differential("mtproto")
+    everything = _all_ok(v)
+    if plain is None or plain.ok or everything is None or v.primary("mtproto") is None:
+        return None
+    return [*everything, plain]
+
+
 def _mtproto_vs_http(mtproto_failures: Collection[str], http_ok: bool) -> Callable[[TargetView], Evidence]:
-    """MTProto failed this way, and the plain-HTTP differential did (not) get an answer."""
+    """MTProto failed this way, and the plain-HTTP differential did (not) get an answer.
+    The plain MTProto transport, when it ran, failed too (else an earlier rule holds)."""
     def test(v: TargetView) -> Evidence:
         mtproto = v.failed("mtproto", mtproto_failures)
         differential = v.differential("http")
@@ -175,8 +195,18 @@ def _mtproto_vs_http(mtproto_failures: Collection[str], http_ok: bool) -> Callab
             return None
         if not http_ok and differential.failure not in mtproto_failures:
             return None
-        return [mtproto, differential]
+        plain = v.differential("mtproto")
+        return [mtproto, differential, *([plain] if plain is not None else [])]
     return test
+
+
+def _proxy_sni(v: TargetView) -> Evidence:
+    """A fake-TLS proxy failed with its SNI and answered with the neutral one."""
+    proxy = v.failed("mtproxy")
+    neutral = v.differential("mtproxy")
+    if proxy is None or proxy.failure == F.UNKNOWN_FAILURE or neutral is None or not neutral.ok:
+        return None
+    return [proxy, neutral]
 
 
 def _throttled(v: TargetView) -> Evidence:
@@ -240,6 +270,9 @@ RULES: tuple[Rule, ...] = (
     Rule("mtproto_transport_error", "inconclusive",
          "the data centre answered an MTProto transport error (it speaks MTProto, but refused)",
          _mtproto_transport_error),
+    Rule("mtproto_obfuscated_filtered", "protocol_filtering",
+         "the apps' obfuscated2 transport fails while the plain transport gets resPQ from the same "
+         "address: a filter on random-looking traffic blocks the apps", _obfuscated_filtered),
     Rule("mtproto_reset_any_protocol", "tcp_reset",
          "TCP connects, but MTProto and plain HTTP alike are reset right after the first bytes",
          _mtproto_vs_http(RESETS | {F.EOF_ERROR}, http_ok=False)),
@@ -255,11 +288,19 @@ RULES: tuple[Rule, ...] = (
     Rule("mtproto_failed", "inconclusive",
          "the MTProto handshake failed, and so did plain HTTP to the same address",
          _failed("mtproto")),
+    Rule("mtproxy_sni_filtered", "sni_filtering",
+         "the MTProxy fails with its fake-TLS SNI and relays resPQ with a neutral SNI", _proxy_sni),
+    Rule("mtproxy_failed", "inconclusive",
+         "TCP connects, but the MTProxy relays no resPQ (a filter cannot be told from a broken proxy "
+         "or its link to Telegram: compare the control vantages)", _failed("mtproxy")),
     Rule("http_failed", "inconclusive", "the HTTP request failed without a blockpage", _failed("http")),
     Rule("throughput_below_baseline", "throttling",
          f"the service's transfer was cut by the time limit, below {THROTTLE_RATIO:.0%} of the "
          "baseline's throughput",
          _throttled),
+    Rule("mtproto_plain_only_filtered", "ok",
+         "the apps' obfuscated2 transport gets resPQ; only the plain transport (fixed first bytes, "
+         "which no app sends) fails: the apps are not affected", _plain_only_filtered),
     Rule("all_checks_ok", "ok", "every check of the target succeeded", _all_ok),
     Rule("unclassified", "inconclusive", "no rule matched these observations", lambda v: []),
 )

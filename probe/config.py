@@ -56,6 +56,27 @@ class GroupOverrides(Strict):
         return value
 
 
+class Proxy(Strict):
+    """An MTProxy to check (Telegram's messengers only). The secret is never in the config:
+    it is read when the check runs, from `secret_file` or the variable `secret_env`, so that
+    a config can be shared, logged and shown without exposing the proxy."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    address: IPAddress
+    port: int = Field(default=443, gt=0, lt=65536)
+    secret_file: Path | None = None
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    sni: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")  # else the ee secret's
+    dc: int = Field(default=2, ge=-1000, le=1000)  # the DC the proxy is asked to reach
+    protocol: Literal["intermediate", "abridged", "padded"] | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Proxy:
+        if (self.secret_file is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of secret_file and secret_env")
+        return self
+
+
 class MessengerOverrides(Strict):
     """Per-messenger changes to a built-in catalogue (replace, or extend with extra_)."""
 
@@ -69,6 +90,7 @@ class MessengerOverrides(Strict):
     extra_address_space: list[IPNetwork] = []
     neutral_sni: str | None = None
     groups: dict[str, GroupOverrides] = {}
+    proxies: list[Proxy] = []  # MTProxy targets: their own group, `mtproxy`
 
     @field_validator("ports")
     @classmethod
@@ -284,6 +306,9 @@ def _resolve_relative(config: Config, base: Path) -> Config:
             "trust": {name: fix(path) for name, path in config.tls.trust.items()},
         }),
         "evidence": config.evidence.model_copy(update={"directory": fix(config.evidence.directory)}),
+        "messengers": {name: m.model_copy(update={"proxies": [
+            p.model_copy(update={"secret_file": fix(p.secret_file)}) for p in m.proxies]})
+            for name, m in config.messengers.items()},
     })
 
 
@@ -362,12 +387,14 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
                               f"{catalogue!r} (built in: {', '.join(available())})")
         _check_groups(text, source, name, overrides)
     config = _resolve_relative(config, base or Path.cwd())
-    files: list[tuple[tuple[str, ...], Path | None]] = [(("tls", "ca_file"), config.tls.ca_file)]
+    files: list[tuple[tuple[str | int, ...], Path | None]] = [(("tls", "ca_file"), config.tls.ca_file)]
     files += [(("tls", "trust", name), path) for name, path in config.tls.trust.items()]
-    for where, path in files:
+    files += [(("messengers", name, "proxies", i, "secret_file"), proxy.secret_file)
+              for name, m in config.messengers.items() for i, proxy in enumerate(m.proxies)]
+    for at, path in files:
         if path is not None and not path.is_file():
-            line = _line_at(text, where)
-            raise ConfigError(f"{source}:{line}: {_key_path(where)}: no such file: {path}")
+            line = _line_at(text, at)
+            raise ConfigError(f"{source}:{line}: {_key_path(at)}: no such file: {path}")
     return config
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from probe.catalog import Catalog, Endpoint, Group, StepSpec, Target, builtin
 from probe.checks import REGISTRY
-from probe.config import BaselineTarget, Config, MessengerOverrides, Timeouts
+from probe.config import BaselineTarget, Config, MessengerOverrides, Proxy, Timeouts
 from probe.schema import IPNetwork
 
 
@@ -102,7 +102,25 @@ def plan_messenger(name: str, config: Config) -> MessengerPlan:
             s.model_copy(update={"options": {"neutral_sni": neutral, **s.options}})
             for s in group.steps]})
         targets += _group_targets(name, group_name, with_neutral, space)
+    targets += [_proxy_target(name, proxy, neutral, space) for proxy in overrides.proxies]
     return MessengerPlan(name, tuple(targets), space)
+
+
+def _proxy_target(messenger: str, proxy: Proxy, neutral_sni: str,
+                  space: tuple[IPNetwork, ...]) -> Target:
+    """An MTProxy as a target of group `mtproxy`: TCP, then MTProto through the proxy (with
+    the neutral-SNI differential for fake TLS). The step options name where the secret is,
+    never the secret itself."""
+    options = {k: v for k, v in (
+        ("secret_file", str(proxy.secret_file) if proxy.secret_file else None),
+        ("secret_env", proxy.secret_env), ("sni", proxy.sni), ("dc", proxy.dc),
+        ("protocol", proxy.protocol), ("neutral_sni", neutral_sni)) if v is not None}
+    steps = (StepSpec(check="tcp"),
+             StepSpec(check="mtproxy", differentials=["mtproxy_neutral_sni"], options=options))
+    version = proxy.address.version
+    return Target(messenger, f"{proxy.name}-v{version}:{proxy.port}", "mtproxy", proxy.name,
+                  version, proxy.port, str(proxy.address), None, None, proxy.sni, "system", steps,
+                  space)
 
 
 def plan(config: Config) -> list[MessengerPlan]:

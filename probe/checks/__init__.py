@@ -7,7 +7,7 @@ their registry key; a new check is one module plus one line here.
 
 from __future__ import annotations
 
-from probe.checks import dns, http, mtproto, tcp, tls
+from probe.checks import dns, http, mtproto, mtproxy, tcp, tls
 from probe.checks.base import Registered
 
 REGISTRY: dict[str, Registered] = {
@@ -17,6 +17,9 @@ REGISTRY: dict[str, Registered] = {
     "tls_neutral_sni": Registered(tls.neutral_sni, "tls"),
     "tls_certificate": Registered(tls.rejected_certificate, "tls"),
     "mtproto": Registered(mtproto.check, "mtproto"),
+    "mtproto_plain": Registered(mtproto.plain, "mtproto"),
+    "mtproxy": Registered(mtproxy.check, "mtproto"),
+    "mtproxy_neutral_sni": Registered(mtproxy.neutral_sni, "mtproto"),
     "http_post": Registered(mtproto.plain_http, "mtproto"),
     "http": Registered(http.check, "http"),
 }

@@ -95,7 +95,7 @@ async def test_mtproto_hostile_replies(data: st.DataObject) -> None:
 
     async with ScriptedTCP(script, read_first=REQUEST_SIZE) as server:
         started = time.monotonic()
-        (obs,) = await checks.run("mtproto", checks.target("127.0.0.1", server.port), checks.env(1.0))
+        (obs,) = await checks.run("mtproto_plain", checks.target("127.0.0.1", server.port), checks.env(1.0))
     CASES["mtproto/hostile replies"] += 1
     sane(obs, started, 1.0)
     if kind == "valid":
@@ -115,7 +115,7 @@ async def test_mtproto_hostile_replies(data: st.DataObject) -> None:
 async def test_mtproto_stalls_and_drops(script: list[tuple[str, object]], expected: str) -> None:
     async with ScriptedTCP(script) as server:
         started = time.monotonic()
-        (obs,) = await checks.run("mtproto", checks.target("127.0.0.1", server.port), checks.env(0.5))
+        (obs,) = await checks.run("mtproto_plain", checks.target("127.0.0.1", server.port), checks.env(0.5))
     CASES["mtproto/stalls and drops"] += 1
     sane(obs, started, 0.5)
     assert obs.failure == expected, obs.details

@@ -8,7 +8,11 @@ drops or resets the MTProto bytes. The lab puts one of these on every DC address
 Wire format (domain research 1.5-1.6; all integers little-endian):
   transport tag: intermediate ``ee ee ee ee`` (each packet: 4-byte length + payload),
   abridged ``ef`` (1-byte length/4, or ``7f`` + 3-byte length/4), padded intermediate
-  ``dd dd dd dd`` (answered unpadded).
+  ``dd dd dd dd`` (answered with 0-15 bytes of random padding).
+  obfuscated2 (what the apps send): a 64-byte init; AES-256-CTR with key init[8:40], iv
+  init[40:56] from the client, the same 48 bytes reversed from the server; decrypted,
+  init[56:60] is one of the tags above (abridged as ``ef ef ef ef``) and init[60:62] the DC
+  id. The packets follow inside the stream.
   req_pq_multi: auth_key_id 0 (8) | msg_id (8) | length 20 (4) | be7e8ef1 (4) | nonce (16)
   resPQ: auth_key_id 0 | msg_id | length | 05162463 | nonce | server_nonce | pq (TL string)
          | 1cb5c415 (vector) | count | fingerprints (int64 each)
@@ -33,10 +37,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import struct
 import sys
 import time
+
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from tests.support._common import (
     StreamServer,
@@ -51,6 +58,7 @@ MODES = ("ok", "garbage", "transport_error", "wrong_nonce", "silent", "close", "
 TAG_INTERMEDIATE = b"\xee\xee\xee\xee"
 TAG_PADDED = b"\xdd\xdd\xdd\xdd"
 TAG_ABRIDGED = b"\xef"
+TAG_OBF_ABRIDGED = b"\xef\xef\xef\xef"  # abridged as an obfuscated init names it
 REQ_PQ_MULTI = 0xBE7E8EF1
 REQ_PQ = 0x60469778  # the older constructor, still answered by servers
 RES_PQ = 0x05162463
@@ -86,7 +94,8 @@ def build_req_pq_multi(nonce: bytes, msg_id: int | None = None) -> bytes:
 
 
 def build_res_pq(
-    nonce: bytes, server_nonce: bytes | None = None, fingerprints: tuple[int, ...] = FINGERPRINTS
+    nonce: bytes, server_nonce: bytes | None = None, fingerprints: tuple[int, ...] = FINGERPRINTS,
+    now: float | None = None,
 ) -> bytes:
     """A resPQ plaintext message answering ``nonce``."""
     server_nonce = server_nonce or os.urandom(16)
@@ -98,7 +107,8 @@ def build_res_pq(
         + struct.pack("<Ii", VECTOR, len(fingerprints))
         + b"".join(struct.pack("<Q", fp) for fp in fingerprints)
     )
-    msg_id = (int(time.time()) << 32) | 1  # server message ids are odd (mod 4 == 1)
+    # server message ids: unix time * 2^32, mod 4 == 1
+    msg_id = (int((time.time() if now is None else now) * 2**32) & ~3) | 1
     return struct.pack("<qqi", 0, msg_id, len(body)) + body
 
 
@@ -122,6 +132,92 @@ def frame(payload: bytes, abridged: bool) -> bytes:
     return b"\x7f" + words.to_bytes(3, "little") + payload
 
 
+def frame_tag(payload: bytes, tag: bytes) -> bytes:
+    """Frame for a transport tag; padded intermediate gets 0-15 random bytes of padding."""
+    if tag == TAG_PADDED:
+        payload += os.urandom(os.urandom(1)[0] % 16)
+    return frame(payload, tag == TAG_OBF_ABRIDGED)
+
+
+def transport_name(tag: bytes, obfuscated: bool) -> str:
+    name = {TAG_INTERMEDIATE: "intermediate", TAG_PADDED: "padded", TAG_OBF_ABRIDGED: "abridged"}[tag]
+    return f"obfuscated2/{name}" if obfuscated else name
+
+
+class Wire:
+    """The server's side of a connection: plain bytes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def readexactly(self, size: int) -> bytes:
+        return await self.reader.readexactly(size)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+
+def _ctr(key: bytes, iv: bytes) -> CipherContext:
+    return Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+
+
+def obfuscated_keys(init: bytes, secret: bytes = b"") -> tuple[CipherContext, CipherContext]:
+    """The server's (decryptor, encryptor) for a client's 64-byte init, written from the
+    transport docs independently of probe.checks.obfs2: the client's key is init[8:40] and
+    iv init[40:56]; the server's are the same 48 bytes reversed; an MTProxy secret is
+    hashed into each key."""
+    reverse = init[55:7:-1]
+    client_key, server_key = init[8:40], reverse[:32]
+    if secret:
+        client_key = hashlib.sha256(client_key + secret).digest()
+        server_key = hashlib.sha256(server_key + secret).digest()
+    return _ctr(client_key, init[40:56]), _ctr(server_key, reverse[32:48])
+
+
+class ObfuscatedWire(Wire):
+    """An obfuscated2 connection: AES-256-CTR both ways, keyed by the client's init."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 decryptor: CipherContext, encryptor: CipherContext, tag: bytes, dc_id: int) -> None:
+        super().__init__(reader, writer)
+        self.decryptor = decryptor
+        self.encryptor = encryptor
+        self.tag = tag
+        self.dc_id = dc_id
+
+    @classmethod
+    def accept(cls, init: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               secret: bytes = b"") -> ObfuscatedWire | None:
+        """The wire for this init, or None if it does not decrypt to a known protocol tag."""
+        decryptor, encryptor = obfuscated_keys(init, secret)
+        plain = decryptor.update(init)
+        tag = plain[56:60]
+        if tag not in (TAG_INTERMEDIATE, TAG_PADDED, TAG_OBF_ABRIDGED):
+            return None
+        (dc_id,) = struct.unpack("<h", plain[60:62])
+        return cls(reader, writer, decryptor, encryptor, tag, dc_id)
+
+    async def readexactly(self, size: int) -> bytes:
+        return self.decryptor.update(await self.reader.readexactly(size))
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(self.encryptor.update(data))
+
+
+async def read_packet(wire: Wire, tag: bytes) -> bytes:
+    """One client packet in the transport `tag` names."""
+    if tag == TAG_OBF_ABRIDGED:
+        first = (await wire.readexactly(1))[0]
+        words = first if first < 0x7F else int.from_bytes(await wire.readexactly(3), "little")
+        length = words * 4
+    else:
+        (length,) = struct.unpack("<i", await wire.readexactly(4))
+    if length < 0 or length > MAX_PACKET:
+        raise ValueError(f"bad packet length {length}")
+    return await wire.readexactly(length)
+
+
 class MtprotoServer(StreamServer):
     """MTProto responder; ``mode`` may be changed between connections by tests."""
 
@@ -134,25 +230,21 @@ class MtprotoServer(StreamServer):
         *,
         mode: str = "ok",
         fingerprints: tuple[int, ...] = FINGERPRINTS,
+        clock_offset: float = 0.0,
     ) -> None:
         super().__init__(host, port)
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
         self.mode = mode
         self.fingerprints = fingerprints
+        #: Seconds the server's clock is ahead of ours (its resPQ msg_id says so).
+        self.clock_offset = clock_offset
         #: Nonces of the requests received, in order (tests check the echo).
         self.nonces: list[bytes] = []
-
-    async def _read_packet(self, reader: asyncio.StreamReader, abridged: bool) -> bytes:
-        if abridged:
-            first = (await reader.readexactly(1))[0]
-            words = first if first < 0x7F else int.from_bytes(await reader.readexactly(3), "little")
-            length = words * 4
-        else:
-            (length,) = struct.unpack("<i", await reader.readexactly(4))
-        if length < 0 or length > MAX_PACKET:
-            raise ValueError(f"bad packet length {length}")
-        return await reader.readexactly(length)
+        #: Per connection: "intermediate", "obfuscated2/padded", ... (tests check what came).
+        self.transports: list[str] = []
+        #: DC ids carried by obfuscated inits, in order.
+        self.dc_ids: list[int] = []
 
     async def _finish(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> bool:
         """Apply the connection-ending modes; True if the connection was ended."""
@@ -170,12 +262,13 @@ class MtprotoServer(StreamServer):
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readexactly(1)
+        wire: Wire = Wire(reader, writer)
         if head == TAG_ABRIDGED:
-            abridged = True
+            tag = TAG_OBF_ABRIDGED
         else:
             head += await reader.readexactly(3)
             if head in (TAG_INTERMEDIATE, TAG_PADDED):
-                abridged = False
+                tag = head
             elif head in HTTP_METHODS:
                 await reader.read(65536)  # the rest of the request, best effort
                 if await self._finish(writer, reader):
@@ -184,15 +277,23 @@ class MtprotoServer(StreamServer):
                 await writer.drain()
                 return
             else:
-                # obfuscated transport or junk: we do not speak it; a real DC would wait
-                # for more bytes, a short close keeps fuzz runs fast.
-                if await self._finish(writer, reader):
+                # obfuscated2: the rest of the 64-byte init says the keys and the protocol
+                obfuscated = ObfuscatedWire.accept(head + await reader.readexactly(60), reader, writer)
+                if obfuscated is None:  # junk: a real DC would wait for more; closing keeps fuzz fast
+                    await self._finish(writer, reader)
                     return
-                return
+                wire, tag = obfuscated, obfuscated.tag
+                self.dc_ids.append(obfuscated.dc_id)
+        self.transports.append(transport_name(tag, isinstance(wire, ObfuscatedWire)))
+        await self.converse(wire, tag, reader, writer)
+
+    async def converse(self, wire: Wire, tag: bytes, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        """Answer packets in the transport the client chose, until it goes away."""
         while True:
             try:
-                payload = await self._read_packet(reader, abridged)
-            except asyncio.IncompleteReadError:
+                payload = await read_packet(wire, tag)
+            except (asyncio.IncompleteReadError, ValueError):
                 return
             nonce = parse_req_pq(payload)
             if nonce is not None:
@@ -202,11 +303,12 @@ class MtprotoServer(StreamServer):
             if self.mode == "garbage":
                 writer.write(os.urandom(64))
             elif self.mode == "transport_error" or nonce is None:
-                writer.write(frame(TRANSPORT_ERROR_404, abridged))
+                wire.write(frame_tag(TRANSPORT_ERROR_404, tag))
             elif self.mode == "wrong_nonce":
-                writer.write(frame(build_res_pq(bytes(16), fingerprints=self.fingerprints), abridged))
+                wire.write(frame_tag(build_res_pq(bytes(16), fingerprints=self.fingerprints), tag))
             else:
-                writer.write(frame(build_res_pq(nonce, fingerprints=self.fingerprints), abridged))
+                wire.write(frame_tag(build_res_pq(nonce, fingerprints=self.fingerprints,
+                                                  now=time.time() + self.clock_offset), tag))
             await writer.drain()
 
 

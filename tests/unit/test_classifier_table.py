@@ -22,6 +22,8 @@ WEB = Target("telegram", "web.telegram.org/v4", "domains", "web.telegram.org", 4
              "web.telegram.org", "https://web.telegram.org/", "web.telegram.org", "system",
              (StepSpec(check="dns"), StepSpec(check="tcp"), StepSpec(check="tls"),
               StepSpec(check="http")))
+PROXY = Target("telegram", "proxy1-v4:443", "mtproxy", "proxy1", 4, 443, "198.51.100.7", None,
+               None, None, "system", (StepSpec(check="tcp"), StepSpec(check="mtproxy")))
 ADDR = "149.154.167.99"
 ONLINE = Baseline(ipv4=True, ipv6=True, throughput_bps=8e6)
 OFFLINE = Baseline()
@@ -30,7 +32,8 @@ OFFLINE = Baseline()
 def obs(check: str, failure: str | None = None, role: Role = "primary", address: str = ADDR,
         **details: Any) -> Observation:
     operation = {"dns": F.RESOLVE, "tcp": F.CONNECT, "tls": F.TLS_HANDSHAKE,
-                 "mtproto": F.MTPROTO_HANDSHAKE, "http": F.HTTP_ROUND_TRIP}[check]
+                 "mtproto": F.MTPROTO_HANDSHAKE, "mtproxy": F.MTPROTO_HANDSHAKE,
+                 "http": F.HTTP_ROUND_TRIP}[check]
     return Observation("telegram", "x", check, operation, failure, address, 443, details=details,
                        role=role)
 
@@ -73,6 +76,16 @@ CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
                                  obs("tls", F.GENERIC_TIMEOUT, role="differential")]),
     "mtproto_transport_error": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.MTPROTO_UNEXPECTED_RESPONSE,
                                                               transport_error=-404)]),
+    "mtproto_obfuscated_filtered": (DC, ONLINE, [
+        obs("tcp"), obs("mtproto", F.GENERIC_TIMEOUT, transport="obfuscated2"),
+        obs("mtproto", role="differential", transport="intermediate"),
+        obs("http", role="differential")]),
+    "mtproto_plain_only_filtered": (DC, ONLINE, [
+        obs("tcp"), obs("mtproto", transport="obfuscated2"),
+        obs("mtproto", F.CONNECTION_RESET, role="differential", transport="intermediate")]),
+    "mtproxy_sni_filtered": (PROXY, ONLINE, [obs("tcp"), obs("mtproxy", F.CONNECTION_RESET, sni="a.example"),
+                                             obs("mtproxy", role="differential", sni="neutral.example")]),
+    "mtproxy_failed": (PROXY, ONLINE, [obs("tcp"), obs("mtproxy", F.GENERIC_TIMEOUT)]),
     "mtproto_reset_any_protocol": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.CONNECTION_RESET),
                                                 obs("http", F.CONNECTION_RESET, role="differential")]),
     "mtproto_silenced": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.GENERIC_TIMEOUT),
@@ -182,3 +195,31 @@ def test_a_tampered_four_byte_reply_is_not_a_transport_error() -> None:
     _, baseline, observations = CASES["mtproto_tampered"]
     verdict = classify_target(TargetView(DC, observations, baseline, []))
     assert verdict.verdict == "protocol_filtering"
+
+
+def test_transport_differential_both_ways() -> None:
+    """Plain works + obfuscated fails blocks the apps; the reverse leaves them working; both
+    failing falls through to the plain-HTTP differential (MTProto filtered as a whole)."""
+    plain_ok = obs("mtproto", role="differential", transport="intermediate")
+    plain_failed = obs("mtproto", F.GENERIC_TIMEOUT, role="differential", transport="intermediate")
+    obfuscated_failed = obs("mtproto", F.GENERIC_TIMEOUT, transport="obfuscated2")
+    http_ok = obs("http", role="differential")
+    cases = [
+        ([obs("tcp"), obfuscated_failed, plain_ok, http_ok], "mtproto_obfuscated_filtered",
+         "protocol_filtering"),
+        ([obs("tcp"), obs("mtproto"), plain_failed], "mtproto_plain_only_filtered", "ok"),
+        ([obs("tcp"), obfuscated_failed, plain_failed, http_ok], "mtproto_silenced", "protocol_filtering"),
+        ([obs("tcp"), obs("mtproto"), plain_ok], "all_checks_ok", "ok"),
+    ]
+    for observations, rule, verdict in cases:
+        got = classify_target(TargetView(DC, observations, ONLINE, []))
+        assert (got.rule, got.verdict) == (rule, verdict)
+        assert any(o.role == "differential" and o.check == "mtproto" for o in got.evidence) \
+            or rule == "all_checks_ok"
+
+
+def test_a_proxy_whose_secret_cannot_be_read_is_not_sni_filtered() -> None:
+    observations = [obs("tcp"), obs("mtproxy", F.UNKNOWN_FAILURE),
+                    obs("mtproxy", role="differential")]
+    got = classify_target(TargetView(PROXY, observations, ONLINE, []))
+    assert (got.rule, got.verdict) == ("mtproxy_failed", "inconclusive")

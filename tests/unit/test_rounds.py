@@ -27,7 +27,9 @@ async def test_everything_reachable_is_ok(world: World) -> None:
     # no IPv6 baseline on loopback: IPv6 targets are never called blocked
     assert v[f"{WEB}/v6"].verdict == "vantage_offline"
     assert world.web.server_names == [WEB, WEB]  # the tls check and the http check
-    assert len(world.dcs[0].nonces) == 1
+    # the apps' transport (the primary), then the plain one (the differential)
+    assert world.dcs[0].transports == ["obfuscated2/intermediate", "intermediate"]
+    assert len(world.dcs[0].nonces) == 2
 
 
 async def test_partial_dc_failure_is_reported_per_dc(world: World) -> None:

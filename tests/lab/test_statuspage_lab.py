@@ -129,6 +129,13 @@ async def test_iran_2015_on_the_status_page(lab: Lab, subject_probe: str) -> Non
             assert not facts["banners"]  # online, not degraded: nothing to say once
             assert facts["scrollWidth"] <= width
             assert all(r.startswith(url) for r in requests), requests
+        # dark mode: the page follows the reader's colour scheme, the palette stays
+        await page.open(url + "/", 1280, dark=True)
+        dark = await page.evaluate(PAGE_FACTS)
+        assert dark["background"] == "rgb(17, 17, 17)"
+        assert dark["rows"][0]["chip"] == rgb(VERDICT_COLOURS[dark["rows"][0]["verdict"]])
+        shots[0] = await page.screenshot(SHOTS / "statuspage-iran-2015-1280-dark-first-screen.png",
+                                         full_page=False)
     with urllib.request.urlopen(url + rows[0]["link"], timeout=5) as response:
         evidence = json.load(response)
     assert [run["verdict"] for run in evidence["history"]][-1] == rows[0]["verdict"]

@@ -141,8 +141,18 @@ def run(
     listen: Annotated[str, typer.Option(help="HOST:PORT to serve metrics and status on.")] = ":9650",
     web_config_file: Annotated[Path | None, typer.Option(
         help="Prometheus web-config file: TLS and basic auth for the HTTP endpoints.")] = None,
+    web_enable_lifecycle: Annotated[bool, typer.Option(
+        "--web-enable-lifecycle",
+        help="Enable POST /-/reload (off by default, like Prometheus' --web.enable-lifecycle). "
+             "Needs --web-config-file with basic_auth_users or required client certificates; "
+             "same-origin only, at most one every 5 s, and a reload never starts a round early. "
+             "SIGHUP always reloads.")] = False,
+    health_socket: Annotated[Path | None, typer.Option(
+        envvar="REACH_HEALTH_SOCKET",
+        help="Also serve /healthz, without TLS or auth, on this Unix socket (for a container "
+             "HEALTHCHECK when the port needs client certificates).")] = None,
 ) -> None:
-    """Run rounds on the schedule and serve /metrics, /api/status and a status page."""
+    """Run rounds on the schedule and serve /metrics, /healthz, /api/status and a status page."""
     from probe.server import serve
     from probe.service import parse_listen
     from probe.webconfig import load_web_config
@@ -153,7 +163,12 @@ def run(
         web_cfg = load_web_config(web_config_file) if web_config_file is not None else None
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
-    code = run_loop(serve(config, cfg, host, port, web_cfg), cfg.schedule.event_loop)
+    if web_enable_lifecycle and (web_cfg is None or not web_cfg.authenticates):
+        fail("--web-enable-lifecycle needs --web-config-file with basic_auth_users or "
+             "client_auth_type: RequireAndVerifyClientCert (an open /-/reload lets anyone "
+             "reload the probe)")
+    code = run_loop(serve(config, cfg, host, port, web_cfg, web_enable_lifecycle, health_socket),
+                    cfg.schedule.event_loop)
     raise typer.Exit(code)
 
 

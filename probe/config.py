@@ -2,12 +2,23 @@
 
 Validation is pydantic's; this module only adds what pydantic cannot know: where in the
 YAML file a bad value stands. A ConfigError's message is the one line the CLI prints.
+
+A config file is input like any other, and a reload reads it inside a running probe, so
+loading it is bounded (docs/reliability.md section 4): only regular files are read (a FIFO
+would block forever), at most MAX_CONFIG_BYTES; YAML aliases may not expand the document
+past MAX_YAML_NODES (a 488-byte alias bomb took 4.3 s and 335 MB); at most MAX_TARGETS
+targets; every string must be encodable (a lone surrogate from a "\ud800" escape would
+pass here and then break every round's metrics); an error message is one line of at most
+probe.schema.MAX_MESSAGE characters.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -19,6 +30,10 @@ from probe.checks import REGISTRY
 from probe.schema import ConfigError as ConfigError
 from probe.schema import IPAddress, IPNetwork
 from probe.schema import Strict as Strict
+
+MAX_CONFIG_BYTES = 16 << 20
+MAX_YAML_NODES = 1_000_000  # after alias expansion; a 50,000-target config has about 400,000
+MAX_TARGETS = 50_000
 
 
 class Vantage(Strict):
@@ -316,19 +331,91 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def read_text(path: Path) -> str:
-    """A config file's text; every failure is a one-line ConfigError."""
+    """A config file's text; every failure is a one-line ConfigError. Only a regular file
+    of at most MAX_CONFIG_BYTES is read: a FIFO or a device must not block or flood us."""
     try:
-        return path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if stat.S_ISDIR(info.st_mode):
+                raise ConfigError(f"{path}: is a directory, not a config file")
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"{path}: not a regular file (a FIFO, device or socket); "
+                                  "a config is a YAML text file")
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, the limit for a config")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
                           "a config is a YAML text file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _expanded_size(text: str, source: str) -> None:
+    """Refuse a document whose aliases expand it past MAX_YAML_NODES, from the parser's
+    events (no expansion happens here: each anchor's size is counted once)."""
+    sizes: dict[str, int] = {}
+    stack: list[list[Any]] = []
+    total = 0
+    for event in yaml.parse(text, Loader=_FastLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            stack.append([1, event.anchor])
+            continue
+        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            size, anchor = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+        elif isinstance(event, yaml.ScalarEvent):
+            size = 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            size = sizes.get(event.anchor or "", 1)
+        else:
+            continue
+        if stack:
+            stack[-1][0] += size
+            size = stack[-1][0]
+        else:
+            total += size
+            size = total
+        if size > MAX_YAML_NODES:
+            line = event.start_mark.line + 1 if event.start_mark is not None else 1
+            raise ConfigError(f"{source}:{line}: YAML aliases expand the "
+                              f"document past {MAX_YAML_NODES:,} nodes (an alias bomb?)")
+
+
+def _unencodable(data: Any, loc: tuple[int | str, ...] = ()) -> tuple[int | str, ...] | None:
+    """Where the first string no output can encode (a lone surrogate) stands, if any."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return loc
+        return None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found = _unencodable(key, loc) if isinstance(key, str) else None
+            found = found if found is not None else _unencodable(value, (*loc, key))
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found = _unencodable(value, (*loc, index))
+            if found is not None:
+                return found
+    return None
 
 
 def validate_yaml(text: str, source: str, model: type[M], empty: str | None = None) -> M:
@@ -337,6 +424,8 @@ def validate_yaml(text: str, source: str, model: type[M], empty: str | None = No
     `empty`, when given, is what an empty or non-mapping document must be instead.
     """
     try:
+        if "&" in text and "*" in text:  # anchors and aliases: bound what they expand to
+            _expanded_size(text, source)
         try:
             data = yaml.load(text, Loader=_FastLoader)
         except yaml.YAMLError:
@@ -354,6 +443,12 @@ def validate_yaml(text: str, source: str, model: type[M], empty: str | None = No
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: {empty or 'the file must be a YAML mapping'}")
+    try:
+        json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        loc = _unencodable(data) or ()
+        raise ConfigError(f"{source}:{_line_at(text, loc)}: {_key_path(loc)}: a lone surrogate "
+                          "(a \\ud800-style escape) that no output can encode") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -386,6 +481,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
             raise ConfigError(f"{source}:{line}: {_key_path(where)}: unknown messenger catalogue "
                               f"{catalogue!r} (built in: {', '.join(available())})")
         _check_groups(text, source, name, overrides)
+    _check_size(config, source)
     config = _resolve_relative(config, base or Path.cwd())
     files: list[tuple[tuple[str | int, ...], Path | None]] = [(("tls", "ca_file"), config.tls.ca_file)]
     files += [(("tls", "trust", name), path) for name, path in config.tls.trust.items()]
@@ -413,6 +509,23 @@ def _check_groups(text: str, source: str, name: str, overrides: MessengerOverrid
                     at = (*where, "steps", index)
                     raise ConfigError(f"{source}:{_line_at(text, at)}: {_key_path(at)}: unknown "
                                       f"check {check!r} (known: {', '.join(sorted(REGISTRY))})")
+
+
+def _check_size(config: Config, source: str) -> None:
+    """At most MAX_TARGETS targets: endpoints times ports (two families for a domain),
+    counted from the merged groups without building any target, so a small file asking for
+    a million targets is refused at once."""
+    from probe.plan import _merged_groups
+
+    count = 0
+    for name, overrides in config.messengers.items():
+        for group in _merged_groups(builtin(overrides.catalog or name), overrides).values():
+            for endpoint in group.endpoints:
+                ports = 1 if endpoint.port is not None else max(1, len(group.ports))
+                count += (len(endpoint.addresses) or 2) * ports
+    if count > MAX_TARGETS:
+        raise ConfigError(f"{source}:1: messengers: {count:,} targets; the limit is "
+                          f"{MAX_TARGETS:,} (split the targets over several probes)")
 
 
 def load_config(path: str | Path) -> Config:

@@ -13,7 +13,8 @@ What keeps the log readable whatever happens:
 - rotation renames to a name that is never reused, so no rotated file is overwritten.
 
 The vantage's own address is never recorded: observations name only the remote side, and
-as a safety net the configured source addresses are replaced by "[vantage]" before writing.
+as a safety net every line goes through the scrubber (probe/scrub.py), which replaces the
+configured source addresses and the host's own interface addresses by "[vantage]".
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ import itertools
 import json
 import logging
 import os
-import re
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,25 +36,14 @@ from prometheus_client.registry import Collector
 
 from probe.config import Config
 from probe.observation import RoundResult
+from probe.scrub import SCRUBBED, Scrubber, vantage_addresses  # noqa: F401  (SCRUBBED: re-exported)
 
 log = logging.getLogger(__name__)
 
 CURRENT = "evidence.jsonl"
 ROTATED_GLOB = "evidence-*.jsonl"
 MAX_FILE_BYTES = 64 << 20
-SCRUBBED = "[vantage]"
 _sequence = itertools.count()
-
-
-def _address_pattern(addresses: Iterable[str]) -> re.Pattern[str] | None:
-    """A regex matching any of `addresses` as a whole address (198.18.0.5 not in 198.18.0.50)."""
-    parts = []
-    for address in sorted(set(addresses), key=len, reverse=True):
-        if ":" in address:
-            parts.append(r"(?<![0-9A-Fa-f:])" + re.escape(address) + r"(?![0-9A-Fa-f]|:[0-9A-Fa-f])")
-        elif address:
-            parts.append(r"(?<![0-9.])" + re.escape(address) + r"(?![0-9]|\.[0-9])")
-    return re.compile("|".join(parts)) if parts else None
 
 
 @dataclass
@@ -64,7 +53,7 @@ class EvidenceLog:
     directory: Path | None
     retention_days: float = 14
     max_file_bytes: int = MAX_FILE_BYTES
-    own_addresses: tuple[str, ...] = ()
+    scrubber: Scrubber = field(default_factory=Scrubber)
     write_errors: int = 0
     writes: int = 0
     last_ok: bool = True
@@ -82,17 +71,13 @@ class EvidenceLog:
         self.directory = e.directory
         self.retention_days = e.retention_days
         self.max_file_bytes = e.max_file_bytes
-        self.own_addresses = tuple(
-            str(a) for a in (v.source_address, v.source_address6) if a is not None
-        )
+        self.scrubber.configure(vantage_addresses(v))
 
     def _line(self, result: RoundResult) -> bytes:
         from probe.report import round_json
 
         text = json.dumps(round_json(result), separators=(",", ":"), default=str)
-        pattern = _address_pattern(self.own_addresses)
-        if pattern is not None:
-            text = pattern.sub(SCRUBBED, text)
+        text = self.scrubber.text(text)
         return (text + "\n").encode("utf-8")
 
     def append_round(self, result: RoundResult) -> bool:

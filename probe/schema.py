@@ -33,8 +33,16 @@ IPNetwork = Annotated[
 ]
 
 
+MAX_MESSAGE = 400  # characters: a hostile config must not produce a megabyte "line"
+
+
 class ConfigError(Exception):
-    """A config that cannot be used; str() is one line naming file, line and key."""
+    """A config that cannot be used; str() is one line naming file, line and key (at most
+    MAX_MESSAGE characters, whitespace runs and newlines folded)."""
+
+    def __init__(self, message: object = "") -> None:
+        one = " ".join(str(message).split())
+        super().__init__(one if len(one) <= MAX_MESSAGE else one[: MAX_MESSAGE - 3] + "...")
 
 
 class Strict(BaseModel):

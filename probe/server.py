@@ -1,4 +1,15 @@
-"""The HTTP side of `probe run`: /metrics, /healthz, /api/status, / and /-/reload."""
+"""The HTTP side of `probe run`: /metrics, /healthz, /api/status, / and /-/reload.
+
+Middlewares, outermost first (the order is the defence, docs/reliability.md section 5):
+1. the connection guard's marker and the security headers (probe/listener.py);
+2. the scrubber: no response body carries the vantage's own address (probe/scrub.py);
+3. authentication (web-config basic auth; /healthz is open) -- before pacing, so an
+   unauthenticated flood cannot use up the paced slots of real scrapes;
+4. pacing, with /healthz in a bucket of its own so health checks are never starved.
+`/-/reload` is off unless `probe run --web-enable-lifecycle` (as Prometheus'
+--web.enable-lifecycle); then it needs authentication, a same-origin request and is rate
+limited, and a reload never starts a round early.
+"""
 
 from __future__ import annotations
 
@@ -18,15 +29,21 @@ from aiohttp import web
 from probe import statuspage
 from probe.config import Config
 from probe.evidence import ignore_file_size_signal
+from probe.listener import Listener, connection_cap, guard_middleware, raise_fd_limit
 from probe.metrics import CONTENT_TYPE
 from probe.observation import iso
 from probe.report import round_json
+from probe.scrub import install_log_filter
 from probe.service import Service
 from probe.webconfig import WebConfig
 
 log = logging.getLogger("probe")
 
 SERVICE = web.AppKey("service", Service)
+LIFECYCLE = web.AppKey("lifecycle", bool)
+RELOAD_MIN_INTERVAL = 5.0  # seconds between two accepted POST /-/reload
+_LAST_RELOAD = web.AppKey("last_reload", list)
+SCRUBBED_KEY = "reach_scrubbed"  # set on a response whose body already went through the scrubber
 
 
 def _service(request: web.Request) -> Service:
@@ -55,8 +72,11 @@ async def _respond(request: web.Request, cached: _Cached, content_type: str) -> 
         if cached.gzipped is None:
             cached.gzipped = asyncio.ensure_future(asyncio.to_thread(gzip.compress, cached.body, 1))
         body = await asyncio.shield(cached.gzipped)
-        return web.Response(body=body, headers={**headers, "Content-Encoding": "gzip"})
-    return web.Response(body=cached.body, headers=headers)
+        response = web.Response(body=body, headers={**headers, "Content-Encoding": "gzip"})
+    else:
+        response = web.Response(body=cached.body, headers=headers)
+    response[SCRUBBED_KEY] = True  # the cache holds scrubbed bodies only
+    return response
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -68,20 +88,14 @@ async def metrics(request: web.Request) -> web.Response:
     now = time.monotonic()
     cached = caches.get("metrics")
     if cached is None or cached.key != key or now - cached.at > METRICS_MAX_AGE:
-        cached = caches["metrics"] = _Cached(key, now, service.metrics.render())
+        cached = caches["metrics"] = _Cached(key, now, service.scrubber.bytes(service.metrics.render()))
     return await _respond(request, cached, CONTENT_TYPE)
 
 
 async def healthz(request: web.Request) -> web.Response:
     """Healthy while rounds keep coming: stale for three intervals means stuck."""
-    service = _service(request)
-    if service.latest is None:
-        return web.Response(text="starting\n")
-    age = time.time() - service.latest.finished
-    limit = 3 * service.config.schedule.interval + 60
-    if age > limit:
-        return web.Response(status=503, text=f"stale: last round {age:.0f}s ago\n")
-    return web.Response(text="ok\n")
+    ok, text = _service(request).health()
+    return web.Response(status=200 if ok else 503, text=text + "\n")
 
 
 async def status(request: web.Request) -> web.Response:
@@ -98,12 +112,37 @@ async def status(request: web.Request) -> web.Response:
             "next_round": iso(service.next_round_at),
             "round": round_json(service.latest) if service.latest else None,
         })
-        cached = caches["status"] = _Cached(key, time.monotonic(), text.encode())
+        cached = caches["status"] = _Cached(key, time.monotonic(), service.scrubber.bytes(text.encode()))
     return await _respond(request, cached, "application/json; charset=utf-8")
 
 
+def same_origin(request: web.Request) -> bool:
+    """Whether a request may come from a browser page of another site (CSRF): a browser says
+    so in Sec-Fetch-Site or Origin; scripts and curl send neither and are let through."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin.lower() == f"{request.scheme}://{request.host}".lower()
+
+
 async def reload(request: web.Request) -> web.Response:
-    ok, message = _service(request).reload()
+    """POST /-/reload: 403 unless lifecycle is enabled and the request is same-origin; 429
+    within RELOAD_MIN_INTERVAL of the last one; the file is parsed in a thread."""
+    if not request.app[LIFECYCLE]:
+        return web.Response(status=403, text="Lifecycle API is not enabled "
+                            "(probe run --web-enable-lifecycle); send SIGHUP to reload.\n")
+    if not same_origin(request):
+        return web.Response(status=403, text="cross-origin request refused\n")
+    last = request.app[_LAST_RELOAD]
+    wait = last[0] + RELOAD_MIN_INTERVAL - time.monotonic()
+    if wait > 0:
+        return web.Response(status=429, text="reloaded a moment ago; try again later\n",
+                            headers={"Retry-After": str(int(wait) + 1)})
+    last[0] = time.monotonic()
+    ok, message = await _service(request).reload_async()
     return web.Response(status=200 if ok else 400, text=message + "\n")
 
 
@@ -135,12 +174,15 @@ class Pacer:
         self.tokens -= 1
         return wait
 
-    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+    def middleware(self, health: Pacer | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
+        """Pace requests; /healthz draws on `health` (its own bucket) when given."""
+
         @web.middleware
         async def pace(
             request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
         ) -> web.StreamResponse:
-            wait = self.delay()
+            bucket = health if health is not None and request.path == "/healthz" else self
+            wait = bucket.delay()
             if wait is None:
                 return web.Response(status=503, text="busy: too many requests\n",
                                     headers={"Retry-After": "1"})
@@ -151,13 +193,75 @@ class Pacer:
         return pace
 
 
+def auth_middleware(web_config: WebConfig) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Basic auth from the web-config file; /healthz (says only ok or stale) stays open so a
+    container health check and a load balancer need no credentials."""
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path != "/healthz":
+            ok = await web_config.authorized(request.headers.get("Authorization"))
+            if ok is None:
+                return web.Response(status=429, text="too many login attempts\n",
+                                    headers={"Retry-After": "1"})
+            if not ok:
+                return web.Response(
+                    status=401, text="Unauthorized\n",
+                    headers={"WWW-Authenticate": 'Basic realm="reach probe", charset="UTF-8"'})
+        return await handler(request)
+
+    return guard
+
+
+def scrub_middleware() -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Every response body through the service's scrubber (cached bodies were scrubbed once,
+    when rendered)."""
+
+    @web.middleware
+    async def scrub(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        if (isinstance(response, web.Response) and not response.get(SCRUBBED_KEY)
+                and isinstance(response.body, bytes) and "Content-Encoding" not in response.headers):
+            response.body = _service(request).scrubber.bytes(response.body)
+        return response
+
+    return scrub
+
+
+def headers_middleware(headers: dict[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The web-config file's http_server_config.headers, on every response."""
+
+    @web.middleware
+    async def add(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        for name, value in headers.items():
+            response.headers[name] = value
+        return response
+
+    return add
+
+
 def make_app(service: Service, web_config: WebConfig | None = None,
-             pacer: Pacer | None = None) -> web.Application:
-    middlewares = [(pacer or Pacer()).middleware()]
-    if web_config is not None:
-        middlewares.append(web_config.middleware())
-    app = web.Application(middlewares=middlewares)
+             pacer: Pacer | None = None, lifecycle: bool = False,
+             health_pacer: Pacer | None = None) -> web.Application:
+    middlewares = [guard_middleware()]
+    if web_config is not None and web_config.headers:
+        middlewares.append(headers_middleware(web_config.headers))
+    middlewares.append(scrub_middleware())
+    if web_config is not None and web_config.users:
+        middlewares.append(auth_middleware(web_config))
+    middlewares.append((pacer or Pacer()).middleware(
+        health_pacer or Pacer(rate=20.0, burst=20.0, max_wait=0.5)))
+    app = web.Application(middlewares=middlewares, client_max_size=4096)
     app[SERVICE] = service
+    app[LIFECYCLE] = lifecycle
+    app[_LAST_RELOAD] = [-RELOAD_MIN_INTERVAL]
     app[_CACHE] = {}
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
@@ -168,27 +272,46 @@ def make_app(service: Service, web_config: WebConfig | None = None,
 
 
 async def serve(
-    path: Path, config: Config, host: str, port: int, web_config: WebConfig | None = None
+    path: Path, config: Config, host: str, port: int, web_config: WebConfig | None = None,
+    lifecycle: bool = False, health_socket: Path | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT; return the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ignore_file_size_signal()  # a file-size limit on the evidence log is an error, not death
+    soft, hard = raise_fd_limit()
     service = Service(path, config)
-    runner = web.AppRunner(make_app(service, web_config), access_log=None)
+    install_log_filter(service.scrubber)  # every log line through the scrubber too
+    runner = web.AppRunner(make_app(service, web_config, lifecycle=lifecycle), access_log=None)
     await runner.setup()
+    cap = connection_cap(soft, config.schedule.concurrency)
+    listener = Listener(runner, web_config.ssl_context if web_config else None, cap)
+    health_runner = health = None
     try:
-        ssl_context = web_config.ssl_context if web_config is not None else None
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+        await listener.start_tcp(host, port)
+        if health_socket is not None:
+            health_runner = web.AppRunner(make_health_app(service), access_log=None)
+            await health_runner.setup()
+            health = Listener(health_runner, None, 16)
+            with contextlib.suppress(FileNotFoundError):
+                health_socket.unlink()
+            await health.start_unix(str(health_socket))
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        where = f"{host}:{port}" if listener.sock is None else str(health_socket)
+        log.error("cannot listen on %s: %s", where, exc.strerror or exc)
+        await listener.close()
         await runner.cleanup()
+        if health_runner is not None:
+            await health_runner.cleanup()
         return 2
-    log.info("listening on %s://%s:%d%s, vantage %s", web_config.scheme if web_config else "http",
+    log.info("listening on %s://%s:%d%s, vantage %s; file descriptors %d (hard %d), "
+             "at most %d HTTP connections%s%s", web_config.scheme if web_config else "http",
              host, port, " with basic auth" if web_config and web_config.users else "",
-             config.vantage.name)
+             config.vantage.name, soft, hard, cap,
+             ", lifecycle API on" if lifecycle else "",
+             f", health socket {health_socket}" if health_socket else "")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_soon)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     scheduler = asyncio.create_task(service.loop())
@@ -197,5 +320,22 @@ async def serve(
     scheduler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await scheduler
+    await listener.close()
     await runner.cleanup()
+    if health is not None and health_runner is not None:
+        await health.close()
+        await health_runner.cleanup()
+        with contextlib.suppress(OSError):
+            assert health_socket is not None
+            health_socket.unlink()
     return 0
+
+
+def make_health_app(service: Service) -> web.Application:
+    """/healthz alone, for the health socket (a Unix socket in the evidence volume): the
+    image's HEALTHCHECK reaches it whatever TLS, client certificates or load the network
+    port has."""
+    app = web.Application(middlewares=[guard_middleware()], client_max_size=1024)
+    app[SERVICE] = service
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,9 +1,12 @@
 """`probe run`: rounds on a schedule, the HTTP server, reloads and a clean shutdown.
 
 Rounds never overlap: the next starts `interval` (plus jitter) after the previous one
-started, or at once when a round overran, and the overrun is counted. A reload (SIGHUP or
-POST /-/reload) validates the new file first; a bad one is refused, reported in metrics
-and logs, and the running config stays.
+started, or at once when a round overran, and the overrun is counted. A reload (SIGHUP, or
+POST /-/reload with --web-enable-lifecycle) parses the new file in a thread (a big config
+must not stall the loop) and validates it first; a bad one is refused, reported in metrics
+and logs, and the running config stays. A reload never starts a round early: the next
+round keeps its time, or moves later when the new interval is longer -- reloads cannot be
+used to multiply the vantage's traffic in a censored network.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from probe.metrics import Metrics
 from probe.observation import RoundResult
 from probe.plan import baseline_targets, plan, worst_case_seconds
 from probe.round import run_round
+from probe.scrub import Scrubber, vantage_addresses
 
 log = logging.getLogger("probe")
 
@@ -42,15 +46,23 @@ class Service:
         self.path = path
         self.config = config
         self.metrics = metrics or Metrics()
+        self.scrubber = Scrubber.for_vantage(config.vantage)
         self.evidence = EvidenceLog.for_config(config)
+        self.evidence.scrubber = self.scrubber
         self.metrics.registry.register(
             EvidenceCollector(lambda: self.evidence, lambda: self.config.vantage.name))
         self.latest: RoundResult | None = None
         self.round_listeners: list[Callable[[RoundResult], None]] = []  # the status page's history
         self.last_reload_error: str | None = None
         self.next_round_at: float = time.time()
+        self.started_at = time.time()
+        self.round_started_at: float | None = None
+        self._jitter_factor = 1.0
         self.rounds = 0
+        self.reloads = 0
         self._wake = asyncio.Event()
+        self._reload_lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Future[tuple[bool, str]]] = set()
         self.metrics.config_loaded(config.vantage.name, True)
 
     def reload(self) -> tuple[bool, str]:
@@ -58,17 +70,60 @@ class Service:
         try:
             config = load_config(self.path)
         except ConfigError as exc:
-            self.last_reload_error = str(exc)
-            self.metrics.config_loaded(self.config.vantage.name, False)
-            log.error("reload refused, keeping the running config: %s", exc)
-            return False, str(exc)
+            return self._refuse(exc)
+        return self._apply(config)
+
+    async def reload_async(self) -> tuple[bool, str]:
+        """`reload`, with the file read and parsed in a thread; one reload at a time."""
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        async with self._reload_lock:
+            try:
+                config = await asyncio.to_thread(load_config, self.path)
+            except ConfigError as exc:
+                return self._refuse(exc)
+            return self._apply(config)
+
+    def reload_soon(self) -> None:
+        """For the SIGHUP handler: a reload task, kept until it ends."""
+        task = asyncio.ensure_future(self.reload_async())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _refuse(self, exc: ConfigError) -> tuple[bool, str]:
+        message = self.scrubber.text(str(exc))
+        self.last_reload_error = message
+        self.metrics.config_loaded(self.config.vantage.name, False)
+        log.error("reload refused, keeping the running config: %s", message)
+        return False, message
+
+    def _apply(self, config: Config) -> tuple[bool, str]:
         self.config = config
+        self.scrubber.configure(vantage_addresses(config.vantage))
         self.evidence.configure(config)
         self.last_reload_error = None
+        self.reloads += 1
         self.metrics.config_loaded(config.vantage.name, True)
         log.info("config reloaded from %s", self.path)
-        self._wake.set()  # the new schedule applies from the next round
+        if self.round_started_at is not None:  # the new interval applies, never earlier
+            later = self.round_started_at + config.schedule.interval * self._jitter_factor
+            if later > self.next_round_at:
+                self.next_round_at = later
         return True, "reloaded"
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy while rounds keep coming: none for three intervals (plus a minute) means
+        stuck, also when no round ever finished (a config that breaks every round)."""
+        limit = 3 * self.config.schedule.interval + 60
+        if self.latest is None:
+            age = time.time() - self.started_at
+            if age > limit:
+                return False, f"stale: no round finished in {age:.0f}s since start"
+            return True, "starting"
+        age = time.time() - self.latest.finished
+        if age > limit:
+            return False, f"stale: last round {age:.0f}s ago"
+        return True, "ok"
 
     def _round_budget(self, config: Config) -> float:
         """The interval plus the longest chain of steps any one target (or the baseline)
@@ -85,14 +140,16 @@ class Service:
         self.rounds += 1
         for listener in self.round_listeners:
             listener(result)
-        self.metrics.record_round(result)
-        await asyncio.to_thread(self.evidence.append_round, result)
+        try:
+            self.metrics.record_round(result)
+        finally:  # evidence is kept even when the metrics cannot be recorded
+            await asyncio.to_thread(self.evidence.append_round, result)
         return result
 
     async def loop(self) -> None:
         """Run rounds until cancelled; a failing round is logged, never fatal."""
         while True:
-            started = time.time()
+            started = self.round_started_at = time.time()
             try:
                 result = await self.run_one()
                 log.info("round %d: %d targets in %.1fs, baseline %s", self.rounds,
@@ -102,13 +159,16 @@ class Service:
             except Exception:
                 log.exception("round failed; the next one runs on schedule")
             schedule = self.config.schedule
-            interval = schedule.interval * (1 + random.uniform(-schedule.jitter, schedule.jitter))
-            self.next_round_at = started + interval
+            self._jitter_factor = 1 + random.uniform(-schedule.jitter, schedule.jitter)
+            self.next_round_at = started + schedule.interval * self._jitter_factor
             delay = self.next_round_at - time.time()
             if delay <= 0:
                 self.metrics.overruns.labels(self.config.vantage.name).inc()
                 log.warning("round overran the interval by %.1fs", -delay)
                 continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            # a reload may move next_round_at later (never earlier): sleep until it holds
+            while (delay := self.next_round_at - time.time()) > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+

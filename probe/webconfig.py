@@ -16,12 +16,22 @@ http_server_config:
   headers: {X-Frame-Options: deny}
 ```
 
-Every endpoint (/metrics, /api/status, /, /healthz, /-/reload) is behind the same TLS and
-credentials. Errors name file, line and key, like the probe config's. Password checks run
-bcrypt in a thread (it is slow by design); a successful check is remembered for the
-process's life, keyed by a hash of the credentials, so scrapes do not pay bcrypt each
-time. An unknown user still costs one bcrypt comparison, so timing does not tell which
-user names exist.
+Every endpoint but /healthz is behind the same TLS and credentials; /-/reload also needs
+`probe run --web-enable-lifecycle` (off by default, as Prometheus' --web.enable-lifecycle).
+Errors name file, line and key, like the probe config's; a header with CR, LF or another
+control character is one of them (it would break every response).
+
+Password checks follow the exporter-toolkit's choices, tightened for a probe that shares
+its cores with timing-sensitive checks:
+- bcrypt runs in one worker thread (`BcryptWorker`), one check at a time, at most half a
+  core (it rests as long as it worked), with a bounded queue: a wrong-password flood gets
+  429 for what does not fit, never more CPU;
+- a successful check is remembered (keyed by a hash of the credentials) so scrapes do not
+  pay bcrypt each time, and so is a failed (user, password) pair, so a repeated wrong
+  password costs nothing;
+- an unknown user is checked against a dummy hash of the highest cost configured, so the
+  time of a failure does not tell which user names exist;
+- a password over 72 bytes (bcrypt's limit) is a plain 401, as in Go's bcrypt.
 """
 
 from __future__ import annotations
@@ -29,17 +39,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import re
 import ssl
+import stat
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 import bcrypt
-from aiohttp import web
 from pydantic import AfterValidator, field_validator
 
 from probe.config import ConfigError, Strict, _line_at, read_text, validate_yaml
@@ -57,6 +71,11 @@ _BCRYPT_HASH = r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$"
 # compared against when the user is unknown, so that path costs what a real check costs
 _DUMMY_HASH = b"$2b$10$RoBE.ABHY15y./rbsqj2jO.qGfSkCnrplzLgL2v06V3LkJPwNFg9u"
 MAX_CREDENTIALS = 1024  # Authorization headers longer than this are refused unread
+BCRYPT_MAX_PASSWORD = 72  # bytes: bcrypt ignores (bcrypt>=5 refuses) anything longer
+CACHE_SIZE = 4096  # remembered (user, password) outcomes, each way
+# RFC 9110 field names are tokens; values are visible ASCII, spaces and tabs (no CR/LF/NUL)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]{0,4096}$")
 
 
 class TLSServerConfig(Strict):
@@ -71,6 +90,17 @@ class TLSServerConfig(Strict):
 class HTTPServerConfig(Strict):
     headers: dict[str, str] = {}
     http2: bool = True  # accepted for compatibility; aiohttp serves HTTP/1.1
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name[:64]!r} is not an HTTP token")
+            if not _HEADER_VALUE.fullmatch(value):
+                raise ValueError(f"header {name}: the value has CR, LF or another control "
+                                 "or non-ASCII character")
+        return headers
 
 
 def _bcrypt_hash(value: str) -> str:
@@ -93,6 +123,78 @@ class WebConfigFile(Strict):
         return users
 
 
+def _cost(hashed: bytes) -> int:
+    return int(hashed[4:6])
+
+
+class BcryptWorker:
+    """Password checks, one at a time in one thread, using at most `duty` of a core.
+
+    A flood of wrong passwords then costs at most half a core whatever its rate (the
+    rest is refused with 429 while the queue is full), instead of every core: the probe's
+    checks keep their timings, and scrapes with cached credentials are not slowed.
+    """
+
+    def __init__(self, queue: int = 8, duty: float = 0.5) -> None:
+        self.queue, self.duty = queue, duty
+        self.pending = 0
+        self.checks = 0
+        self.refused = 0
+        self._rest_until = 0.0
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _check(self, password: bytes, hashed: bytes) -> bool:
+        rest = self._rest_until - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+        start = time.monotonic()
+        try:
+            return bcrypt.checkpw(password, hashed)
+        except ValueError:
+            return False
+        finally:
+            spent = time.monotonic() - start
+            self._rest_until = time.monotonic() + spent * (1 / self.duty - 1)
+            self.checks += 1
+
+    async def check(self, password: bytes, hashed: bytes) -> bool | None:
+        """Whether `password` matches `hashed`; None when too many checks are waiting."""
+        if self.pending >= self.queue:
+            self.refused += 1
+            return None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="bcrypt")
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._check, password, hashed)
+        finally:
+            self.pending -= 1
+
+
+class _Outcomes:
+    """A bounded, least-recently-used set of credential digests."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._items: OrderedDict[bytes, None] = OrderedDict()
+
+    def __contains__(self, key: bytes) -> bool:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return True
+        return False
+
+    def add(self, key: bytes) -> None:
+        self._items[key] = None
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass
 class WebConfig:
     """What `probe run` needs from a web-config file."""
@@ -101,14 +203,30 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    _verified: set[bytes] = field(default_factory=set)
+    client_auth_type: str = "NoClientCert"
+    worker: BcryptWorker = field(default_factory=BcryptWorker)
+    _verified: _Outcomes = field(default_factory=_Outcomes)
+    _failed: _Outcomes = field(default_factory=_Outcomes)
 
     @property
     def scheme(self) -> str:
         return "https" if self.ssl_context is not None else "http"
 
-    async def authorized(self, header: str | None) -> bool:
-        """Whether an Authorization header carries valid credentials (always, without users)."""
+    @property
+    def authenticates(self) -> bool:
+        """Whether every client must prove who it is (a password or a verified certificate)."""
+        return bool(self.users) or self.client_auth_type == "RequireAndVerifyClientCert"
+
+    @property
+    def dummy_hash(self) -> bytes:
+        """Compared against for an unknown user: the highest cost configured, so an unknown
+        user's failure takes as long as a known user's."""
+        cost = max((_cost(h) for h in self.users.values()), default=10)
+        return _DUMMY_HASH[:4] + b"%02d" % cost + _DUMMY_HASH[6:]
+
+    async def authorized(self, header: str | None) -> bool | None:
+        """Whether an Authorization header carries valid credentials (always, without users);
+        None when the password checker is saturated (answer 429)."""
         if not self.users:
             return True
         if header is None or len(header) > MAX_CREDENTIALS:
@@ -123,43 +241,30 @@ class WebConfig:
         user_b, sep, password = decoded.partition(b":")
         if not sep:
             return False
-        user = user_b.decode("utf-8", "replace")
         key = hashlib.sha256(b"%d:" % len(user_b) + decoded).digest()
         if key in self._verified:
             return True
-        hashed = self.users.get(user)
-        ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed or _DUMMY_HASH)
+        if key in self._failed or len(password) > BCRYPT_MAX_PASSWORD:
+            return False
+        hashed = self.users.get(user_b.decode("utf-8", "replace"))
+        ok = await self.worker.check(password, hashed or self.dummy_hash)
+        if ok is None:
+            return None
         ok = ok and hashed is not None
-        if ok:
-            if len(self._verified) > 4096:  # bounded: a cache, not a leak
-                self._verified.clear()
-            self._verified.add(key)
+        (self._verified if ok else self._failed).add(key)
         return ok
-
-    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
-        @web.middleware
-        async def guard(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-        ) -> web.StreamResponse:
-            # /healthz says only "ok" or "stale": open, so a container health check (and a
-            # load balancer) needs no credentials; everything else is behind basic auth.
-            if request.path != "/healthz" and not await self.authorized(
-                    request.headers.get("Authorization")):
-                response: web.StreamResponse = web.Response(
-                    status=401, text="Unauthorized\n",
-                    headers={"WWW-Authenticate": 'Basic realm="reach probe", charset="UTF-8"'})
-            else:
-                response = await handler(request)
-            for name, value in self.headers.items():
-                response.headers[name] = value
-            return response
-
-        return guard
 
 
 def _server_context(tls: TLSServerConfig, base: Path, where: Callable[[str], str]) -> ssl.SSLContext:
     def fix(path: Path) -> Path:
         return path if path.is_absolute() else base / path
+
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        value = getattr(tls, key)
+        if value is not None:  # ssl would block forever on a FIFO: regular files only
+            with contextlib.suppress(OSError):
+                if not stat.S_ISREG(fix(value).stat().st_mode):
+                    raise ConfigError(f"{where(key)}: {fix(value)} is not a regular file")
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _VERSIONS[tls.min_version]
@@ -203,6 +308,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     return WebConfig(
         path, context, {u: h.encode() for u, h in model.basic_auth_users.items()},
         dict(model.http_server_config.headers),
+        model.tls_server_config.client_auth_type if model.tls_server_config else "NoClientCert",
     )
 
 

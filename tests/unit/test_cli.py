@@ -179,8 +179,11 @@ async def test_exporter_end_to_end(world: World, tmp_path: Path) -> None:
             good = config.read_text()
             config.write_text("vantage: {name: unit, oops: 1}\n")
             async with session.post(f"{base}/-/reload") as response:
-                assert response.status == 400
-                assert "vantage.oops: unknown key" in await response.text()
+                assert response.status == 403  # lifecycle API off by default: SIGHUP reloads
+            process.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.5)
+            async with session.get(f"{base}/api/status") as response:
+                assert "vantage.oops: unknown key" in (await response.json())["config"]["last_reload_error"]
             async with session.get(f"{base}/metrics") as response:
                 assert 'reach_config_last_reload_successful{vantage="unit"} 0.0' in await response.text()
             config.write_text(good)

@@ -135,8 +135,9 @@ class BcryptWorker:
     checks keep their timings, and scrapes with cached credentials are not slowed.
     """
 
-    def __init__(self, queue: int = 8, duty: float = 0.5) -> None:
-        self.queue, self.duty = queue, duty
+    def __init__(self, queue: int = 4, duty: float = 0.5, max_wait: float = 2.0) -> None:
+        self.queue, self.duty, self.max_wait = queue, duty, max_wait
+        self.cost = 0.25  # seconds per check, a running average (cost 10 is 0.05-0.3 s)
         self.pending = 0
         self.checks = 0
         self.refused = 0
@@ -154,12 +155,15 @@ class BcryptWorker:
             return False
         finally:
             spent = time.monotonic() - start
+            self.cost = max(spent, 0.8 * self.cost + 0.2 * spent)  # up at once, down slowly
             self._rest_until = time.monotonic() + spent * (1 / self.duty - 1)
             self.checks += 1
 
     async def check(self, password: bytes, hashed: bytes) -> bool | None:
-        """Whether `password` matches `hashed`; None when too many checks are waiting."""
-        if self.pending >= self.queue:
+        """Whether `password` matches `hashed`; None when too many checks are waiting (more
+        than `queue`, or more than `max_wait` seconds of work ahead)."""
+        if self.pending >= self.queue or (
+                self.pending and self.pending * self.cost / self.duty > self.max_wait):
             self.refused += 1
             return None
         if self._executor is None:

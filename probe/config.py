@@ -511,18 +511,39 @@ def _check_groups(text: str, source: str, name: str, overrides: MessengerOverrid
                                       f"check {check!r} (known: {', '.join(sorted(REGISTRY))})")
 
 
-def _check_size(config: Config, source: str) -> None:
-    """At most MAX_TARGETS targets: endpoints times ports (two families for a domain),
-    counted from the merged groups without building any target, so a small file asking for
-    a million targets is refused at once."""
-    from probe.plan import _merged_groups
+def _targets_of(endpoints: list[Any], ports: list[int]) -> int:
+    """Targets a list of endpoints gives (as probe/plan.py builds them): each address, or
+    both families of a name, times its port or the group's ports."""
+    count = 0
+    for endpoint in endpoints:
+        own_port = getattr(endpoint, "port", None) is not None
+        count += (len(getattr(endpoint, "addresses", None) or []) or 2) * (
+            1 if own_port else max(1, len(ports)))
+    return count
 
+
+def _check_size(config: Config, source: str) -> None:
+    """At most MAX_TARGETS targets, counted from the catalogue groups with the config's
+    changes (the merge of probe/plan.py, counting only): no target is built, so a small
+    file asking for a million targets is refused at once."""
     count = 0
     for name, overrides in config.messengers.items():
-        for group in _merged_groups(builtin(overrides.catalog or name), overrides).values():
-            for endpoint in group.endpoints:
-                ports = 1 if endpoint.port is not None else max(1, len(group.ports))
-                count += (len(endpoint.addresses) or 2) * ports
+        legacy: dict[str, tuple[list[Any] | None, list[Any], list[int] | None]] = {
+            "datacenters": (overrides.datacenters, overrides.extra_datacenters, overrides.ports),
+            "domains": (overrides.domains, overrides.extra_domains, None),
+        }
+        for group_name, group in builtin(overrides.catalog or name).groups.items():
+            endpoints: list[Any] = list(group.endpoints)
+            ports = group.ports
+            replaced, extra, new_ports = legacy.get(group_name, (None, [], None))
+            endpoints = [*(endpoints if replaced is None else replaced), *extra]
+            ports = ports if new_ports is None else new_ports
+            change = overrides.groups.get(group_name)
+            if change is not None:
+                endpoints = [*(endpoints if change.endpoints is None else change.endpoints),
+                             *change.extra_endpoints]
+                ports = ports if change.ports is None else change.ports
+            count += _targets_of(endpoints, ports)
     if count > MAX_TARGETS:
         raise ConfigError(f"{source}:1: messengers: {count:,} targets; the limit is "
                           f"{MAX_TARGETS:,} (split the targets over several probes)")

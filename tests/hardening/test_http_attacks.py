@@ -199,7 +199,7 @@ def test_wrong_password_flood_is_bounded(tmp_path: Path, target: int) -> None:
         sample = sampled(probe, flood, 8,
                          health=lambda: request(probe.base + "/metrics", headers=probe.auth))
         assert sample.cpu_cores < 0.8, sample.row()
-        assert sample.health_failed == 0 and sample.health_p50_ms < 250, sample.row()
+        assert sample.health_failed == 0 and sample.health_p50_ms < 1000, sample.row()
         assert sample.checks_ok >= sample.checks - 1, sample.row()
         assert codes.get(401, 0) > 0 and codes.get(429, 0) > 0, codes
         assert set(codes) <= {0, 401, 429}, codes

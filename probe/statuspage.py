@@ -418,7 +418,7 @@ def _banners(round_: Mapping[str, Any], network: Mapping[str, Any], verdicts: li
         plural = "s" if len(offline) > 1 else ""
         out.append(f"<strong>{len(offline)} target{plural} cannot be judged</strong>: the vantage's own "
                    f"network fails for their address family (vantage_offline).{html.escape(why)}")
-    elif network.get("baseline_blocked"):
+    if network.get("baseline_blocked") and network.get("online") is not False:
         out.append("<strong>The baseline sites fail although the vantage is online</strong> (outside "
                    f"answers are proven); the targets are judged anyway.{html.escape(why)}")
     if network.get("degraded"):

@@ -3,7 +3,7 @@ a phone's width and a desktop's, in light and dark mode.
 
 The page is served by the real `probe run` app (Service + make_app) after real rounds
 against the unit tests' loopback servers: a blocked DC (its server stopped: tcp_reset), the
-rest ok; then an offline vantage (the baseline stopped). Screenshots go to build/screenshots/.
+rest ok; then an offline vantage (nothing answers: World.cut_off). Screenshots go to build/screenshots/.
 """
 
 from __future__ import annotations

@@ -151,3 +151,29 @@ def test_a_big_probe_draws_the_worst_rows_and_says_how_many_are_left_out() -> No
     drawn = re.findall(r"<span class='id'>(t\d+)</span>", page)
     assert drawn[:3] == [f"t{count - 3}", f"t{count - 2}", f"t{count - 1}"]  # blocked first
     assert "10 more targets, the least severe, are not drawn" in page
+
+
+async def test_a_blocked_baseline_is_said_once_and_the_targets_are_still_judged(
+    world: World, tmp_path: Path
+) -> None:
+    """Only the baseline fails while the service's own verified handshakes prove the vantage
+    online: one banner says so, and no target is vantage_offline."""
+    await world.baseline.stop()
+    path = write_config(world, tmp_path / "probe.yaml")
+    service = Service(path, load_config(path))
+    result = await service.run_one()
+    assert result.network.online and result.network.baseline_blocked
+    client = TestClient(TestServer(make_app(service)))
+    await client.start_server()
+    try:
+        page = await (await client.get("/")).text()
+    finally:
+        await client.close()
+    banners = re.findall(r"<div class='banner' role='alert'>(.*?)</div>", page)
+    (blocked,) = [b for b in banners if "baseline sites fail" in b]
+    assert blocked.startswith("<strong>The baseline sites fail although the vantage is online</strong>")
+    assert "site: connection_refused" in blocked
+    rows = re.findall(r"<tr class='r-(\w+)'.*?<span class='id'>([^<]+)</span>", page)
+    assert any(verdict != "vantage_offline" for verdict, _ in rows)  # the targets are judged
+    offline = {target for verdict, target in rows if verdict == "vantage_offline"}
+    assert all(target.endswith("/v6") for target in offline)  # the world has no IPv6 baseline

@@ -94,15 +94,17 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
          "expr": count_verdicts('verdict="vantage_offline"')},
         # Targets whose verdict was blocking in at least block_share of the window's samples:
         # a persistent block, not one bad round, and not a different target in every round
-        # (what a lossy network gives).
+        # (what a lossy network gives). The samples of the window are counted once per
+        # vantage (its round timestamp is scraped with every verdict), so only the blocking
+        # series are read over the window: at 1,000 vantages that is the difference between
+        # reading ~116,000 series and a few hundred.
         {"record": "vantage_messenger:reach_targets_blocked_persistently:count",
          "expr": (f"count by (vantage, messenger) (\n"
                   f"    sum by ({per_target}) (count_over_time(reach_verdict{s(blocking)}[{w}]))\n"
-                  f"  / on ({per_target})\n"
-                  f"    sum by ({per_target}) (count_over_time(reach_verdict{s()}[{w}]))\n"
+                  f"  / on (vantage) group_left ()\n"
+                  f"    (sum by (vantage) (count_over_time(reach_round_last_timestamp_seconds{s()}[{w}]))"
+                  f" >= {p.min_samples})\n"
                   f"  >= {p.block_share}\n"
-                  f"  and on ({per_target})\n"
-                  f"    sum by ({per_target}) (count_over_time(reach_verdict{s()}[{w}])) >= {p.min_samples}\n"
                   f")\nor {targets} * 0")},
         # The ok ratio among the targets this vantage can measure (its vantage_offline
         # targets, e.g. IPv6 at a vantage without IPv6, are left out).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 from collections.abc import Coroutine
@@ -120,17 +121,23 @@ def once(
     else:
         result = run_loop(run_round(cfg), cfg.schedule.event_loop)
     from probe.evidence import EvidenceLog
+    from probe.scrub import Scrubber
 
     EvidenceLog.for_config(cfg).append_round(result)
+    out = io.StringIO()  # printed through the scrubber: no own address on a terminal either
     if format is RoundFormat.json:
-        json.dump(round_json(result), sys.stdout, indent=1)
-        print()
+        json.dump(round_json(result), out, indent=1)
+        out.write("\n")
     elif format is RoundFormat.tsv:
-        write_tsv(result, sys.stdout)
+        write_tsv(result, out)
     elif format is RoundFormat.jsonl:
-        write_jsonl(result, sys.stdout)
+        write_jsonl(result, out)
     else:
-        print_table(result, make_console())
+        console = make_console()
+        with console.capture() as captured:
+            print_table(result, console)
+        out.write(captured.get())
+    sys.stdout.write(Scrubber.for_vantage(cfg.vantage).text(out.getvalue()))
     if fail_on_block and blocked(result):
         raise typer.Exit(1)
 

@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -218,9 +217,12 @@ async def test_failure_timing_is_equal_for_known_and_unknown_users(tmp_path: Pat
         assert await web.authorized(basic(user, f"wrong-{n}")) is False
         return time.monotonic() - started
 
-    known = [await took("alice", n) for n in range(3)]
-    unknown = [await took("mallory", n) for n in range(3)]
-    ratio = statistics.median(known) / statistics.median(unknown)
+    known: list[float] = []
+    unknown: list[float] = []
+    for n in range(4):  # interleaved, and the fastest of each compared: load noise only adds
+        known.append(await took("alice", n))
+        unknown.append(await took("mallory", n))
+    ratio = min(known) / min(unknown)
     assert 0.7 < ratio < 1.4, (known, unknown)
     assert await took("alice", 0) < 0.05  # a repeated failure is cached: no bcrypt at all
 

@@ -198,8 +198,12 @@ def test_healthcheck_passes_against_the_probe_in_the_image(image: str, container
         if sock.connect_ex(("127.0.0.1", 9650)) == 0:
             pytest.skip("port 9650 is taken on this machine")
     script = (
-        "printf 'vantage: {name: hc}\\nschedule: {interval: 60}\\n' > /tmp/hc.yaml; "
-        "probe run --config /tmp/hc.yaml --listen 127.0.0.1:9650 & pid=$!; sleep 4; "
+        # every target on closed loopback ports: a test never sends to real addresses
+        f"cat > /tmp/hc.yaml <<'EOF'\n{yaml.safe_dump(offline_config())}EOF\n"
+        "probe run --config /tmp/hc.yaml --listen 127.0.0.1:9650 & pid=$!; "
+        # wait (bounded) until it listens: start-up on a loaded machine takes a while
+        "for i in $(seq 60); do python3 -c 'import socket; socket.create_connection("
+        "(\"127.0.0.1\", 9650), 1)' 2>/dev/null && break; sleep 0.5; done; "
         f"{command}; echo healthcheck=$?; kill $pid; wait $pid"
     )
     result = in_container(container, "sh", "-c", script)

@@ -115,7 +115,18 @@ async def test_once_tsv_and_jsonl_are_one_line_per_target(world: World, tmp_path
     assert by_target_json["web.telegram.org/v4"]["verdict"] == by_target["web.telegram.org/v4"]["verdict"]
 
 
-@pytest.mark.parametrize("command", [["once"], ["rules"], ["export-config"], []])
+COMMANDS = ["once", "run", "check-config", "evidence", "rules", "export-config", "catalog"]
+
+
+def test_every_command_is_in_the_help_test() -> None:
+    import typer.main
+
+    from probe.cli import app
+
+    assert sorted(getattr(typer.main.get_command(app), "commands", {})) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", [[c] for c in COMMANDS] + [[]])
 def test_help_has_no_bool_placeholders_and_lists_format_choices(command: list[str]) -> None:
     out = run_in_terminal(*command, "--help", columns=160)
     assert "Usage: " in out and "[OPTIONS]" in out

@@ -14,14 +14,11 @@ from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
 
-# package path under probe/shipped -> path in the written deployment (the repository's layout)
-LAYOUT: dict[str, str] = {
-    "probe.example.yaml": "configs/probe.example.yaml",
-    "prometheus": "configs/prometheus",
-    "alertmanager": "configs/alertmanager",
-    "grafana": "grafana",
-}
-SUFFIXES = (".yml", ".yaml", ".json")  # data only: the board generator script stays behind
+# probe/shipped/configs and probe/shipped/grafana link to the source tree's configs/ and
+# grafana/; they are written out under the same names (the repository's layout).
+LAYOUT = ("configs", "grafana")
+SUFFIXES = (".yml", ".yaml", ".json")  # data only: the generator scripts stay behind
+SKIP = ("catalogs",)  # the catalogues are the package's own (probe/catalogs), not deployment files
 
 
 class ExportError(Exception):
@@ -31,7 +28,7 @@ class ExportError(Exception):
 def _walk(node: Traversable, relative: str) -> Iterator[tuple[str, Traversable]]:
     if node.is_dir():
         for child in sorted(node.iterdir(), key=lambda c: c.name):
-            if not child.name.startswith(("_", ".")):
+            if not child.name.startswith(("_", ".")) and child.name not in SKIP:
                 yield from _walk(child, f"{relative}/{child.name}")
     elif node.is_file() and node.name.endswith(SUFFIXES):
         yield relative, node
@@ -41,8 +38,8 @@ def shipped_files() -> list[tuple[str, Traversable]]:
     """Every shipped file as (path in the deployment, resource), in a stable order."""
     root = resources.files("probe") / "shipped"
     files: list[tuple[str, Traversable]] = []
-    for source, target in LAYOUT.items():
-        files.extend(_walk(root / source, target))
+    for name in LAYOUT:
+        files.extend(_walk(root / name, name))
     if not files:
         raise ExportError("this installation of probe carries no deployment files (a broken build?)")
     return files

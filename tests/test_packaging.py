@@ -31,7 +31,11 @@ def run(*args: str | Path, cwd: Path | None = None, timeout: float = 600) -> str
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, ROOT)
+    # from a copy without build/: setuptools would put a previous build's leftovers in the wheel
+    source = tmp_path_factory.mktemp("source") / "reach"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"))
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, source)
     (built,) = out.glob("reach_probe-*.whl")
     return built
 
@@ -46,11 +50,9 @@ def test_wheel_declares_its_licence_and_carries_the_deployment(wheel: Path) -> N
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     shipped = {n.removeprefix("probe/shipped/") for n in names if n.startswith("probe/shipped/")}
     data = (".yml", ".yaml", ".json")  # the generators (build_*.py) stay in the source tree
-    source = {str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*")
+    source = {str(p.relative_to(ROOT)) for top in ("configs", "grafana") for p in (ROOT / top).rglob("*")
               if p.is_file() and "catalogs" not in p.parts and p.suffix in data}
-    source |= {str(p.relative_to(ROOT)) for p in (ROOT / "grafana").rglob("*")
-               if p.is_file() and p.suffix in data}
-    assert shipped == source, "probe/shipped/ and configs/ + grafana/ differ"
+    assert shipped == source, "probe/shipped/ and configs/ + grafana/ differ: pyproject's package-data?"
     # one copy of each catalogue: the package's; configs/catalogs only links to it
     assert "probe/catalogs/telegram.yaml" in names
     for link in (ROOT / "configs" / "catalogs").iterdir():

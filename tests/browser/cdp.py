@@ -123,6 +123,8 @@ async def browser() -> AsyncIterator[Page]:
                     raise RuntimeError("chromium exited before it listened")
                 match = re.search(r"DevTools listening on ws://([^/]+)/", line)
                 endpoint = match[1] if match else None
+        # keep reading chromium's chatter, or a full pipe would stall it
+        drain = asyncio.ensure_future(_drain(process.stderr))
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://{endpoint}/json/list") as response:
                 targets = await response.json()
@@ -135,11 +137,17 @@ async def browser() -> AsyncIterator[Page]:
                     yield page
                 finally:
                     page.reader.cancel()
+                    drain.cancel()
     finally:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
 
 
 # What the tests read from a status page, in one evaluation.

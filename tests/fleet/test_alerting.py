@@ -65,6 +65,39 @@ def uplink_cut_probes() -> list[FakeProbe]:
     return [subject, control]
 
 
+def blocked_baseline_probes() -> list[FakeProbe]:
+    """Issue 14: the censor also blocks the baseline, but the subject proved connectivity."""
+    subject, control = iran_2015_probes()
+    subject.baseline, subject.online = False, True
+    return [subject, control]
+
+
+def lossy_probes() -> list[FakeProbe]:
+    """Issue 9: the subject's own network is lossy (degraded); no target is blocked."""
+    subject, control = iran_2015_probes()
+    subject.verdicts, subject.degraded = {}, True
+    return [subject, control]
+
+
+@pytest.mark.parametrize("stack", [blocked_baseline_probes], indirect=True)
+def test_a_blocked_baseline_still_pages_the_block(stack: Stack) -> None:
+    stack.prometheus.wait_for_alert("BaselineBlocked", {"vantage": "ir-lab"}, timeout=60)
+    alert = stack.prometheus.wait_for_alert("MessengerBlocked", {"vantage": "ir-lab"}, timeout=60)
+    assert "cloudflare, quad9" in stack.prometheus.firing("BaselineBlocked")[0]["annotations"]["description"]
+    stack.webhook.wait_for_alert("MessengerBlocked", path="/page", timeout=30)  # not inhibited
+    assert alert["labels"]["severity"] == "page"
+    assert not stack.prometheus.firing("VantageOffline")
+
+
+@pytest.mark.parametrize("stack", [lossy_probes], indirect=True)
+def test_a_lossy_vantage_is_a_degraded_ticket_never_a_page(stack: Stack) -> None:
+    stack.prometheus.wait_for_alert("VantageDegraded", {"vantage": "ir-lab"}, timeout=60)
+    stack.webhook.wait_for_alert("VantageDegraded", path="/ticket", timeout=30)
+    (status,) = stack.prometheus.query('vantage_messenger:reach_status:code{vantage="ir-lab"}')
+    assert status["value"][1] == "6"
+    assert not stack.webhook.notifications("/page")
+
+
 @pytest.mark.parametrize("stack", [iran_2015_probes], indirect=True)
 def test_block_pages_through_alertmanager(stack: Stack) -> None:
     alert = stack.prometheus.wait_for_alert("MessengerBlocked", {"vantage": "ir-lab"}, timeout=60)
@@ -129,8 +162,15 @@ def test_alertmanager_inhibitions(tmp_path: Path) -> None:
                 alert("MessengerBlocked", severity="page", vantage="ir-b", messenger="telegram"),
                 alert("MessengerBlocked", severity="page", vantage="ir-c", messenger="signal"),
                 alert("MessengerBlocked", severity="page", vantage="ir-d", messenger="telegram"),
+                # a blocked baseline mutes nothing; an offline vantage mutes its network tickets
+                alert("BaselineBlocked", severity="ticket", vantage="ir-d"),
+                alert("VantageDegraded", severity="ticket", vantage="ir-a"),
+                alert("BaselineBlocked", severity="ticket", vantage="ir-b"),
             ]
         )
+        am.wait_for_alert("VantageDegraded", {"vantage": "ir-a"}, state="suppressed", timeout=20)
+        am.wait_for_alert("BaselineBlocked", {"vantage": "ir-b"}, state="suppressed", timeout=20)
+        am.wait_for_alert("BaselineBlocked", {"vantage": "ir-d"}, state="active", timeout=20)
         for vantage in ("ir-a", "ir-b", "ir-c"):
             am.wait_for_alert("MessengerBlocked", {"vantage": vantage}, state="suppressed", timeout=20)
         am.wait_for_alert("MessengerBlocked", {"vantage": "ir-d"}, state="active", timeout=20)

@@ -402,20 +402,37 @@ MALFORMED = [
 ]
 
 
-def malformed(port: int, count: int) -> int:
-    """Send `count` malformed requests (a new connection each, as a scanner does); return
-    how many got an answer."""
-    answered = 0
-    for n in range(count):
-        with socket.socket() as sock:
-            sock.settimeout(2)
-            try:
-                sock.connect(("127.0.0.1", port))
-                sock.sendall(MALFORMED[n % len(MALFORMED)])
-                answered += sock.recv(16).startswith(b"HTTP/")
-            except OSError:
-                pass
-    return answered
+def malformed_flood(port: int, count: int, sent: list[int]) -> Callable[[threading.Event], None]:
+    """An attack: `count` malformed requests from 4 threads (or until stopped); the number
+    answered with an HTTP status line goes into `sent`."""
+
+    def attack(stop: threading.Event) -> None:
+        lock = threading.Lock()
+        left = [count]
+
+        def client() -> None:
+            while not stop.is_set():
+                with lock:
+                    if left[0] <= 0:
+                        return
+                    left[0] -= 1
+                    n = left[0]
+                with socket.socket() as sock:
+                    sock.settimeout(2)
+                    with contextlib.suppress(OSError):
+                        sock.connect(("127.0.0.1", port))
+                        sock.sendall(MALFORMED[n % len(MALFORMED)])
+                        if sock.recv(16).startswith(b"HTTP/"):
+                            with lock:
+                                sent[0] += 1
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    return attack
 
 
 # -- the figures ------------------------------------------------------------------------
@@ -477,11 +494,15 @@ def figures(seconds: float, malformed_count: int, only: str = "") -> list[tuple[
 
         def bad(exporter: Exporter) -> str:
             before = exporter.log_bytes()
-            answered = malformed(exporter.port, malformed_count)
+            answered = [0]
+            started = time.monotonic()
+            sample = sampled(exporter, malformed_flood(exporter.port, malformed_count, answered),
+                             max(seconds, 60))
+            took = time.monotonic() - started
             time.sleep(0.5)
             grown = exporter.log_bytes() - before
-            return (f"{grown * 10000 / malformed_count:,.0f} log bytes per 10,000 malformed "
-                    f"requests ({answered}/{malformed_count} answered 400)")
+            return (f"{sample.row()}; {grown * 10000 / max(1, answered[0]):,.0f} log bytes per "
+                    f"10,000 malformed requests ({answered[0]:,} answered 400 in {took:.0f} s)")
 
         both(f"{malformed_count:,} malformed requests", bad)
     return rows
@@ -506,14 +527,56 @@ def reload_figures(seconds: float) -> str:
                     f"answers {codes}, rounds {rounds} (extra rounds: {rounds - 1})")
 
 
+def big_reload_figures(seconds: float, datacenters: int = 10_000) -> tuple[str, str]:
+    """Reloads of a 10,000-target config every 2 s while sampling health: reach (SIGHUP,
+    parsed in a thread) and blackbox (POST /-/reload of its own config)."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, tcp_target() as target:
+        directory = Path(tmp)
+        extra = {"messengers": {"telegram": {
+            "datacenters": [{"name": f"dc{i}", "addresses": [f"127.0.{i // 250}.{i % 250 + 1}"]}
+                            for i in range(datacenters)],
+            "domains": [], "ports": [target], "address_space": ["127.0.0.0/8"]}}}
+        with reach(directory, target, interval=300, config_extra=extra) as probe:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not _rounds(probe):
+                time.sleep(1)
+
+            def reload_reach(stop: threading.Event) -> None:
+                while not stop.wait(2):
+                    probe.process.send_signal(signal.SIGHUP)
+
+            sample = sampled(probe, reload_reach, seconds)
+            results.append(f"{sample.row()}; rounds {_rounds(probe)} (extra: {_rounds(probe) - 1})")
+        bdir = directory / "bb"
+        bdir.mkdir()
+        with blackbox(bdir, target) as bb:
+            time.sleep(1)
+
+            def reload_bb(stop: threading.Event) -> None:
+                while not stop.wait(2):
+                    request(bb.base + "/-/reload", "POST")
+
+            results.append(sampled(bb, reload_bb, seconds).row())
+    return results[0], results[1]
+
+
+def _rounds(probe: Exporter) -> int:
+    import json
+    status, text, _ = request(probe.base + "/api/status", headers=probe.auth)
+    return int(json.loads(text)["rounds"]) if status == 200 else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--malformed", type=int, default=10000)
     parser.add_argument("--only", default="", help="run the attacks whose name has this text")
     args = parser.parse_args()
-    if not args.only:
+    if not args.only or "reload" in args.only:
         print(reload_figures(30), flush=True)
+        ours, theirs = big_reload_figures(args.seconds)
+        print(f"reload every 2 s, 10,000 targets\n  reach:    {ours}\n  blackbox: {theirs}", flush=True)
     rows = figures(args.seconds, args.malformed, args.only)
     print("\n| attack | reach | blackbox_exporter |\n| --- | --- | --- |")
     for name, ours, theirs in rows:

@@ -266,13 +266,15 @@ def test_malformed_requests_log_one_rate_limited_line(tmp_path: Path, target: in
     with attack.reach(tmp_path, target, interval=300) as probe:
         time.sleep(1.5)
         before = probe.log_bytes()
-        answered = attack.malformed(probe.port, 2000)
+        answered = [0]
+        sample = sampled(probe, attack.malformed_flood(probe.port, 2000, answered), 15)
         time.sleep(0.3)
         grown = probe.log.read_bytes()[before:].decode()
-    assert answered == 2000
+    assert answered[0] == 2000, answered
+    assert sample.health_failed == 0 and sample.checks_ok >= sample.checks - 1, sample.row()
     assert "Traceback" not in grown
     lines = [line for line in grown.splitlines() if "malformed request" in line]
-    assert 1 <= len(lines) <= 3 and len(grown) < 1500, grown
+    assert 1 <= len(lines) <= 3 and len(grown) < 1500, grown  # 15 s: one line per 10 s
 
 
 # -- 9. headers ---------------------------------------------------------------------------

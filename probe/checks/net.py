@@ -19,6 +19,7 @@ import asyncio
 import errno
 import socket
 import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ _IPPROTO_TCP = socket.IPPROTO_TCP
 # struct tcp_info (linux/tcp.h): tcpi_rtt (us) at offset 68, tcpi_total_retrans at 100.
 _TCP_INFO_LEN = 104
 _unpack_rtt = struct.Struct("<I").unpack_from
+# Kernel receive timestamps (Linux SO_TIMESTAMPNS, 35 in asm-generic/socket.h; Python does
+# not name it): each recvmsg says when the last segment it returned reached the socket.
+_SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
+_TIMESPEC = struct.Struct("@ll")  # struct timespec: tv_sec, tv_nsec (the non-y2038 form)
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 
 
 def kernel_rtt(sock: socket.socket) -> float | None:
@@ -52,6 +58,31 @@ def kernel_rtt(sock: socket.socket) -> float | None:
         return None
     rtt: int = _unpack_rtt(info, 68)[0]
     return rtt / 1e6 if rtt else None
+
+
+def stamp_receives(sock: socket.socket) -> bool:
+    """Ask the kernel to timestamp what this socket receives (see `recv_stamped`)."""
+    if _SO_TIMESTAMPNS is None or not _STAMP_SPACE:
+        return False
+    try:
+        sock.setsockopt(_SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def recv_stamped(sock: socket.socket, size: int) -> tuple[bytes, int]:
+    """Read up to `size` bytes; return them and when the last of them arrived, in ns of the
+    realtime clock (`time.time_ns`): the kernel's stamp when the socket has them (see
+    `stamp_receives`), else now. A busy event loop delays the read, never the stamp."""
+    if not _STAMP_SPACE:
+        return sock.recv(size), time.time_ns()
+    data, ancillary, _flags, _address = sock.recvmsg(size, _STAMP_SPACE)
+    for level, kind, payload in ancillary:
+        if level == _SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+            return data, seconds * 1_000_000_000 + nanoseconds
+    return data, time.time_ns()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +175,16 @@ async def converse(
 ) -> tuple[str | None, dict[str, object], Stopwatch]:
     """Connect and let `talk` speak (filling in evidence, raising on a bad answer), all
     within `timeout`; whatever goes wrong becomes a failure string. The socket is closed
-    afterwards (a transport that took it over has closed it already: closing is idempotent)."""
+    afterwards (a transport that took it over has closed it already: closing is idempotent).
+    `connect_seconds` is the kernel's connect time (see `connect`), not the loop's."""
     watch = Stopwatch()
     details: dict[str, object] = {}
     failure = None
     sock = None
     try:
         async with asyncio.timeout(timeout):
-            sock = await open_socket(address, port, timeout, source)
-            details["connect_seconds"] = round(watch.elapsed(), 6)
+            sock, connect_time = await connect(address, port, timeout, source)
+            details["connect_seconds"] = round(connect_time, 6)
             await talk(sock, details)
     except Exception as exc:
         failure = failures.classify(exc)

@@ -22,7 +22,7 @@ from probe.checks.base import Env, Step
 from probe.checks.net import Source, Stopwatch, converse, recv_stamped, stamp_receives
 from probe.observation import Observation
 
-_perf_counter = time.perf_counter
+_cpu_clock = time.thread_time  # CPU time: preemption by other processes is not the handshake's
 _time_ns = time.time_ns
 _WantRead = ssl.SSLWantReadError
 _READ_SIZE = 1 << 16
@@ -38,7 +38,8 @@ class _Handshake:
     that wait is the loop's, not the network's. So the time is added up from its parts:
     for each of our flights, from when it left (the clock right after the send) to when the
     last byte of the answer reached the socket (the kernel's receive stamp), plus the CPU
-    time of the OpenSSL calls that processed each answer. Neither moves with the loop's load.
+    time (thread CPU clock) of the OpenSSL calls that processed each answer. Neither moves
+    with the loop's load.
     """
 
     __slots__ = ("_fd", "_future", "_incoming", "_loop", "_outgoing", "_pending", "_received_ns",
@@ -74,7 +75,7 @@ class _Handshake:
 
     def _advance(self) -> None:
         """One step of OpenSSL; send what it wrote. Exceptions end the handshake."""
-        started = _perf_counter()
+        started = _cpu_clock()
         try:
             self._tls.do_handshake()
             done = True
@@ -83,7 +84,7 @@ class _Handshake:
         except Exception as exc:
             self._future.set_exception(exc)
             return
-        spent = _perf_counter() - started
+        spent = _cpu_clock() - started
         if self._outgoing.pending or done:
             # This call answered the peer's last flight (or opened the handshake).
             if self._received_ns:

@@ -137,7 +137,7 @@ http {{
         listen = [a for addr in self.mtproto_addrs for p in self.mtproto_ports
                   for a in ("--listen", f"{addr}:{p}")]
         self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.support.mtproto", *listen],
+            [sys.executable, "-m", "bench.responder", *listen],
             preexec_fn=self._preexec, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         ))
         mt = self.procs[-1]

@@ -32,6 +32,7 @@ from probe.plan import baseline_targets, plan
 from probe.vantage import baseline_up, judge, site_answered
 
 Progress = Callable[[int, int], None]  # (checks done, checks planned)
+Job = Callable[[], Awaitable[list[Observation]]]  # one target's steps (or the baseline's)
 
 
 @cache
@@ -141,8 +142,23 @@ class Round:
                         name, replace(step, role="differential", explains=main))
         return observations
 
+    async def _pool(self, jobs: list[Job]) -> list[list[Observation]]:
+        """Run jobs with at most `concurrency` workers, results in job order. A pool of
+        workers, not a task per job: at 10,000 targets the tasks, their coroutines and
+        semaphore waiters would all exist at once, for nothing but waiting."""
+        groups: list[list[Observation]] = [[] for _ in jobs]
+        queue = iter(enumerate(jobs))
+
+        async def worker() -> None:
+            for index, job in queue:
+                groups[index] = await job()
+
+        workers = min(self.config.schedule.concurrency, len(jobs))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return groups
+
     async def _baseline(self) -> list[Observation]:
-        groups = await asyncio.gather(*(self._target(t) for t in self.baseline))
+        groups = await self._pool([partial(self._target, t) for t in self.baseline])
         observations = [o for group in groups for o in group]
         result = self.result
         network = result.network
@@ -189,21 +205,11 @@ class Round:
             self._envs = {name: replace(self.env, timeout=getattr(timeouts, r.timeout),
                                         session=session)
                           for name, r in REGISTRY.items()}
-            jobs: list[Callable[[], Awaitable[list[Observation]]]] = [self._baseline]
+            jobs: list[Job] = [self._baseline]
             jobs += [partial(self._target, t) for t in self.targets]
-            groups: list[list[Observation]] = [[] for _ in jobs]
-            queue = iter(enumerate(jobs))
-
-            # A pool of workers, not a task per target: at 10,000 targets the tasks and
-            # their coroutines would all exist at once, for nothing but waiting.
-            async def worker() -> None:
-                for index, job in queue:
-                    groups[index] = await job()
-
-            workers = min(self.config.schedule.concurrency, len(jobs))
             monitor = asyncio.create_task(self._watch_loop_lag())
             try:
-                await asyncio.gather(*(worker() for _ in range(workers)))
+                groups = await self._pool(jobs)
             finally:
                 monitor.cancel()
         observations = self.result.observations

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from probe.catalog import builtin
+
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["workload", "N", "tool", "checks", "ok", "wall_s", "checks_per_s", "cpu_s_per_1k",
-           "rss_peak_mb"]
+           "rss_peak_mb", "rss_start_mb"]
 N = 48  # a multiple of the 4 MTProto ports, so the dc workload has exactly N targets
+# The dc workload runs the built-in catalogue's DC steps (tcp, mtproto, mtproto_plain, ...).
+DC_STEPS = len(builtin("telegram").groups["datacenters"].steps)
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
@@ -55,7 +59,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for r in rows:
         workload, n, tool, checks, ok = r[:5]
         assert int(n) == N
-        expected = 2 * N + 1 if workload == "dc" else N  # dc: tcp + mtproto each, + baseline
+        expected = DC_STEPS * N + 1 if workload == "dc" else N  # dc: each DC step, + baseline
         assert int(checks) == expected, r
         assert int(ok) == int(checks), f"{tool} did not complete every {workload} check: {r}"
     ratio_header, ratios = _table(proc.stdout, "## Ratios")

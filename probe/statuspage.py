@@ -544,7 +544,7 @@ def _strip_html(cells: list[str | None], labels: list[str]) -> Iterable[str]:
         end = index
         while end + 1 < len(cells) and cells[end + 1] == cells[index]:
             end += 1
-        cell = cells[index]
+        cell = html.escape(cells[index] or "")  # names from the evidence log: escaped like all else
         yield (f"<span class='{'v-' + cell if cell else 'none'}' data-slots='{end - index + 1}' "
                f"style='flex-grow:{end - index + 1}' title='{labels[index]} to {labels[end + 1]}: "
                f"{cell or 'no round'}'></span>")

@@ -177,3 +177,17 @@ async def test_a_blocked_baseline_is_said_once_and_the_targets_are_still_judged(
     assert any(verdict != "vantage_offline" for verdict, _ in rows)  # the targets are judged
     offline = {target for verdict, target in rows if verdict == "vantage_offline"}
     assert all(target.endswith("/v6") for target in offline)  # the world has no IPv6 baseline
+
+
+def test_names_from_the_evidence_log_cannot_inject_markup() -> None:
+    """The history is rebuilt from a file on disk: whatever it holds is text on the page."""
+    evil = "x'><script>alert(1)</script>"
+    history = History()
+    history.record(T0, [(evil, evil, evil)])
+    round_ = {"started": "2026-11-25T04:00:00+00:00", "observations": [],
+              "verdicts": [{"messenger": evil, "target": evil, "verdict": evil, "rule": evil,
+                            "reason": evil, "evidence": []}]}
+    page = render_page(round_, history, vantage={"name": evil, "network": evil}, now=T0 + 60,
+                       reload_error=evil)
+    assert "<script>" not in page and "x'>" not in page
+    assert page.count("x&#x27;&gt;&lt;script&gt;") >= 5  # shown, as text

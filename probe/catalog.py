@@ -16,11 +16,13 @@ import ipaddress
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import Field, field_validator
 
+from probe import prefixes
 from probe.schema import ConfigError, IPAddress, IPNetwork, Strict
 
 
@@ -103,8 +105,15 @@ class Catalog(Strict):
     # Where the service's addresses are: DNS answers outside this space are suspect.
     address_space: list[IPNetwork] = []
     address_space_source: str = ""
+    # For services that publish no ranges: the prefixes their AS announces, shipped as
+    # data (probe/data/prefixes/AS<N>.txt, refreshed with `probe prefixes`).
+    address_space_asn: list[int] = []
     neutral_sni: str = "www.example.com"
     groups: dict[str, Group] = Field(min_length=1)
+
+    def networks(self) -> list[IPNetwork]:
+        """The service's address space: the listed networks and its ASes' prefixes."""
+        return [*self.address_space, *(n for asn in self.address_space_asn for n in prefixes.load(asn))]
 
 
 def available() -> list[str]:
@@ -120,6 +129,29 @@ def builtin(name: str) -> Catalog:
         raise ConfigError(f"unknown messenger catalogue {name!r} (built in: {', '.join(available())})")
     text = (resources.files("probe") / "catalogs" / f"{name}.yaml").read_text(encoding="utf-8")
     return Catalog.model_validate(yaml.safe_load(text))
+
+
+def is_file_reference(ref: str) -> bool:
+    """A config's `catalog:` names a built-in catalogue, or a file when it ends in .yaml/.yml."""
+    return ref.endswith((".yaml", ".yml"))
+
+
+@cache
+def _from_file(path: Path, mtime_ns: int) -> Catalog:
+    return Catalog.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def load(ref: str) -> Catalog:
+    """A built-in catalogue by name, or a catalogue file by path: the fourth messenger can
+    be one YAML file next to the config, without a new image. (The config validates the
+    file with file/line errors first; this is the round's cheap, cached read.)"""
+    if not is_file_reference(ref):
+        return builtin(ref)
+    path = Path(ref)
+    try:
+        return _from_file(path, path.stat().st_mtime_ns)
+    except OSError as exc:
+        raise ConfigError(f"{ref}: cannot read the catalogue: {exc.strerror or exc}") from None
 
 
 def describe(name: str) -> dict[str, Any]:

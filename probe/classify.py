@@ -26,6 +26,9 @@ THROTTLE_RATIO = 0.3
 
 TIMEOUTS = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE})
 RESETS = frozenset({F.CONNECTION_RESET, F.CONNECTION_REFUSED})
+# Checks whose success proves the service itself answered (a verified certificate, an
+# MTProto answer with our nonce); a TCP connect proves nothing about who answered.
+AUTHENTICATING = frozenset({"tls", "mtproto"})
 DNS_ERRORS = frozenset({F.DNS_NXDOMAIN, F.DNS_SERVFAIL, F.DNS_REFUSED, F.DNS_NO_ANSWER,
                         F.GENERIC_TIMEOUT})
 
@@ -106,14 +109,44 @@ def _dns_flag(flag: str) -> Callable[[TargetView], Evidence]:
     return test
 
 
-def _dns_outside_space(v: TargetView) -> Evidence:
+def _control_answers(v: TargetView) -> set[str]:
+    return {a for o in v.resolvers(control=True) for a in o.details.get("answers") or []}
+
+
+def _suspect_answer(v: TargetView) -> tuple[Observation, str] | None:
+    """The vantage's answer (the address later steps used) when it is not known to be the
+    service's: outside its address space, or, for a service that publishes none (Signal),
+    different from every control resolver's answer."""
     dns = v.primary("dns")
-    if dns is None or not dns.details.get("outside_space"):
+    if dns is None or dns.role == "control" or not dns.details.get("answers"):
         return None
-    address = dns.details["answers"][0]
+    address: str = dns.details["answers"][0]
+    if v.target.address_space:
+        return (dns, address) if address in dns.details.get("outside_space", []) else None
+    controls = _control_answers(v)
+    return (dns, address) if controls and address not in controls else None
+
+
+def _dns_outside_space(v: TargetView) -> Evidence:
+    suspect = _suspect_answer(v)
+    if suspect is None:
+        return None
+    dns, address = suspect
     later = [o for o in v.observations
              if o.check != "dns" and o.primary and o.address == address and not o.ok]
     return [dns, *later] if later else None
+
+
+def _dns_outside_unverified(v: TargetView) -> Evidence:
+    """A suspect answer that no step could prove to be the service (a plan of dns and tcp
+    only: WhatsApp's chat endpoints), which the control resolvers did not give either."""
+    suspect = _suspect_answer(v)
+    if suspect is None:
+        return None
+    dns, address = suspect
+    controls = _control_answers(v)
+    proven = [o for o in v.observations if o.check in AUTHENTICATING and o.address == address]
+    return [dns] if controls and address not in controls and not proven else None
 
 
 def _dns_blocked(v: TargetView) -> Evidence:
@@ -244,8 +277,13 @@ RULES: tuple[Rule, ...] = (
          "two different replies came back to one UDP query (an on-path injector raced the resolver)",
          _dns_flag("late_answers")),
     Rule("dns_outside_space", "dns_injection",
-         "the answer is outside the service's address space and the service's checks fail there",
+         "the answer is outside the service's address space (for a service that publishes none: "
+         "unlike every control resolver's answer) and the service's checks fail there",
          _dns_outside_space),
+    Rule("dns_outside_space_unverified", "dns_injection",
+         "the answer is outside the service's address space, unlike every control resolver's "
+         "answer, and no step of the plan can prove the service there (no TLS, no MTProto)",
+         _dns_outside_unverified),
     Rule("dns_failure_control_ok", "dns_blocking",
          "the vantage's resolver failed while a control resolver answered", _dns_blocked),
     Rule("dns_no_address", "inconclusive",

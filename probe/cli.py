@@ -110,6 +110,7 @@ def once(
 
     try:
         cfg = load_config(config)
+        plan.plan(cfg)  # a plan the config allows but that cannot be made (two same targets)
     except ConfigError as exc:
         fail(str(exc))
     err = Console(stderr=True)
@@ -279,6 +280,24 @@ def show_catalog(
     except ConfigError as exc:
         fail(str(exc))
     print(yaml.safe_dump_all(data, sort_keys=False), end="")
+
+
+@app.command("prefixes")
+def refresh_prefixes(
+    asn: Annotated[str, typer.Argument(help="The AS number, like AS32934.")],
+    from_file: Annotated[Path, typer.Option("--from", help="A saved RIPEstat announced-prefixes "
+                                            "answer (JSON).")],
+    output: Annotated[Path | None, typer.Option(help="Write here instead of the shipped "
+                                                "probe/data/prefixes/AS<N>.txt.")] = None,
+) -> None:
+    """Rewrite an AS's prefix file (a catalogue's address_space_asn) from RIPEstat's JSON."""
+    from probe import prefixes
+
+    try:
+        path, count = prefixes.refresh(prefixes.parse_asn(asn), from_file, output)
+    except ConfigError as exc:
+        fail(str(exc))
+    print(f"{path}: {count} prefixes")
 
 
 def main() -> None:

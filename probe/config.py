@@ -25,8 +25,9 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from probe.catalog import Datacenter, Domain, Endpoint, StepSpec, available, builtin
+from probe.catalog import Catalog, Datacenter, Domain, Endpoint, StepSpec, available, is_file_reference, load
 from probe.checks import REGISTRY
+from probe.checks.base import TrustStore
 from probe.schema import ConfigError as ConfigError
 from probe.schema import IPAddress, IPNetwork
 from probe.schema import Strict as Strict
@@ -95,6 +96,8 @@ class Proxy(Strict):
 class MessengerOverrides(Strict):
     """Per-messenger changes to a built-in catalogue (replace, or extend with extra_)."""
 
+    # The catalogue to use: a built-in one's name (default: the messenger's key), or a
+    # catalogue file (ending .yaml/.yml, relative to the config file).
     catalog: str | None = None
     datacenters: list[Datacenter] | None = None
     extra_datacenters: list[Datacenter] = []
@@ -315,15 +318,21 @@ def _resolve_relative(config: Config, base: Path) -> Config:
     def fix(path: Path | None) -> Path | None:
         return path if path is None or path.is_absolute() else (base / path)
 
+    def messenger(overrides: MessengerOverrides) -> MessengerOverrides:
+        ref = overrides.catalog
+        return overrides.model_copy(update={
+            "catalog": str(fix(Path(ref))) if ref is not None and is_file_reference(ref) else ref,
+            "proxies": [p.model_copy(update={"secret_file": fix(p.secret_file)})
+                        for p in overrides.proxies],
+        })
+
     return config.model_copy(update={
+        "messengers": {name: messenger(o) for name, o in config.messengers.items()},
         "tls": config.tls.model_copy(update={
             "ca_file": fix(config.tls.ca_file),
             "trust": {name: fix(path) for name, path in config.tls.trust.items()},
         }),
         "evidence": config.evidence.model_copy(update={"directory": fix(config.evidence.directory)}),
-        "messengers": {name: m.model_copy(update={"proxies": [
-            p.model_copy(update={"secret_file": fix(p.secret_file)}) for p in m.proxies]})
-            for name, m in config.messengers.items()},
     })
 
 
@@ -473,16 +482,20 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     """Parse and validate config text; raise ConfigError naming the source, line and key."""
     config = validate_yaml(text, source, Config,
                            empty="the config must be a YAML mapping with a 'vantage' key")
+    config = _resolve_relative(config, base or Path.cwd())
     for name, overrides in config.messengers.items():
         catalogue = overrides.catalog or name
-        if catalogue not in available():
-            where: tuple[str, ...] = ("messengers", name) + (("catalog",) if overrides.catalog else ())
+        where: tuple[str, ...] = ("messengers", name) + (("catalog",) if overrides.catalog else ())
+        if is_file_reference(catalogue):
+            # A catalogue file of the operator's: its own errors name its own lines.
+            validate_yaml(read_text(Path(catalogue)), catalogue, Catalog)
+        elif catalogue not in available():
             line = _line_at(text, where)
             raise ConfigError(f"{source}:{line}: {_key_path(where)}: unknown messenger catalogue "
-                              f"{catalogue!r} (built in: {', '.join(available())})")
+                              f"{catalogue!r} (built in: {', '.join(available())}, or a .yaml file)")
         _check_groups(text, source, name, overrides)
+        _check_trust(text, source, name, overrides, config.tls.trust)
     _check_size(config, source)
-    config = _resolve_relative(config, base or Path.cwd())
     files: list[tuple[tuple[str | int, ...], Path | None]] = [(("tls", "ca_file"), config.tls.ca_file)]
     files += [(("tls", "trust", name), path) for name, path in config.tls.trust.items()]
     files += [(("messengers", name, "proxies", i, "secret_file"), proxy.secret_file)
@@ -496,7 +509,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
 
 def _check_groups(text: str, source: str, name: str, overrides: MessengerOverrides) -> None:
     """Group overrides must name a group of the catalogue and checks of the registry."""
-    catalogue = builtin(overrides.catalog or name)
+    catalogue = load(overrides.catalog or name)
     for group, change in overrides.groups.items():
         where: tuple[str | int, ...] = ("messengers", name, "groups", group)
         if group not in catalogue.groups:
@@ -532,7 +545,7 @@ def _check_size(config: Config, source: str) -> None:
             "datacenters": (overrides.datacenters, overrides.extra_datacenters, overrides.ports),
             "domains": (overrides.domains, overrides.extra_domains, None),
         }
-        for group_name, group in builtin(overrides.catalog or name).groups.items():
+        for group_name, group in load(overrides.catalog or name).groups.items():
             endpoints: list[Any] = list(group.endpoints)
             ports = group.ports
             replaced, extra, new_ports = legacy.get(group_name, (None, [], None))
@@ -547,6 +560,26 @@ def _check_size(config: Config, source: str) -> None:
     if count > MAX_TARGETS:
         raise ConfigError(f"{source}:1: messengers: {count:,} targets; the limit is "
                           f"{MAX_TARGETS:,} (split the targets over several probes)")
+
+
+def _check_trust(text: str, source: str, name: str, overrides: MessengerOverrides,
+                 files: dict[str, Path]) -> None:
+    """Every trust name of the messenger's groups and endpoints names an anchor: a bundled
+    probe/data/trust/NAME.pem or a `tls.trust` entry (joined by `+` for a union)."""
+    uses: list[tuple[tuple[str, ...], str]] = []
+    for group in load(overrides.catalog or name).groups.values():
+        uses += [(("messengers", name), t) for t in
+                 (group.trust, *(e.trust for e in group.endpoints if e.trust))]
+    for group_name, change in overrides.groups.items():
+        where: tuple[str, ...] = ("messengers", name, "groups", group_name)
+        endpoints = [*(change.endpoints or []), *change.extra_endpoints]
+        uses += [(where, t) for t in (change.trust, *(e.trust for e in endpoints)) if t]
+    for at, trust in uses:
+        unknown = TrustStore.unknown(trust, files)
+        if unknown:
+            raise ConfigError(f"{source}:{_line_at(text, at)}: {_key_path(at)}: unknown trust "
+                              f"anchor {unknown[0]!r} (no probe/data/trust/{unknown[0]}.pem and no "
+                              f"tls.trust entry)")
 
 
 def load_config(path: str | Path) -> Config:

@@ -4,17 +4,18 @@ Every endpoint, address family and port is its own target with its own verdict (
 "reachable because one endpoint answered"). Target names are stable identifiers people
 grep for and Prometheus keeps: `dc1-v4:443` for fixed addresses (a letter after the family
 for a second address), `web.telegram.org/v4` for a domain on one port, and
-`e1.whatsapp.net/v4:5222` for a domain on several.
+`e1.whatsapp.net/v4:5222` for a domain on several (in one group, or in two groups:
+`web.whatsapp.com/v4:443` and `web.whatsapp.com/v4:80`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from probe.catalog import Catalog, Endpoint, Group, StepSpec, Target, builtin
+from probe.catalog import Catalog, Endpoint, Group, StepSpec, Target, load
 from probe.checks import REGISTRY
 from probe.config import BaselineTarget, Config, MessengerOverrides, Proxy, Timeouts
-from probe.schema import IPNetwork
+from probe.schema import ConfigError, IPNetwork
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +61,19 @@ def _merged_groups(catalog: Catalog, overrides: MessengerOverrides) -> dict[str,
     return {name: group for name, group in groups.items() if group.endpoints}
 
 
+def _domain_ports(groups: dict[str, Group]) -> dict[str, set[int]]:
+    """Every port each domain is checked on, across groups (web.whatsapp.com: 443 and 80)."""
+    ports: dict[str, set[int]] = {}
+    for group in groups.values():
+        for endpoint in group.endpoints:
+            if not endpoint.addresses:
+                ports.setdefault(endpoint.name, set()).update(
+                    [endpoint.port] if endpoint.port is not None else group.ports)
+    return ports
+
+
 def _group_targets(messenger: str, group_name: str, group: Group,
-                   space: tuple[IPNetwork, ...]) -> list[Target]:
+                   space: tuple[IPNetwork, ...], domain_ports: dict[str, set[int]]) -> list[Target]:
     targets: list[Target] = []
     steps = tuple(group.steps)
     for endpoint in group.endpoints:
@@ -81,7 +93,10 @@ def _group_targets(messenger: str, group_name: str, group: Group,
             continue
         for family in (4, 6):
             for port in ports:
-                name = f"{endpoint.name}/v{family}" + (f":{port}" if len(ports) > 1 else "")
+                # The port is part of the name when the domain is checked on more than
+                # one port, in this group or another.
+                several = len(domain_ports[endpoint.name]) > 1
+                name = f"{endpoint.name}/v{family}" + (f":{port}" if several else "")
                 targets.append(Target(
                     messenger, name, group_name, endpoint.name, family, port, None,
                     endpoint.name, endpoint.url, endpoint.sni or endpoint.name, trust, steps,
@@ -92,17 +107,26 @@ def _group_targets(messenger: str, group_name: str, group: Group,
 def plan_messenger(name: str, config: Config) -> MessengerPlan:
     """Merge a built-in catalogue with the config's overrides into a list of targets."""
     overrides = config.messengers[name]
-    catalog = builtin(overrides.catalog or name)
+    catalog = load(overrides.catalog or name)
     space = tuple([*(overrides.address_space if overrides.address_space is not None
-                     else catalog.address_space), *overrides.extra_address_space])
+                     else catalog.networks()), *overrides.extra_address_space])
     neutral = overrides.neutral_sni or catalog.neutral_sni
     targets: list[Target] = []
-    for group_name, group in _merged_groups(catalog, overrides).items():
+    groups = _merged_groups(catalog, overrides)
+    domain_ports = _domain_ports(groups)
+    for group_name, group in groups.items():
         with_neutral = group.model_copy(update={"steps": [
             s.model_copy(update={"options": {"neutral_sni": neutral, **s.options}})
             for s in group.steps]})
-        targets += _group_targets(name, group_name, with_neutral, space)
+        targets += _group_targets(name, group_name, with_neutral, space, domain_ports)
     targets += [_proxy_target(name, proxy, neutral, space) for proxy in overrides.proxies]
+    seen: set[str] = set()
+    for target in targets:
+        if target.name in seen:
+            raise ConfigError(f"messengers.{name}: two endpoints make the target "
+                              f"{target.name!r}: a target name is its own verdict and series; "
+                              "give one of them another port or name")
+        seen.add(target.name)
     return MessengerPlan(name, tuple(targets), space)
 
 

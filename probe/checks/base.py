@@ -12,6 +12,7 @@ import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,11 @@ class TrustStore:
     """Verifying TLS contexts by trust-anchor name, built once per round.
 
     `system` is the system store plus the config's extra CA file; any other name is a
-    bundled anchor (probe/data/trust/NAME.pem) or the file the config names for it. A
-    service that pins its own CA (Signal) is verified against that CA only, per host, so a
-    change of one host's CA is a config line, not months of false "blocked" results.
+    bundled anchor (probe/data/trust/NAME.pem) or the file the config names for it
+    (`tls.trust: {NAME: FILE}`). Names joined by `+` are the union: `system+signal` accepts
+    a chain to either, for a host behind a public CDN whose CA is not certain. A service
+    that pins its own CA (Signal) is verified against that CA only, per host, so a change
+    of one host's CA is a config line, not months of false "blocked" results.
     """
 
     def __init__(self, ca_file: Path | None, files: Mapping[str, Path]) -> None:
@@ -85,22 +88,28 @@ class TrustStore:
 
     def context(self, name: str) -> ssl.SSLContext:
         if name not in self._contexts:
-            if name == "system":
+            anchors = [self._anchor(part) for part in name.split("+") if part != "system"]
+            if "system" in name.split("+"):
                 context = ssl.create_default_context()
                 if self._ca_file is not None:
                     context.load_verify_locations(cafile=str(self._ca_file))
             else:
-                context = ssl.create_default_context(cafile=str(self._anchor(name)))
+                context = ssl.create_default_context(cafile=str(anchors[0]))
+            for anchor in anchors:
+                context.load_verify_locations(cafile=str(anchor))
             self._contexts[name] = context
         return self._contexts[name]
 
     def _anchor(self, name: str) -> Path:
         if name in self._files:
             return self._files[name]
-        from importlib import resources
+        return bundled_anchor(name)
 
-        bundled = resources.files("probe") / "data" / "trust" / f"{name}.pem"
-        return Path(str(bundled))
+    @staticmethod
+    def unknown(name: str, files: Mapping[str, Path]) -> list[str]:
+        """The parts of a trust name that name no anchor (for the config's validation)."""
+        return [part for part in name.split("+") if part != "system" and part not in files
+                and not bundled_anchor(part).is_file()]
 
     @staticmethod
     def unverified() -> ssl.SSLContext:
@@ -109,6 +118,11 @@ class TrustStore:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
+
+
+def bundled_anchor(name: str) -> Path:
+    """Where a shipped trust anchor lives: probe/data/trust/NAME.pem."""
+    return Path(str(resources.files("probe") / "data" / "trust" / f"{name}.pem"))
 
 
 @dataclass(frozen=True, slots=True)

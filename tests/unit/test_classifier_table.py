@@ -6,6 +6,8 @@ added without a case, or a case that no longer reaches its rule, fails here.
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,7 +26,18 @@ WEB = Target("telegram", "web.telegram.org/v4", "domains", "web.telegram.org", 4
               StepSpec(check="http")))
 PROXY = Target("telegram", "proxy1-v4:443", "mtproxy", "proxy1", 4, 443, "198.51.100.7", None,
                None, None, "system", (StepSpec(check="tcp"), StepSpec(check="mtproxy")))
+# A WhatsApp chat endpoint: dns -> tcp only (nothing can prove the service there).
+CHAT = Target("whatsapp", "e1.whatsapp.net/v4:5222", "chat", "e1.whatsapp.net", 4, 5222, None,
+              "e1.whatsapp.net", None, "e1.whatsapp.net", "system",
+              (StepSpec(check="dns"), StepSpec(check="tcp")),
+              (ipaddress.ip_network("157.240.0.0/16"),))
+# A Signal host: no published address space; TLS pinned to Signal's CA.
+SIGNAL = Target("signal", "chat.signal.org/v4", "chat", "chat.signal.org", 4, 443, None,
+                "chat.signal.org", "https://chat.signal.org/", "chat.signal.org", "signal",
+                WEB.steps)
+WEB_SPACE = replace(WEB, address_space=(ipaddress.ip_network("149.154.160.0/20"),))
 ADDR = "149.154.167.99"
+FORGED = "203.0.113.9"
 ONLINE = Baseline(ipv4=True, ipv6=True, throughput_bps=8e6)
 OFFLINE = Baseline()
 
@@ -54,9 +67,12 @@ CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
                                           fingerprints=["iran-2015"])]),
     "dns_bogon": (WEB, ONLINE, [dns(F.DNS_BOGON, answers=("10.0.0.1",), bogons=["10.0.0.1"])]),
     "dns_race": (WEB, ONLINE, [dns(late_answers=[["149.154.167.99"]]), obs("tcp")]),
-    "dns_outside_space": (WEB, ONLINE, [dns(answers=("203.0.113.9",), outside_space=["203.0.113.9"]),
-                                        obs("tcp", address="203.0.113.9"),
-                                        obs("tls", F.SSL_INVALID_HOSTNAME, address="203.0.113.9")]),
+    "dns_outside_space": (WEB_SPACE, ONLINE, [dns(answers=(FORGED,), outside_space=[FORGED]),
+                                              obs("tcp", address=FORGED),
+                                              obs("tls", F.SSL_INVALID_HOSTNAME, address=FORGED)]),
+    "dns_outside_space_unverified": (CHAT, ONLINE, [dns(answers=(FORGED,), outside_space=[FORGED]),
+                                                    dns(role="control", answers=("157.240.1.53",)),
+                                                    obs("tcp", address=FORGED)]),
     "dns_failure_control_ok": (WEB, ONLINE, [dns(F.DNS_NXDOMAIN, answers=()),
                                              dns(role="control"), obs("tcp"), obs("tls"),
                                              obs("http")]),
@@ -223,3 +239,37 @@ def test_a_proxy_whose_secret_cannot_be_read_is_not_sni_filtered() -> None:
                     obs("mtproxy", role="differential")]
     got = classify_target(TargetView(PROXY, observations, ONLINE, []))
     assert (got.rule, got.verdict) == ("mtproxy_failed", "inconclusive")
+
+
+def test_signal_answer_unlike_the_controls_failing_the_pinned_ca_is_injection() -> None:
+    """Signal publishes no address space: an answer no control resolver gave, whose TLS
+    fails against the pinned CA, is a forged answer."""
+    observations = [dns(answers=(FORGED,), outside_space=[FORGED]),
+                    dns(role="control", answers=(ADDR,)), obs("tcp", address=FORGED),
+                    obs("tls", F.SSL_UNKNOWN_AUTHORITY, address=FORGED)]
+    verdict = classify_target(TargetView(SIGNAL, observations, ONLINE, []))
+    assert (verdict.verdict, verdict.rule) == ("dns_injection", "dns_outside_space")
+
+
+@pytest.mark.parametrize(("target", "observations", "expected"), [
+    # Signal: a CDN answer unlike the control's, but the pinned-CA handshake succeeds there.
+    (SIGNAL, [dns(answers=(FORGED,), outside_space=[FORGED]), dns(role="control"),
+              obs("tcp", address=FORGED), obs("tls", address=FORGED), obs("http", address=FORGED)],
+     ("ok", "all_checks_ok")),
+    # Signal: the answer agrees with the control; the address is blackholed.
+    (SIGNAL, [dns(outside_space=[ADDR]), dns(role="control"), obs("tcp", F.GENERIC_TIMEOUT)],
+     ("ip_blocking", "connect_timeout")),
+    # Signal: no control answer to compare with: an unknown answer is not called forged.
+    (SIGNAL, [dns(answers=(FORGED,), outside_space=[FORGED]), obs("tcp", F.GENERIC_TIMEOUT,
+                                                                  address=FORGED)],
+     ("ip_blocking", "connect_timeout")),
+    # WhatsApp chat: outside the shipped prefixes, but the control resolver gives the same
+    # address (the prefix file is stale): not injection.
+    (CHAT, [dns(answers=(FORGED,), outside_space=[FORGED]), dns(role="control", answers=(FORGED,)),
+            obs("tcp", address=FORGED)],
+     ("ok", "all_checks_ok")),
+])
+def test_suspect_answers_need_evidence(target: Target, observations: list[Observation],
+                                       expected: tuple[str, str]) -> None:
+    verdict = classify_target(TargetView(target, observations, ONLINE, []))
+    assert (verdict.verdict, verdict.rule) == expected, verdict.reason

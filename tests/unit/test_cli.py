@@ -102,7 +102,7 @@ def test_catalog_lists_every_dc_and_family() -> None:
 def test_check_config_accepts_the_example() -> None:
     result = run_probe("check-config", "configs/probe.example.yaml")
     assert result.returncode == 0
-    assert "ok" in result.stdout and "32 targets" in result.stdout
+    assert "ok" in result.stdout and "3 messenger(s), 114 targets" in result.stdout
 
 
 async def test_once_json_matches_the_contract(world: World, tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ class Net:
 
     tmp: Path
     resolver: DnsServer
-    baseline: HttpServer
+    baseline: TlsServer
     lab: LabCA
     pinned: LabCA
 
@@ -204,7 +204,7 @@ class Net:
                                        "port": self.resolver.port}],
                           "public_networks": ["127.0.0.0/8"]},
             "baseline": {"targets": [{"name": "site", "address": "127.0.0.1",
-                                      "port": self.baseline.port}]},
+                                      "port": self.baseline.port, "sni": "baseline.example"}]},
             "schedule": {"timeouts": {"dns": 1.5, "connect": 1.5, "tls": 1.5, "http": 3}},
             "tls": {"ca_file": str(self.lab.write_ca_pem(self.tmp / "lab.pem")),
                     "trust": {"signal": str(self.pinned.write_ca_pem(self.tmp / "signal.pem"))}},
@@ -215,13 +215,14 @@ class Net:
 async def net(tmp_path: Path) -> AsyncIterator[Net]:
     zone = {"chat.signal.org": {"A": ["127.0.40.1"]}, "storage.signal.org": {"A": ["127.0.40.2"]},
             "chat.threema.example": {"A": ["127.0.41.1"]}}
+    lab = LabCA(organization="lab system CA")
     resolver = DnsServer("127.0.0.1", 0, zone=zone)
-    baseline = HttpServer("127.0.0.1", 0)
+    # a verified handshake with an unrelated site: what proves the vantage online
+    baseline = TlsServer("127.0.0.1", 0, ca=lab, names=["baseline.example"])
     await resolver.start()
     await baseline.start()
     try:
-        yield Net(tmp_path, resolver, baseline, LabCA(organization="lab system CA"),
-                  LabCA(organization="lab Signal CA"))
+        yield Net(tmp_path, resolver, baseline, lab, LabCA(organization="lab Signal CA"))
     finally:
         await resolver.stop()
         await baseline.stop()

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field
 
 from probe import prefixes
-from probe.schema import ConfigError, IPAddress, IPNetwork, Strict
+from probe.schema import ConfigError, IPAddress, IPNetwork, Ports, Strict
 
 
 class Endpoint(Strict):
@@ -74,29 +74,21 @@ class StepSpec(Strict):
     options: dict[str, Any] = {}
 
 
-def _step(value: Any) -> Any:
-    return {"check": value} if isinstance(value, str) else value
+def _short_steps(value: Any) -> Any:
+    """`- tcp` is short for `- check: tcp`."""
+    return [{"check": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+
+#: A plan's steps, in the short form or the long one.
+Steps = Annotated[list[StepSpec], BeforeValidator(_short_steps)]
 
 
 class Group(Strict):
     endpoints: list[Endpoint] = Field(min_length=1)
-    ports: list[int] = [443]
-    steps: list[StepSpec] = Field(min_length=1)
+    ports: Ports = [443]
+    steps: Steps = Field(min_length=1)
     trust: str = "system"
     description: str = ""
-
-    @field_validator("steps", mode="before")
-    @classmethod
-    def _short_steps(cls, value: Any) -> Any:
-        return [_step(v) for v in value] if isinstance(value, list) else value
-
-    @field_validator("ports")
-    @classmethod
-    def _valid_ports(cls, ports: list[int]) -> list[int]:
-        for port in ports:
-            if not 0 < port < 65536:
-                raise ValueError(f"port {port} is not between 1 and 65535")
-        return ports
 
 
 class Catalog(Strict):

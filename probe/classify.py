@@ -129,24 +129,20 @@ def _suspect_answer(v: TargetView) -> tuple[Observation, str] | None:
 
 def _dns_outside_space(v: TargetView) -> Evidence:
     suspect = _suspect_answer(v)
-    if suspect is None:
-        return None
-    dns, address = suspect
-    later = [o for o in v.observations
-             if o.check != "dns" and o.primary and o.address == address and not o.ok]
-    return [dns, *later] if later else None
+    later = [] if suspect is None else [
+        o for o in v.observations
+        if o.check != "dns" and o.primary and o.address == suspect[1] and not o.ok]
+    return [suspect[0], *later] if suspect is not None and later else None
 
 
 def _dns_outside_unverified(v: TargetView) -> Evidence:
     """A suspect answer that no step could prove to be the service (a plan of dns and tcp
     only: WhatsApp's chat endpoints), which the control resolvers did not give either."""
-    suspect = _suspect_answer(v)
-    if suspect is None:
+    suspect, controls = _suspect_answer(v), _control_answers(v)
+    if suspect is None or not controls or suspect[1] in controls:
         return None
-    dns, address = suspect
-    controls = _control_answers(v)
-    proven = [o for o in v.observations if o.check in AUTHENTICATING and o.address == address]
-    return [dns] if controls and address not in controls and not proven else None
+    proven = [o for o in v.observations if o.check in AUTHENTICATING and o.address == suspect[1]]
+    return None if proven else [suspect[0]]
 
 
 def _dns_blocked(v: TargetView) -> Evidence:

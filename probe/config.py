@@ -25,11 +25,11 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from probe.catalog import Catalog, Datacenter, Domain, Endpoint, StepSpec, available, is_file_reference, load
+from probe.catalog import Catalog, Datacenter, Domain, Endpoint, Steps, available, is_file_reference, load
 from probe.checks import REGISTRY
 from probe.checks.base import TrustStore
 from probe.schema import ConfigError as ConfigError
-from probe.schema import IPAddress, IPNetwork
+from probe.schema import IPAddress, IPNetwork, Ports
 from probe.schema import Strict as Strict
 
 MAX_CONFIG_BYTES = 16 << 20
@@ -60,16 +60,9 @@ class GroupOverrides(Strict):
 
     endpoints: list[Endpoint] | None = None
     extra_endpoints: list[Endpoint] = []
-    ports: list[int] | None = None
-    steps: list[StepSpec] | None = None
+    ports: Ports | None = None
+    steps: Steps | None = None
     trust: str | None = None
-
-    @field_validator("steps", mode="before")
-    @classmethod
-    def _short_steps(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"check": v} if isinstance(v, str) else v for v in value]
-        return value
 
 
 class Proxy(Strict):
@@ -103,20 +96,12 @@ class MessengerOverrides(Strict):
     extra_datacenters: list[Datacenter] = []
     domains: list[Domain] | None = None
     extra_domains: list[Domain] = []
-    ports: list[int] | None = None
+    ports: Ports | None = None
     address_space: list[IPNetwork] | None = None
     extra_address_space: list[IPNetwork] = []
     neutral_sni: str | None = None
     groups: dict[str, GroupOverrides] = {}
     proxies: list[Proxy] = []  # MTProxy targets: their own group, `mtproxy`
-
-    @field_validator("ports")
-    @classmethod
-    def _valid_ports(cls, ports: list[int] | None) -> list[int] | None:
-        for port in ports or []:
-            if not 0 < port < 65536:
-                raise ValueError(f"port {port} is not between 1 and 65535")
-        return ports
 
 
 class Resolver(Strict):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, PlainValidator
 
 
 def _ip_address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -34,6 +34,17 @@ IPNetwork = Annotated[
 
 
 MAX_MESSAGE = 400  # characters: a hostile config must not produce a megabyte "line"
+
+
+def _valid_ports(ports: list[int]) -> list[int]:
+    for port in ports:
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is not between 1 and 65535")
+    return ports
+
+
+#: A list of TCP ports, each 1-65535 (catalogue groups and the config's overrides).
+Ports = Annotated[list[int], AfterValidator(_valid_ports)]
 
 
 class ConfigError(Exception):

@@ -30,7 +30,24 @@ def telegram_overrides() -> dict[str, Any]:
     }
 
 
-def probe_config(vantage: str, workdir: Path, ca_file: Path) -> dict[str, Any]:
+def whatsapp_overrides() -> dict[str, Any]:
+    """WhatsApp's catalogue as it is (the real names, answered with lab addresses by the
+    lab resolvers); only its address space (AS32934's prefixes) becomes the lab's."""
+    return {"address_space": list(plan.WHATSAPP_SPACE), "neutral_sni": plan.NEUTRAL_SNI}
+
+
+def signal_overrides() -> dict[str, Any]:
+    """Signal's catalogue as it is: no address space (Signal publishes none), per-host trust
+    from the catalogue; the `signal` anchor is the lab's Signal CA (``tls.trust``)."""
+    return {"neutral_sni": plan.NEUTRAL_SNI}
+
+
+OVERRIDES = {"telegram": telegram_overrides, "whatsapp": whatsapp_overrides,
+             "signal": signal_overrides}
+
+
+def probe_config(vantage: str, workdir: Path, ca_file: Path,
+                 messengers: tuple[str, ...] = ("telegram",)) -> dict[str, Any]:
     """The config for ``subject`` or ``control``.
 
     The subject's system resolver is the ISP resolver inside the censor (the censor can
@@ -45,7 +62,7 @@ def probe_config(vantage: str, workdir: Path, ca_file: Path) -> dict[str, Any]:
             "network": "lab ISP behind the censor" if subject else "lab control network",
             "role": "subject" if subject else "control",
         },
-        "messengers": {"telegram": telegram_overrides()},
+        "messengers": {name: OVERRIDES[name]() for name in messengers},
         "resolvers": {
             "system": True,
             "resolv_conf": str(workdir / f"{vantage}-resolv.conf"),
@@ -79,7 +96,10 @@ def probe_config(vantage: str, workdir: Path, ca_file: Path) -> dict[str, Any]:
             "throughput_url": f"http://{plan.BASELINE[0]}/blob",
         },
         "schedule": {"interval": 60, "jitter": 0, "concurrency": 64, "timeouts": TIMEOUTS},
-        "tls": {"ca_file": str(ca_file)},
+        "tls": {"ca_file": str(ca_file),
+                # Signal's own CA in the lab (tests/lab/topology.py makes it): the pinned anchor
+                **({"trust": {"signal": str(workdir / "signal-ca" / "ca.pem")}}
+                   if "signal" in messengers else {})},
         "http": {"max_bytes": 1 << 20, "transfer_seconds": 2},
         "evidence": {"directory": None},
     }

@@ -58,7 +58,7 @@ def compare(scenario: Scenario, results: dict[str, dict[str, Any]]) -> dict[str,
                     failures[verdict].append(f)
             expected = scenario.expected(vantage, target)
             targets[target] = {"verdict": verdict, "rule": v["rule"], "failures": fails,
-                               "expected": expected}  # fmt: skip
+                               "expected": expected, "messenger": v["messenger"]}  # fmt: skip
             if verdict != expected:
                 record["mismatches"].append(
                     f"{vantage} {target}: expected {expected}, got {verdict} "

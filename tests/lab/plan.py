@@ -129,6 +129,49 @@ FRONTS = (
 FRONT_NAMES = tuple(f.name for f in FRONTS)
 
 
+# ------------------------------------------------------------------ WhatsApp and Signal
+#: The messengers the scenario tests probe (the fleet and status-page tests keep Telegram).
+MESSENGERS = ("telegram", "whatsapp", "signal")
+#: WhatsApp's lab address space: what AS32934's prefixes are in the real catalogue.
+WHATSAPP_SPACE = ("198.18.80.0/20", "2001:db8:80::/48")
+#: Chat endpoints e1-e16: a TCP listener on 443 and 5222 each (WhatsApp's Noise protocol
+#: is not spoken; the probe's plan for them is DNS -> TCP).
+WHATSAPP_CHAT = tuple(Front(f"e{i}.whatsapp.net", f"198.18.80.{i}", f"2001:db8:80::{i:x}")
+                      for i in range(1, 17))
+WHATSAPP_CHAT_PORTS = (443, 5222)
+#: Registration and WhatsApp Web: TLS :443 from the lab CA (public CAs in reality);
+#: web.whatsapp.com also on :80, redirecting to https.
+WHATSAPP_FRONTS = (
+    Front("v.whatsapp.net", "198.18.81.10", "2001:db8:80:81::10"),
+    Front("web.whatsapp.com", "198.18.81.11", "2001:db8:80:81::11"),
+)
+WHATSAPP_WEB = WHATSAPP_FRONTS[1]
+#: Signal's hosts; no address space in the config (Signal publishes none). Certificates of
+#: the chat service (and of sfu.voip) come from a separate lab "Signal" CA, the pinned
+#: `signal` anchor of the lab config; the cloud-fronted ones from the lab CA (`system`).
+SIGNAL_PINNED_CA = (
+    Front("chat.signal.org", "198.18.96.10", "2001:db8:96::10"),
+    Front("textsecure-service.whispersystems.org", "198.18.96.11", "2001:db8:96::11"),
+    Front("sfu.voip.signal.org", "198.18.96.15", "2001:db8:96::15"),
+)
+SIGNAL_LAB_CA = (
+    Front("storage.signal.org", "198.18.96.12", "2001:db8:96::12"),
+    Front("cdn.signal.org", "198.18.96.13", "2001:db8:96::13"),
+    Front("cdn2.signal.org", "198.18.96.14", "2001:db8:96::14"),
+)
+#: Where the lab's web servers of each service live (the censor's DNAT rules match these).
+WEB_NETS = (("198.18.72.0/24", "2001:db8:64:48::/64"), ("198.18.81.0/24", "2001:db8:80:81::/64"),
+            ("198.18.96.0/24", "2001:db8:96::/64"))
+OTHER_HOSTS = (*WHATSAPP_CHAT, *WHATSAPP_FRONTS, *SIGNAL_PINNED_CA, *SIGNAL_LAB_CA)
+#: Every service name the lab resolvers know, all three messengers.
+SERVICE_NAMES = (*FRONT_NAMES, *(h.name for h in OTHER_HOSTS))
+
+
+def addresses(hosts: tuple[Front, ...]) -> list[str]:
+    """Both addresses of each host."""
+    return [a for h in hosts for a in (h.v4, h.v6)]
+
+
 def dc_addresses(names: tuple[str, ...] | None = None) -> list[str]:
     """All addresses of the named DCs (all DCs when None)."""
     return [a for dc in DCS if names is None or dc.name in names for a in dc.addresses]
@@ -144,6 +187,7 @@ def internet_hosts() -> list[str]:
     return [
         *dc_addresses(),
         *front_addresses(),
+        *addresses(OTHER_HOSTS),
         *CONTROL_RESOLVER,
         *CONTROL_ISP_RESOLVER,
         *CONTROL_DOH,
@@ -154,7 +198,7 @@ def internet_hosts() -> list[str]:
 
 def zone() -> dict[str, dict[str, list[str]]]:
     """What the honest resolvers answer: the real names, lab addresses."""
-    z = {f.name: {"A": [f.v4], "AAAA": [f.v6]} for f in FRONTS}
+    z = {f.name: {"A": [f.v4], "AAAA": [f.v6]} for f in (*FRONTS, *OTHER_HOSTS)}
     z[BASELINE_NAME] = {"A": [BASELINE[0]], "AAAA": [BASELINE[1]]}
     return z
 

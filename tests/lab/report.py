@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,60 @@ from tests.lab.topology import ROOT
 OUTPUT = ROOT / "docs" / "lab-results.md"
 
 
-def _targets(names: list[str]) -> str:
-    """Compress target names: all DC targets -> 'DCs', else per-DC or per-domain groups."""
-    dcs = sorted({n.split("-")[0] for n in names if n.startswith("dc")})
-    domains = sorted({n.split("/")[0] for n in names if "/" in n})
+MESSENGERS = ("telegram", "whatsapp", "signal")
+
+
+def _hosts(names: list[str]) -> dict[str, set[str]]:
+    """Host -> the family/port parts of its target names (`e1.whatsapp.net` -> {v4:443, ...})."""
+    hosts: dict[str, set[str]] = {}
+    for name in names:
+        if "/" in name:
+            host, _, rest = name.partition("/")
+            hosts.setdefault(host, set()).add(rest)
+    return hosts
+
+
+def _qualifier(mine: set[str], every: set[str]) -> str:
+    """'' when a host's targets are all there, else which families/ports are ('/v4', ':5222')."""
+    if mine == every:
+        return ""
+    families, ports = ({s.partition(":")[i] for s in group} for group in (mine,) for i in (0, 2))
+    all_families, all_ports = ({s.partition(":")[i] for s in every} for i in (0, 2))
+    return ("" if families == all_families else "/" + ",".join(sorted(families))) + (
+        "" if ports == all_ports else ":" + ",".join(sorted(ports)))
+
+
+def _endpoints(names: list[str], every: list[str]) -> str:
+    """Compress one messenger's target names: all DC targets -> 'all DCs', every target of
+    its names -> 'all names', WhatsApp's chat endpoints -> 'chat e1-e16' (or the ones named),
+    with the families/ports when only some of a host's targets are meant (':5222').
+    `every` is all of the messenger's target names in that round."""
+    dcs = sorted({n.split("-")[0] for n in names if n.startswith("dc") and "/" not in n})
+    hosts, all_hosts = _hosts(names), _hosts(every)
     parts = []
     if dcs:
         parts.append("all DCs" if len(dcs) == 5 else ", ".join(dcs))
-    if domains:
-        parts.append("all domains" if len(domains) == 5 else ", ".join(domains))
-    return f"{' + '.join(parts)} ({len(names)})"
+    if hosts and hosts == all_hosts:
+        return ", ".join([*parts, "all names"])
+    labels = {h: _qualifier(hosts[h], all_hosts[h]) for h in sorted(hosts)}
+    chat = sorted((h for h in hosts if re.fullmatch(r"e\d+\.whatsapp\.net", h)),
+                  key=lambda h: int(h[1:].split(".")[0]))
+    if chat and len(chat) == 16 and len({labels[h] for h in chat}) == 1:
+        parts.append("chat e1-e16" + labels[chat[0]])
+    else:
+        parts += [h.split(".")[0] + labels[h] for h in chat]
+    parts += [h + labels[h] for h in sorted(hosts) if h not in chat]
+    return ", ".join(parts)
+
+
+def _targets(names: list[str], messenger_of: dict[str, str]) -> str:
+    """Target names per messenger, compressed, with the count."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(messenger_of.get(name, "?"), []).append(name)
+    order = [m for m in MESSENGERS if m in groups] + sorted(set(groups) - set(MESSENGERS))
+    every = {m: [t for t, o in messenger_of.items() if o == m] for m in order}
+    return "; ".join(f"{m}: {_endpoints(groups[m], every[m])}" for m in order) + f" ({len(names)})"
 
 
 def _observed(vantage: dict[str, Any]) -> str:
@@ -38,7 +83,8 @@ def _observed(vantage: dict[str, Any]) -> str:
         rules = ", ".join(vantage["rules"].get(verdict, []))
         fails = ", ".join(vantage["failures"].get(verdict, []))
         detail = f"rule {rules}" + (f"; {fails}" if fails else "")
-        cells.append(f"**{verdict}**: {_targets(names)} — {detail}")
+        messenger_of = {t: v.get("messenger", "?") for t, v in vantage.get("targets", {}).items()}
+        cells.append(f"**{verdict}**: {_targets(names, messenger_of)} — {detail}")
     network = vantage.get("network") or {}
     if network.get("baseline_blocked"):
         proof = (network.get("online_evidence") or ["?"])[0]
@@ -54,6 +100,17 @@ def _match(record: dict[str, Any]) -> str:
     return "**no** (known engine gap, xfail)" if record.get("known_gap") else "**no**"
 
 
+def _census(rows: list[dict[str, Any]]) -> str:
+    """Targets per messenger in the first scenario's subject round."""
+    if not rows:
+        return "none"
+    targets = rows[0]["vantages"]["subject"].get("targets", {})
+    counts: dict[str, int] = {}
+    for info in targets.values():
+        counts[info.get("messenger", "?")] = counts.get(info.get("messenger", "?"), 0) + 1
+    return ", ".join(f"{m} {n}" for m, n in counts.items()) or "none"
+
+
 def render(data: dict[str, Any]) -> str:
     """The markdown page."""
     rows = data["scenarios"]
@@ -67,6 +124,9 @@ def render(data: dict[str, Any]) -> str:
         "and expectations: `tests/lab/scenarios.py`; topology: [lab.md](lab.md).",
         "",
         f"Run: {data.get('generated', '?')} — {passed}/{len(rows)} scenarios match.",
+        "",
+        f"Messengers, targets per vantage: {_census(rows)}. Every endpoint, address family",
+        "and port is its own target with its own verdict.",
         "",
         "| scenario | what the lab does | vantage | expected | observed (verdict: targets — rule; "
         "failures) | match |",

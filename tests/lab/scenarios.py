@@ -6,7 +6,9 @@ run's record of it, so "what we claim the classifier does" exists exactly once.
 Expectations are ordered (glob pattern over target names -> verdict) lists per vantage;
 the first matching pattern wins. ``failures`` names failure strings that must appear in
 the evidence of the verdicts of matching targets (the observations behind the verdict).
-Target names follow docs/engine-contract.md: ``dc2-v4b:443``, ``web.telegram.org/v6``.
+Target names follow docs/engine-contract.md: ``dc2-v4b:443``, ``web.telegram.org/v6``,
+``e1.whatsapp.net/v4:5222``, ``web.whatsapp.com/v6:80``, ``chat.signal.org/v4``. Every
+scenario covers Telegram, WhatsApp and Signal (tests/lab/plan.py: their lab hosts).
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ Failures = tuple[tuple[str, tuple[str, ...]], ...]  # (glob, failure strings req
 
 ALL_OK: Expect = (("*", "ok"),)
 DCS = "dc*"
-DOMAINS = "*/v[46]"
+#: every target of a name the probe resolves, all three messengers
+DOMAINS = "*/v[46]*"
+WA_CHAT = "e*.whatsapp.net/*"
+WA_CHAT_5222 = "e*.whatsapp.net/*:5222"
+WA_WEB_HTTP = "web.whatsapp.com/*:80"
+WA_REGISTRATION = "v.whatsapp.net/*"
+WA_WEB_HTTPS = "web.whatsapp.com/*:443"
+SIGNAL_HOSTS = "*.signal.org/*"  # not textsecure-service.whispersystems.org
+SIGNAL_PINNED = ("chat.signal.org/*", "textsecure-service.whispersystems.org/*")
 #: Verdicts that only a censor produces (a real outage must never be reported as these).
 CENSOR_ONLY = ("sni_filtering", "dns_injection", "tls_interception", "http_blockpage")
 BLOCKS = tuple(sorted(BLOCKING_VERDICTS))
@@ -84,43 +94,49 @@ def drop_to(addresses: list[str]) -> tuple[tuple[str, ...], ...]:
     return tuple((_tool(a), "-A", "FORWARD", "-i", sub, "-d", a, "-j", "DROP") for a in addresses)
 
 
-def reset_to(addresses: list[str]) -> tuple[tuple[str, ...], ...]:
-    """Answer every TCP SYN to these addresses with an RST (REJECT --reject-with tcp-reset)."""
+def reset_to(addresses: list[str], port: int | None = None) -> tuple[tuple[str, ...], ...]:
+    """Answer every TCP SYN to these addresses (on ``port`` only, if given) with an RST
+    (REJECT --reject-with tcp-reset)."""
     sub = plan.SUBJECT_LINK.right_if
+    dport = ("--dport", str(port)) if port is not None else ()
     return tuple(
-        (_tool(a), "-A", "FORWARD", "-i", sub, "-p", "tcp", "-d", a,
+        (_tool(a), "-A", "FORWARD", "-i", sub, "-p", "tcp", "-d", a, *dport,
          "-j", "REJECT", "--reject-with", "tcp-reset")
         for a in addresses
     )  # fmt: skip
 
 
-def sni_filter(name: str, action: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    """Match the service's name in the ClientHello (port 443) and apply ``action``."""
+def sni_filter(name: str, action: tuple[str, ...], *more: str) -> tuple[tuple[str, ...], ...]:
+    """Match the service's name (or any of ``more``) in the ClientHello (port 443) and
+    apply ``action``."""
     sub = plan.SUBJECT_LINK.right_if
     return tuple(
         (tool, "-A", "FORWARD", "-i", sub, "-p", "tcp", "--dport", "443",
-         "-m", "string", "--algo", "bm", "--string", name, *action)
+         "-m", "string", "--algo", "bm", "--string", string, *action)
+        for string in (name, *more)
         for tool in ("iptables", "ip6tables")
     )  # fmt: skip
 
 
-FRONTS_V4_NET = "198.18.72.0/24"
-FRONTS_V6_NET = "2001:db8:64:48::/64"
 DCS_V4_NET = "198.18.64.0/21"
 DCS_V6_NET = "2001:db8:64::/61"
 
 
 def dnat_fronts(port: int, to: tuple[str, str]) -> tuple[tuple[str, ...], ...]:
-    """Redirect the subject's connections to the web fronts' ``port`` to a censor server."""
+    """Redirect the subject's connections to the web fronts' ``port`` (every messenger's)
+    to a censor server."""
     sub = plan.SUBJECT_LINK.right_if
-    return (
-        ("iptables", "-t", "nat", "-A", "PREROUTING", "-i", sub, "-p", "tcp",
-         "-d", FRONTS_V4_NET, "--dport", str(port), "-j", "DNAT",
-         "--to-destination", f"{to[0]}:{port}"),
-        ("ip6tables", "-t", "nat", "-A", "PREROUTING", "-i", sub, "-p", "tcp",
-         "-d", FRONTS_V6_NET, "--dport", str(port), "-j", "DNAT",
-         "--to-destination", f"[{to[1]}]:{port}"),
-    )  # fmt: skip
+    rules: list[tuple[str, ...]] = []
+    for v4_net, v6_net in plan.WEB_NETS:
+        rules += [
+            ("iptables", "-t", "nat", "-A", "PREROUTING", "-i", sub, "-p", "tcp",
+             "-d", v4_net, "--dport", str(port), "-j", "DNAT",
+             "--to-destination", f"{to[0]}:{port}"),
+            ("ip6tables", "-t", "nat", "-A", "PREROUTING", "-i", sub, "-p", "tcp",
+             "-d", v6_net, "--dport", str(port), "-j", "DNAT",
+             "--to-destination", f"[{to[1]}]:{port}"),
+        ]  # fmt: skip
+    return tuple(rules)
 
 
 def protocol_filter() -> tuple[tuple[str, ...], ...]:
@@ -166,11 +182,9 @@ def throttle(rate: str = "100kbit") -> tuple[tuple[str, ...], ...]:
 
 
 FORGED_PLAUSIBLE = {"A": [plan.DECOY[0]], "AAAA": [plan.DECOY[1]]}
-SERVICE_NAMES = {name: "bogon" for name in plan.FRONT_NAMES}
-
-
 def _names(behaviour: str) -> dict[str, str]:
-    return {name: behaviour for name in plan.FRONT_NAMES}
+    """The ISP resolver's behaviour for every service name, all three messengers."""
+    return {name: behaviour for name in plan.SERVICE_NAMES}
 
 
 # ------------------------------------------------------------------------ the table
@@ -185,8 +199,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "02-iran-2015",
         "Iran 2015 replay",
-        "ISP resolver answers 10.10.34.34 / d0::11 for the service's names; the censor "
-        "drops all traffic to the DC addresses",
+        "ISP resolver answers 10.10.34.34 / d0::11 for every service name (Telegram, "
+        "WhatsApp, Signal); the censor drops all traffic to the DC addresses",
         subject=((DCS, "ip_blocking"), (DOMAINS, "dns_injection")),
         failures=((DCS, ("generic_timeout_error",)), (DOMAINS, ("dns_bogon_error",))),
         isp_dns={"behaviours": _names("bogon")},
@@ -198,7 +212,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         f"ISP resolver answers {plan.DECOY[0]} / {plan.DECOY[1]} (public-looking, outside "
         "the service's address space; TLS there has another name's certificate)",
         subject=((DCS, "ok"), (DOMAINS, "dns_injection")),
-        failures=((DOMAINS, ("ssl_invalid_hostname",)),),
+        failures=(
+            # WhatsApp chat (dns -> tcp): :5222 refused at the decoy; :443 connects there, and
+            # the answer outside AS32934's space that no control gave is what convicts it
+            (WA_CHAT_5222, ("connection_refused",)),
+            (WA_CHAT, ()),
+            (WA_WEB_HTTP, ("http_unexpected_status",)),  # no redirect to https
+            # Signal has no address space: the pinned CA refuses the decoy's certificate
+            *((glob, ("ssl_unknown_authority",)) for glob in SIGNAL_PINNED),
+            (DOMAINS, ("ssl_invalid_hostname",)),
+        ),
         isp_dns={"behaviours": _names("bogon"), "forged": FORGED_PLAUSIBLE},
     ),
     Scenario(
@@ -236,43 +259,58 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "06-partial-dc-blackhole",
         "Partial blocking: two DCs blackholed",
-        "the censor drops traffic to DC2 (both IPv4 addresses and IPv6) and DC4 only",
-        subject=(("dc2-*", "ip_blocking"), ("dc4-*", "ip_blocking"), ("*", "ok")),
-        failures=(("dc2-*", ("generic_timeout_error",)), ("dc4-*", ("generic_timeout_error",))),
-        censor=drop_to(plan.dc_addresses(("dc2", "dc4"))),
+        "the censor drops traffic to DC2 (both IPv4 addresses and IPv6) and DC4, WhatsApp's "
+        "e2 and Signal's cdn2 only",
+        subject=(("dc2-*", "ip_blocking"), ("dc4-*", "ip_blocking"),
+                 ("e2.whatsapp.net/*", "ip_blocking"), ("cdn2.signal.org/*", "ip_blocking"),
+                 ("*", "ok")),
+        failures=tuple((glob, ("generic_timeout_error",))
+                       for glob in ("dc2-*", "dc4-*", "e2.whatsapp.net/*", "cdn2.signal.org/*")),
+        censor=drop_to([*plan.dc_addresses(("dc2", "dc4")),
+                        *plan.addresses(plan.WHATSAPP_CHAT[1:2]),
+                        *plan.addresses(plan.SIGNAL_LAB_CA[2:3])]),
     ),
     Scenario(
         "07-tcp-reset",
         "TCP reset at connect",
-        "the censor answers SYNs to the DC addresses with RST (REJECT --reject-with tcp-reset)",
-        subject=((DCS, "tcp_reset"), (DOMAINS, "ok")),
-        failures=((DCS, ("connection_refused",)),),
-        censor=reset_to(plan.dc_addresses()),
+        "the censor answers SYNs to the DC addresses, and to WhatsApp's chat endpoints on "
+        "5222 (not 443), with RST (REJECT --reject-with tcp-reset)",
+        subject=((DCS, "tcp_reset"), (WA_CHAT_5222, "tcp_reset"), ("*", "ok")),
+        failures=((DCS, ("connection_refused",)), (WA_CHAT_5222, ("connection_refused",))),
+        censor=(*reset_to(plan.dc_addresses()),
+                *reset_to(plan.addresses(plan.WHATSAPP_CHAT), port=5222)),
     ),
     Scenario(
         "08a-sni-reset",
         "SNI filtering by reset",
-        "iptables string match on 'web.telegram.org' in the ClientHello (port 443): RST; "
-        "the same address with a neutral SNI works",
-        subject=(("web.telegram.org/*", "sni_filtering"), ("*", "ok")),
-        failures=(("web.telegram.org/*", ("connection_reset",)),),
-        censor=sni_filter("web.telegram.org", ("-j", "REJECT", "--reject-with", "tcp-reset")),
+        "iptables string match on 'web.telegram.org' or 'signal.org' in the ClientHello "
+        "(port 443): RST; the same address with a neutral SNI works "
+        "(textsecure-service.whispersystems.org does not match)",
+        subject=(("web.telegram.org/*", "sni_filtering"), (SIGNAL_HOSTS, "sni_filtering"),
+                 ("*", "ok")),
+        failures=(("web.telegram.org/*", ("connection_reset",)),
+                  (SIGNAL_HOSTS, ("connection_reset",))),
+        censor=sni_filter("web.telegram.org", ("-j", "REJECT", "--reject-with", "tcp-reset"),
+                          "signal.org"),
     ),
     Scenario(
         "08b-sni-drop",
         "SNI filtering by drop",
-        "iptables string match on 'web.telegram.org' in the ClientHello (port 443): silently "
-        "dropped; the same address with a neutral SNI works",
-        subject=(("web.telegram.org/*", "sni_filtering"), ("*", "ok")),
-        failures=(("web.telegram.org/*", ("generic_timeout_error",)),),
-        censor=sni_filter("web.telegram.org", ("-j", "DROP")),
+        "iptables string match on 'web.telegram.org' or 'whatsapp' in the ClientHello (port "
+        "443): silently dropped; the same address with a neutral SNI works (WhatsApp's chat "
+        "endpoints send no ClientHello)",
+        subject=(("web.telegram.org/*", "sni_filtering"), (WA_REGISTRATION, "sni_filtering"),
+                 (WA_WEB_HTTPS, "sni_filtering"), ("*", "ok")),
+        failures=tuple((glob, ("generic_timeout_error",))
+                       for glob in ("web.telegram.org/*", WA_REGISTRATION, WA_WEB_HTTPS)),
+        censor=sni_filter("web.telegram.org", ("-j", "DROP"), "whatsapp"),
     ),
     Scenario(
         "09-tls-interception",
         "TLS interception",
-        "the censor DNATs :443 of the web fronts to its own TLS server (certificates for the "
-        "right names from the censor's CA)",
-        subject=((DCS, "ok"), (DOMAINS, "tls_interception")),
+        "the censor DNATs :443 of every service's web fronts to its own TLS server "
+        "(certificates for the right names from the censor's CA)",
+        subject=((DCS, "ok"), (WA_CHAT, "ok"), (WA_WEB_HTTP, "ok"), (DOMAINS, "tls_interception")),
         failures=((DOMAINS, ("ssl_unknown_authority",)),),
         censor=dnat_fronts(443, plan.CENSOR_TLS),
     ),
@@ -282,30 +320,32 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the censor drops a client packet carrying the plain MTProto tag 0xeeeeeeee to DC "
         "ports 80/443 and every later client packet of that connection; TCP, HTTP and the "
         "apps' obfuscated2 transport pass: the apps work (rule mtproto_plain_only_filtered)",
-        subject=((DCS, "ok"), (DOMAINS, "ok")),
+        subject=ALL_OK,
         censor=protocol_filter(),
     ),
     Scenario(
         "11-http-blockpage",
         "HTTP blockpage",
-        "the censor DNATs :80 of the web fronts to its blockpage server (Iran's 403 iframe "
-        "to 10.10.34.34); only telegram.org has a plain-http URL",
-        subject=(("telegram.org/*", "http_blockpage"), ("*", "ok")),
-        failures=(("telegram.org/*", ("http_unexpected_status",)),),
+        "the censor DNATs :80 of every service's web fronts to its blockpage server (Iran's "
+        "403 iframe to 10.10.34.34); telegram.org and web.whatsapp.com (which must redirect "
+        "to https) have plain-http URLs",
+        subject=(("telegram.org/*", "http_blockpage"), (WA_WEB_HTTP, "http_blockpage"), ("*", "ok")),
+        failures=(("telegram.org/*", ("http_unexpected_status",)),
+                  (WA_WEB_HTTP, ("http_unexpected_status",))),
         censor=dnat_fronts(80, plan.CENSOR_BLOCKPAGE),
     ),
     Scenario(
         "12-throttling",
         "Throttling",
-        "tc (htb + tbf) on the censor shapes traffic from each web-front address to "
-        "100 kbit/s; DCs and the baseline transfer are untouched",
+        "tc (htb + tbf) on the censor shapes traffic from each Telegram web-front address to "
+        "100 kbit/s; DCs, the other messengers and the baseline transfer are untouched",
         subject=(("telegram.org/*", "throttling"), ("web.telegram.org/*", "throttling"), ("*", "ok")),
         censor=throttle(),
     ),
     Scenario(
         "13-service-outage",
         "Service outage",
-        "the lab service itself is down (DC and web-front servers stopped; DNS still "
+        "the lab services themselves are down (every messenger's servers stopped; DNS still "
         "answers): both vantages fail alike",
         subject=(("*", "tcp_reset"),),
         control=(("*", "tcp_reset"),),

@@ -250,6 +250,8 @@ class Lab:
         self.processes: dict[str, LabProcess] = {}
         self.ca_dir = workdir / "ca"
         self.censor_ca_dir = workdir / "censor-ca"
+        #: Signal's own CA in the lab: the pinned `signal` anchor (tls.trust in the config).
+        self.signal_ca_dir = workdir / "signal-ca"
         self.logdir = workdir / "logs"
         self.isp_dns_config = workdir / "isp-dns.yaml"
         self.control_dns_config = workdir / "control-dns.yaml"
@@ -349,6 +351,9 @@ class Lab:
         LabCA(organization="Censor interception CA").save(
             self.censor_ca_dir / "ca.pem", self.censor_ca_dir / "ca.key"
         )
+        LabCA(organization="lab Signal Messenger CA").save(
+            self.signal_ca_dir / "ca.pem", self.signal_ca_dir / "ca.key"
+        )
         self.set_isp_dns(reload=False)
         _dump_yaml(self.control_dns_config, {"zone": plan.zone(), "behaviour": "answer"})
         (self.workdir / "subject-resolv.conf").write_text(
@@ -388,6 +393,7 @@ class Lab:
                 ["--mode", "http", "--blob", front_body, *rate],
                 service=True,
             ),
+            *self._other_service_specs(),
             ServiceSpec(
                 "control-resolvers",
                 plan.INTERNET,
@@ -450,8 +456,33 @@ class Lab:
                 plan.CENSOR,
                 "tlsserver",
                 [(a, 443) for a in plan.CENSOR_TLS],
-                ["--ca-dir", str(self.censor_ca_dir), *names, "--blob", front_body],
+                ["--ca-dir", str(self.censor_ca_dir), "--blob", front_body,
+                 *[x for n in plan.SERVICE_NAMES for x in ("--name", n)]],
             ),
+        ]
+
+    def _other_service_specs(self) -> list[ServiceSpec]:
+        """WhatsApp's and Signal's stand-ins: chat listeners, TLS fronts (Signal's chat
+        service from the separate Signal CA), and WhatsApp Web's redirect on :80."""
+        def tls(name: str, ca_dir: Path, hosts: tuple[plan.Front, ...]) -> ServiceSpec:
+            return ServiceSpec(name, plan.INTERNET, "tlsserver",
+                               [(a, 443) for a in plan.addresses(hosts)],
+                               ["--ca-dir", str(ca_dir), *[x for h in hosts for x in ("--name", h.name)]],
+                               service=True)
+
+        web = plan.WHATSAPP_WEB
+        return [
+            ServiceSpec("whatsapp-chat", plan.INTERNET, "tcpserver",
+                        [(a, p) for a in plan.addresses(plan.WHATSAPP_CHAT)
+                         for p in plan.WHATSAPP_CHAT_PORTS],
+                        ["--mode", "http"], service=True),
+            tls("whatsapp-tls", self.ca_dir, plan.WHATSAPP_FRONTS),
+            ServiceSpec("whatsapp-web-http", plan.INTERNET, "tcpserver",
+                        [(a, 80) for a in (web.v4, web.v6)],
+                        ["--mode", "http", "--status", "301",
+                         "--header", f"Location=https://{web.name}/"], service=True),
+            tls("signal-tls-pinned", self.signal_ca_dir, plan.SIGNAL_PINNED_CA),
+            tls("signal-tls", self.ca_dir, plan.SIGNAL_LAB_CA),
         ]
 
     def _start_services(self, only: Sequence[str] | None = None) -> None:
@@ -528,7 +559,7 @@ class Lab:
 
         return _dump_yaml(
             self.workdir / "configs" / f"{name or vantage}.yaml",
-            probe_config(vantage, self.workdir, self.ca_dir / "ca.pem"),
+            probe_config(vantage, self.workdir, self.ca_dir / "ca.pem", plan.MESSENGERS),
         )
 
     def run_probes(self, timeout: float = 90) -> dict[str, dict[str, Any]]:

@@ -165,16 +165,21 @@ def http_spec_from_args(args: argparse.Namespace) -> HttpSpec:
     for item in args.blob:
         path, _, size = item.partition("=")
         spec.blobs[path] = int(size)
+    for item in getattr(args, "header", []):
+        name, _, value = item.partition("=")
+        spec.extra_headers[name] = value
     return spec
 
 
 def add_http_arguments(parser: argparse.ArgumentParser) -> None:
-    """--status, --body, --blob PATH=BYTES, --blockpage."""
+    """--status, --body, --blob PATH=BYTES, --header NAME=VALUE, --blockpage."""
     parser.add_argument("--status", type=int, default=200)
     parser.add_argument("--body", default="reach lab\n")
     parser.add_argument("--blob", action="append", default=[], metavar="PATH=BYTES")
     parser.add_argument("--rate", type=float, default=None, help="pace blobs to BITS/s")
     parser.add_argument("--blockpage", action="store_true", help="answer Iran's 403 iframe blockpage")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra response header (e.g. Location=https://... with --status 301)")
 
 
 def main(argv: list[str] | None = None) -> int:

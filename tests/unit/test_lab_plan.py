@@ -1,0 +1,55 @@
+"""The lab's address plan and probe configs, checked without root: every lab address is
+in 198.18.0.0/15 or 2001:db8::/32, no two hosts share one, every name a probe resolves
+has lab answers, and the configs of all three messengers are valid probe configs whose
+targets the scenario table has an expectation for."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import yaml
+
+from probe.config import parse_config
+from probe.plan import plan as make_plan
+from tests.lab import plan
+from tests.lab.configs import probe_config
+from tests.lab.scenarios import SCENARIOS
+from tests.support.tlsserver import LabCA
+
+LAB_NETS = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32"))
+
+
+def test_every_lab_host_is_in_the_lab_ranges_and_unique() -> None:
+    hosts = plan.internet_hosts() + list(plan.CENSOR_HOSTS)
+    assert len(hosts) == len(set(hosts))
+    for address in hosts:
+        ip = ipaddress.ip_address(address)
+        assert any(ip.version == n.version and ip in n for n in LAB_NETS), address
+
+
+def test_every_service_name_has_lab_answers() -> None:
+    zone = plan.zone()
+    for name in plan.SERVICE_NAMES:
+        assert zone[name]["A"] and zone[name]["AAAA"], name
+    whatsapp = [ipaddress.ip_network(n) for n in plan.WHATSAPP_SPACE]
+    for host in (*plan.WHATSAPP_CHAT, *plan.WHATSAPP_FRONTS):
+        for address in (host.v4, host.v6):
+            ip = ipaddress.ip_address(address)
+            assert any(ip.version == n.version and ip in n for n in whatsapp), host
+
+
+def test_the_lab_configs_are_valid_and_every_target_has_an_expectation(tmp_path: Path) -> None:
+    lab_ca = LabCA().write_ca_pem(tmp_path / "ca" / "ca.pem")
+    LabCA(organization="lab Signal CA").write_ca_pem(tmp_path / "signal-ca" / "ca.pem")
+    for vantage in (plan.SUBJECT, plan.CONTROL):
+        data = probe_config(vantage, tmp_path, lab_ca, plan.MESSENGERS)
+        config = parse_config(yaml.safe_dump(data), f"{vantage}.yaml", tmp_path)
+        plans = {p.messenger: p for p in make_plan(config)}
+        assert sorted(plans) == sorted(plan.MESSENGERS)
+        assert config.tls.trust["signal"] == tmp_path / "signal-ca" / "ca.pem"
+        names = [t for p in plans.values() for t in p.target_names]
+        assert len(names) == 114
+        for scenario in SCENARIOS:
+            for name in names:
+                scenario.expected(vantage, name)  # KeyError if no glob matches

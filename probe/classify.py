@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from probe import failures as F
 from probe.catalog import Target
 from probe.observation import Baseline, Observation, RoundResult, VantageNetwork, Verdict
+from probe.vantage import ALPHA_SERVICE, ALPHA_TARGET, CONNECT_LEVEL, LOST, LossContext, describe, lost_counts
 
 # Throttling: the service's transfer was cut by the time limit (it could not finish, or
 # fill max_bytes, within http.transfer_seconds) and ran below this fraction of the
 # baseline's throughput. A transfer that finishes is never called throttled: between two
 # fast transfers the ratio is scheduler noise, not a censor.
 THROTTLE_RATIO = 0.3
+# Once the service's timeouts in a family stand out from the baseline's (a family-wise test
+# at probe.vantage.ALPHA_SERVICE), a target is named when its own do at this level.
+TARGET_SHARE_ALPHA = 0.05
 
 TIMEOUTS = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE})
 RESETS = frozenset({F.CONNECTION_RESET, F.CONNECTION_REFUSED})
@@ -44,6 +48,9 @@ class TargetView:
     # The round's proof of connectivity (probe.vantage). None, in views built by hand: the
     # baseline alone then stands for it, as it did before the proof existed.
     network: VantageNetwork | None = None
+    # The round's loss counts (probe.vantage). None in views built by hand: no comparison
+    # with the baseline is possible, and failures are judged by mechanism alone.
+    loss: LossContext | None = None
 
     def online(self) -> bool:
         """Something outside the vantage's network answered in the target's family."""
@@ -90,6 +97,9 @@ class Rule:
     verdict: str
     condition: str  # the rule in words: shown in docs and in every verdict's reason
     test: Callable[[TargetView], Evidence]
+    # What the evidence list cannot say by itself (a comparison, a sequence), appended to
+    # the reason.
+    explain: Callable[[TargetView], str] | None = None
 
 
 def _offline(baseline_answered: bool) -> Callable[[TargetView], Evidence]:
@@ -247,6 +257,83 @@ def _throttled(v: TargetView) -> Evidence:
     return [http] if http.details.get("cut_by_time") and slow else None
 
 
+def _loss_shared(v: TargetView) -> Evidence:
+    """Every failure of the target is a timeout, and neither the target's own timeouts nor
+    the service's in this family stand out from the baseline's (probe.vantage)."""
+    if v.loss is None or v.target.messenger is None:
+        return None
+    failed = [o for o in v.observations if o.primary and not o.ok]
+    if not failed or any(a.failure not in LOST for o in failed for a in o.tries()
+                         if a.failure is not None):
+        return None
+    family = v.target.family
+    p_target = v.loss.target_p(family, lost_counts(failed))
+    p_service = v.loss.service_p(v.target.messenger, family)
+    if p_target is None or p_service is None:
+        return None
+    if p_target < v.loss.alpha_target or p_service < ALPHA_SERVICE:
+        return None
+    return failed
+
+
+def _lost_unexplained(v: TargetView) -> bool:
+    """Timeouts a deterministic filter does not make: a connect that timed out (and a later
+    one did not), a step that timed out and then succeeded, or a step whose differential
+    timed out as well. (A filter on a name or a protocol times out every attempt while
+    its differential passes.)"""
+    for obs in v.observations:
+        if not obs.primary or obs.check not in CONNECT_LEVEL:
+            continue
+        lost = [a for a in obs.tries() if a.failure in LOST]
+        if not lost:
+            continue
+        if obs.check == "tcp" or obs.ok:
+            return True
+        differential = v.differential("http" if obs.check == "mtproto" else obs.check)
+        if differential is not None and differential.failure in LOST:
+            return True
+    return False
+
+
+def _loss_concentrated(v: TargetView) -> Evidence:
+    """The service's connect-level attempts in this family time out far more often than
+    the baseline's, and this target's did too, in a way no filter on names explains."""
+    if v.loss is None or v.target.messenger is None:
+        return None
+    family = v.target.family
+    p_service = v.loss.service_p(v.target.messenger, family)
+    if p_service is None or p_service >= ALPHA_SERVICE or not _lost_unexplained(v):
+        return None
+    mine = [o for o in v.observations if o.primary and o.check in CONNECT_LEVEL]
+    p_target = v.loss.target_p(family, lost_counts(mine))
+    if p_target is None or p_target >= TARGET_SHARE_ALPHA:
+        return None
+    return [o for o in mine if o.failed_attempts()[0]] + [
+        o for o in v.baseline_observations if o.address is not None
+        and (":" in o.address) == (family == 6)]
+
+
+def _throttled_degraded(v: TargetView) -> Evidence:
+    return _throttled(v) if v.loss is not None and v.loss.degraded else None
+
+
+def _sni_reset_then_drop(v: TargetView) -> Evidence:
+    """Residual censorship: the handshake with the service's name was reset, and every
+    later attempt to the same address and port was silently dropped; the neutral name got
+    through before the trigger (or was swallowed by the same drop after it)."""
+    tls = v.failed("tls")
+    neutral = v.differential("tls")
+    if tls is None or neutral is None:
+        return None
+    tries = tls.tries()
+    if (len(tries) < 2 or tries[0].failure not in RESETS | {F.EOF_ERROR}
+            or any(t.failure not in LOST for t in tries[1:])):
+        return None
+    if neutral.ok or (neutral.failure in LOST and neutral.started >= tries[0].started):
+        return [tls, neutral]
+    return None
+
+
 def _all_ok(v: TargetView) -> Evidence:
     primaries = [o for o in v.observations if o.primary]
     return primaries if primaries and all(o.ok for o in primaries) else None
@@ -280,6 +367,13 @@ RULES: tuple[Rule, ...] = (
          "the answer is outside the service's address space, unlike every control resolver's "
          "answer, and no step of the plan can prove the service there (no TLS, no MTProto)",
          _dns_outside_unverified),
+    Rule("loss_shared_with_baseline", "inconclusive",
+         "every failure of the target is a timeout, at a rate the vantage's baseline shares "
+         "(one-sided Fisher exact test against the baseline's handshakes: p >= "
+         f"{ALPHA_TARGET:g} / the round's targets for the target, p >= {ALPHA_SERVICE:g} for the "
+         "service in this family): the "
+         "vantage's own network is lossy (degraded), which is no evidence of a block",
+         _loss_shared, lambda v: _loss_comparison(v, failed_only=True)),
     Rule("dns_failure_control_ok", "dns_blocking",
          "the vantage's resolver failed while a control resolver answered", _dns_blocked),
     Rule("dns_no_address", "inconclusive",
@@ -290,9 +384,20 @@ RULES: tuple[Rule, ...] = (
          "TCP connect timed out or the address is unreachable", _failed("tcp", TIMEOUTS)),
     Rule("connect_reset", "tcp_reset",
          "TCP connect was reset or refused", _failed("tcp", RESETS)),
+    Rule("loss_concentrated_on_service", "ip_blocking",
+         "the service's connect-level attempts in this family time out far more often than the "
+         f"baseline's (one-sided Fisher exact test, p < {ALPHA_SERVICE:g}), and this target's do "
+         f"too (p < {TARGET_SHARE_ALPHA:g}), intermittently or with its differential as well: "
+         "packets to the service are being dropped",
+         _loss_concentrated, lambda v: _loss_comparison(v, failed_only=False)),
     Rule("tls_certificate_invalid", "tls_interception",
          "the TLS peer showed a certificate that does not chain to a trusted root or match the name",
          _failed("tls", F.CERTIFICATE_FAILURES)),
+    Rule("sni_reset_then_drop", "sni_filtering",
+         "the handshake with the service's name was reset, then every further attempt to the "
+         "same address and port was dropped (residual censorship), while a neutral name got "
+         "through before the trigger",
+         _sni_reset_then_drop, lambda v: _attempt_sequence(v.failed("tls"))),
     Rule("sni_differential", "sni_filtering",
          "TLS with the service's name failed while a neutral name to the same address succeeded",
          _sni_differential),
@@ -328,6 +433,10 @@ RULES: tuple[Rule, ...] = (
          "TCP connects, but the MTProxy relays no resPQ (a filter cannot be told from a broken proxy "
          "or its link to Telegram: compare the control vantages)", _failed("mtproxy")),
     Rule("http_failed", "inconclusive", "the HTTP request failed without a blockpage", _failed("http")),
+    Rule("throughput_low_degraded_vantage", "ok",
+         "the service's transfer was slow, but so is the vantage's own network (degraded: "
+         "loss or retransmissions on the baseline), so slowness says nothing about the service",
+         _throttled_degraded),
     Rule("throughput_below_baseline", "throttling",
          f"the service's transfer was cut by the time limit, below {THROTTLE_RATIO:.0%} of the "
          "baseline's throughput",
@@ -338,6 +447,24 @@ RULES: tuple[Rule, ...] = (
     Rule("all_checks_ok", "ok", "every check of the target succeeded", _all_ok),
     Rule("unclassified", "inconclusive", "no rule matched these observations", lambda v: []),
 )
+
+
+def _loss_comparison(v: TargetView, failed_only: bool) -> str:
+    if v.loss is None or v.target.messenger is None:
+        return ""
+    family = v.target.family
+    mine = [o for o in v.observations if o.primary
+            and (not o.ok if failed_only else o.check in CONNECT_LEVEL)]
+    ref = v.loss.baseline.get(family, (0, 0))
+    service = v.loss.service.get((v.target.messenger, family), (0, 0))
+    return (f"target: {describe(lost_counts(mine), ref)}; the service in IPv{family}: "
+            f"{describe(service, ref)}")
+
+
+def _attempt_sequence(obs: Observation | None) -> str:
+    if obs is None:
+        return ""
+    return "attempts: " + " -> ".join(t.failure or "ok" for t in obs.tries())
 
 
 def _steps(evidence: list[Observation]) -> str:
@@ -364,9 +491,11 @@ def classify_target(view: TargetView) -> Verdict:
         evidence = rule.test(view)
         if evidence is not None:
             assert view.target.messenger is not None
+            reason = _reason(rule, evidence, blocked_baseline)
+            if rule.explain is not None:
+                reason += f"; {rule.explain(view)}"
             return Verdict(view.target.messenger, view.target.name, rule.verdict, rule.id,
-                           _reason(rule, evidence, blocked_baseline),
-                           [*evidence, *blocked_baseline])
+                           reason, [*evidence, *blocked_baseline])
     raise AssertionError("the last rule always matches")
 
 
@@ -376,9 +505,10 @@ def classify_round(result: RoundResult) -> list[Verdict]:
     for obs in result.observations:
         by_target[(obs.messenger, obs.target)].append(obs)
     baseline_obs = [o for o in result.observations if o.messenger is None]
+    loss = LossContext.of(result.observations, result.network.degraded, len(result.targets))
     return [
         classify_target(TargetView(t, by_target[(t.messenger, t.name)], result.baseline,
-                                   baseline_obs, result.network))
+                                   baseline_obs, result.network, loss))
         for t in result.targets
     ]
 

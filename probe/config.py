@@ -170,6 +170,9 @@ class Baseline(Strict):
     # than half do (probe.vantage.baseline_up)
     require: Literal["any", "majority"] = "any"
     throughput_url: str | None = Field(default=None, pattern=r"^https?://")
+    # Handshakes per site and round (concurrent, slightly staggered): the sample the
+    # vantage's own loss is measured on and the service's failures are compared with.
+    samples: int = Field(default=20, ge=1, le=100)
 
     @field_validator("targets")
     @classmethod
@@ -190,6 +193,15 @@ class Timeouts(Strict):
     http: float = Field(default=15.0, gt=0, le=300)
 
 
+class Confirm(Strict):
+    """How a failed step is confirmed before it can count as a block: repeated up to
+    `attempts` times in all, `spacing` seconds apart, stopping at the first success (a
+    real client retries too; one lost packet must not read as censorship)."""
+
+    attempts: int = Field(default=4, ge=1, le=10)
+    spacing: float = Field(default=1.0, ge=0, le=60)
+
+
 class Schedule(Strict):
     interval: float = Field(default=300.0, ge=1, le=86400)
     jitter: float = Field(default=0.1, ge=0, le=0.5)
@@ -198,6 +210,7 @@ class Schedule(Strict):
     # auto = uvloop when installed. Read at start-up: a reload does not switch loops.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     timeouts: Timeouts = Timeouts()
+    confirm: Confirm = Confirm()
 
 
 class TLS(Strict):

@@ -150,6 +150,7 @@ class VantageNetwork:
     degraded: bool = False
     loss_ratio: float | None = None
     rtt_seconds: float | None = None
+    retransmit_ratio: float | None = None  # share of the baseline's segments retransmitted
     baseline_sites: dict[str, bool] = field(default_factory=dict)
     online_evidence: list[str] = field(default_factory=list)
 

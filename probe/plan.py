@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 from probe.catalog import Catalog, Endpoint, Group, StepSpec, Target, load
 from probe.checks import REGISTRY
-from probe.config import BaselineTarget, Config, MessengerOverrides, Proxy, Timeouts
+from probe.config import BaselineTarget, Config, Confirm, MessengerOverrides, Proxy, Timeouts
 from probe.schema import ConfigError, IPNetwork
+
+# Checks whose failure is confirmed by repeating the step (probe.round): every one whose
+# failure can feed a blocking verdict. A failed transfer only ever says "inconclusive".
+CONFIRMED = frozenset(REGISTRY) - {"http"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +172,30 @@ def _baseline_target(site: BaselineTarget) -> Target:
                   _BASELINE_STEPS["tls" if site.sni else "tcp"])
 
 
-def step_seconds(step: StepSpec, timeouts: Timeouts) -> float:
-    """The longest a step with its differentials can take."""
-    checks = (*step.before, step.check, *step.differentials)
-    return float(sum(getattr(timeouts, REGISTRY[c].timeout) for c in checks))
+def step_seconds(step: StepSpec, timeouts: Timeouts, confirm: Confirm | None = None) -> float:
+    """The longest a step with its differentials can take: the step itself is repeated to
+    confirm a failure (`confirm.attempts` tries, `spacing` apart), the others run once."""
+    attempts, spacing = (confirm.attempts, confirm.spacing) if confirm else (1, 0.0)
+    if step.check not in CONFIRMED:
+        attempts, spacing = 1, 0.0
+
+    def seconds(check: str) -> float:
+        return float(getattr(timeouts, REGISTRY[check].timeout))
+
+    once = sum(seconds(c) for c in (*step.before, *step.differentials))
+    return once + attempts * seconds(step.check) + (attempts - 1) * spacing
 
 
-def worst_case_seconds(targets: list[Target], timeouts: Timeouts) -> float:
+def worst_case_seconds(targets: list[Target], timeouts: Timeouts,
+                       confirm: Confirm | None = None) -> float:
     """The longest any one target's steps can take: what a round adds to its schedule."""
     plans = {id(t.steps): t.steps for t in targets}  # targets of a group share their steps
-    return max((sum(step_seconds(s, timeouts) for s in steps) for steps in plans.values()),
-               default=0.0)
+    return max((sum(step_seconds(s, timeouts, confirm) for s in steps)
+                for steps in plans.values()), default=0.0)
+
+
+def transfers_seconds(targets: list[Target], timeouts: Timeouts) -> float:
+    """Transfers run one at a time (a shared bottleneck must not read as throttling): the
+    longest they can take together, the baseline's included."""
+    transfers = sum(1 for t in targets for s in t.steps if s.check == "http")
+    return (transfers + 1) * timeouts.http

@@ -9,8 +9,8 @@ concurrently, at most `schedule.concurrency` checks in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -22,17 +22,18 @@ import yaml
 
 from probe.catalog import StepSpec, Target
 from probe.checks import REGISTRY
-from probe.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Step, TrustStore
+from probe.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Retry, Step, TrustStore
 from probe.checks.dns import chosen_address, system_resolvers
 from probe.checks.net import Source
 from probe.classify import classify_round
 from probe.config import Config
-from probe.observation import Observation, Role, RoundResult
-from probe.plan import baseline_targets, plan
-from probe.vantage import baseline_up, judge, site_answered
+from probe.observation import Attempt, Observation, Role, RoundResult
+from probe.plan import CONFIRMED, baseline_targets, plan
+from probe.vantage import baseline_up, judge, quality, site_answered
 
 Progress = Callable[[int, int], None]  # (checks done, checks planned)
 Job = Callable[[], Awaitable[list[Observation]]]  # one target's steps (or the baseline's)
+SAMPLE_STAGGER = 0.02  # seconds between the starts of a baseline site's samples
 
 
 @cache
@@ -70,6 +71,7 @@ def base_env(config: Config) -> Env:
         blockpages=blockpages,
         http_max_bytes=config.http.max_bytes,
         http_transfer_seconds=config.http.transfer_seconds,
+        retry=Retry(config.schedule.confirm.attempts, config.schedule.confirm.spacing),
     )
 
 
@@ -87,6 +89,14 @@ def _needs(spec: StepSpec, target: Target, earlier: list[str]) -> list[str]:
     return needs
 
 
+_NO_LOCK = contextlib.nullcontext()
+
+
+def _deciding(observations: list[Observation], role: Role) -> Observation | None:
+    """The observation of a step that speaks for it (the primary resolver's, not a control's)."""
+    return next((o for o in observations if o.role == role), None)
+
+
 class Round:
     """Runs one round for a config. Create one per round; it is not reusable."""
 
@@ -98,14 +108,41 @@ class Round:
         self.env = base_env(config)
         self._envs: dict[str, Env] = {}
         self._semaphore = asyncio.Semaphore(config.schedule.concurrency)
+        self._transfers = asyncio.Lock()
         self._progress = progress
         self._done = 0
         self._planned = 0
         self.result = RoundResult(config, self.targets, time.time())
 
+    async def _once(self, check: str, step: Step) -> list[Observation]:
+        # Transfers measure throughput: one at a time (the baseline's included), so that
+        # a shared bottleneck is not read as the service being throttled.
+        async with self._semaphore, (self._transfers if check == "http" else _NO_LOCK):
+            return await REGISTRY[check].run(step, self._envs[check])
+
     async def _run(self, check: str, step: Step) -> list[Observation]:
-        async with self._semaphore:
-            observations = await REGISTRY[check].run(step, self._envs[check])
+        """Run a step; confirm a failure of its primary (or control) observation by
+        repeating it, as a real client retries: up to `schedule.confirm.attempts` tries,
+        `spacing` seconds apart, stopping at the first success. The observation kept
+        carries every attempt; when all failed it is the first (the first failure is the
+        most telling: a reset that later attempts only see as a residual drop)."""
+        observations = await self._once(check, step)
+        main = _deciding(observations, step.role)
+        retry = self.env.retry
+        if (main is not None and not main.ok and step.role != "differential"
+                and check in CONFIRMED):
+            tries = [Attempt(main.failure, main.started, main.duration_seconds)]
+            while len(tries) < retry.attempts:
+                await asyncio.sleep(retry.spacing)
+                again = await self._once(check, step)
+                latest = _deciding(again, step.role)
+                if latest is None:
+                    break
+                tries.append(Attempt(latest.failure, latest.started, latest.duration_seconds))
+                if latest.ok:
+                    observations, main = again, latest
+                    break
+            main.attempts = tries
         self._done += 1
         if self._progress is not None:
             self._progress(self._done, self._planned)
@@ -157,8 +194,34 @@ class Round:
         await asyncio.gather(*(worker() for _ in range(workers)))
         return groups
 
+    async def _sample(self, target: Target) -> list[Observation]:
+        """A baseline site's step, `baseline.samples` times at once (slightly staggered):
+        one observation whose attempts are the samples (the site answered when any did),
+        with the kernel's RTT and retransmissions of each in details["samples"]. The sample
+        is what the vantage's loss is measured on (probe.vantage)."""
+        spec = target.steps[0]
+        step = Step(target, spec.check, "control", target.address, spec.options)
+
+        async def one(index: int) -> list[Observation]:
+            await asyncio.sleep(index * SAMPLE_STAGGER)
+            return await self._once(spec.check, step)
+
+        got = [g[0] for g in await asyncio.gather(
+            *(one(i) for i in range(self.config.baseline.samples))) if g]
+        self._done += 1
+        if self._progress is not None:
+            self._progress(self._done, self._planned)
+        if not got:
+            return []
+        kept = next((o for o in got if o.ok), got[0])
+        kept.attempts = [Attempt(o.failure, o.started, o.duration_seconds) for o in got]
+        kept.details["samples"] = [
+            {k: o.details[k] for k in ("tcp_rtt_seconds", "tcp_retransmits", "tcp_segments_out")
+             if k in o.details} for o in got]
+        return [kept]
+
     async def _baseline(self) -> list[Observation]:
-        groups = await self._pool([partial(self._target, t) for t in self.baseline])
+        groups = await self._pool([partial(self._sample, t) for t in self.baseline])
         observations = [o for group in groups for o in group]
         result = self.result
         network = result.network
@@ -168,12 +231,9 @@ class Round:
                          self.config.baseline.require)
         result.baseline.ipv4, result.baseline.ipv6 = up[4], up[6]
         network.baseline_ok = result.baseline.ok
-        tries = [t for o in observations for t in o.tries()]
-        if tries:
-            network.loss_ratio = round(sum(t.failure is not None for t in tries) / len(tries), 4)
-        connects = [float(o.details["connect_seconds"]) for o in observations
-                    if o.ok and "connect_seconds" in o.details]
-        network.rtt_seconds = round(statistics.median(connects), 6) if connects else None
+        measured = quality(observations)
+        network.loss_ratio, network.rtt_seconds = measured.loss_ratio, measured.rtt_seconds
+        network.retransmit_ratio, network.degraded = measured.retransmit_ratio, measured.degraded
         url = self.config.baseline.throughput_url
         if url and result.baseline.ok:
             throughput = Target(None, "baseline-throughput", "baseline", "baseline-throughput",

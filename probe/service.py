@@ -23,7 +23,7 @@ from probe.config import Config, ConfigError, load_config
 from probe.evidence import EvidenceCollector, EvidenceLog
 from probe.metrics import Metrics
 from probe.observation import RoundResult
-from probe.plan import baseline_targets, plan, worst_case_seconds
+from probe.plan import baseline_targets, plan, transfers_seconds, worst_case_seconds
 from probe.round import run_round
 from probe.scrub import Scrubber, vantage_addresses
 
@@ -130,7 +130,8 @@ class Service:
         can take: past that, a round is stuck and the next one starts."""
         t = config.schedule.timeouts
         targets = [*baseline_targets(config), *(x for p in plan(config) for x in p.targets)]
-        return config.schedule.interval + worst_case_seconds(targets, t) + t.http
+        return (config.schedule.interval + worst_case_seconds(targets, t, config.schedule.confirm)
+                + transfers_seconds(targets, t))
 
     async def run_one(self) -> RoundResult:
         config = self.config

@@ -21,15 +21,39 @@ The baseline's rule (`baseline.require`): a family's baseline answers when `any`
 sites does (the default: one blocked or retired site must not flip the vantage), or when a
 `majority` does (more than half: for a vantage with many sites, where one answering site
 should not hide that most are blocked).
+
+Loss and latency: a vantage on a mobile network in Iran loses packets whether or not
+anything is blocked, and a lost SYN looks exactly like a blackholed address. So the round
+measures the vantage's own network on its baseline (`baseline.samples` verified TLS
+handshakes per site, every one an attempt) and the classifier compares the service's
+attempts with that sample, per address family:
+
+- attempts that time out at a rate the baseline shares are no block: the verdict stays
+  non-blocking (with the attempt record), and the vantage is marked *degraded*;
+- timeouts concentrated on the service while the baseline is clean are interference.
+
+"Concentrated" is a one-sided Fisher exact test on the 2x2 table (timed-out and other
+attempts; service and baseline), written out here because it is twelve lines. Only
+timeouts count as lost (a reset or a bad certificate is an answer, not loss), and the
+service's attempts counted are connect-level ones (TCP connect, TLS handshake, MTProto
+exchange): none carries more packets than the baseline's TLS handshake, so under plain
+random loss the service fails no more often than the baseline, and the test errs on the
+side of "not a block". Its false-positive rate per round is measured by
+tests/unit/test_loss.py.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
+import statistics
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from probe import failures as F
 from probe.observation import Observation
 
 if TYPE_CHECKING:
@@ -138,3 +162,134 @@ def judge(result: RoundResult, sites: Sequence[Target]) -> None:
     network.baseline_blocked = any(
         f in configured and not result.baseline.family_ok(f) and network.family_online(f)
         for f in FAMILIES)
+
+
+# ---------------------------------------------------------------- loss and latency
+
+# Attempts that never got an answer: what packet loss produces (and what a blackhole does).
+LOST = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE})
+# The service's steps whose attempts are compared with the baseline's handshakes.
+CONNECT_LEVEL = frozenset({"tcp", "tls", "mtproto"})
+# Degraded: this share of the baseline's attempts timed out, or this share of the segments
+# its handshakes sent had to be retransmitted (the kernel's count, TCP_INFO).
+DEGRADED_LOSS = 0.05
+DEGRADED_RETRANSMITS = 0.05
+# Significance of "the service's timeouts in one family exceed the baseline's" (per
+# messenger and family), and of "one target's timeouts exceed the baseline's", which is
+# shared by the round's targets (Bonferroni: ALPHA_TARGET / number of targets).
+ALPHA_SERVICE = 1e-4
+ALPHA_TARGET = 1e-3
+
+Counts = tuple[int, int]  # (lost attempts, attempts)
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def fisher_greater(lost: int, tries: int, ref_lost: int, ref_tries: int) -> float:
+    """One-sided Fisher exact test: the probability, if both groups lost attempts at the same
+    rate, that the first group would lose `lost` of its `tries` or more, given the total
+    lost. Small values mean the first group's losses are concentrated on it."""
+    total_lost = lost + ref_lost
+    total = tries + ref_tries
+    if tries == 0 or total_lost == 0:
+        return 1.0
+    denominator = _log_choose(total, tries)
+    p = 0.0
+    for k in range(lost, min(tries, total_lost) + 1):
+        p += math.exp(_log_choose(total_lost, k) + _log_choose(total - total_lost, tries - k)
+                      - denominator)
+    return min(1.0, p)
+
+
+def lost_counts(observations: Iterable[Observation]) -> Counts:
+    """(timed-out attempts, attempts) over the observations' attempts."""
+    lost = tries = 0
+    for obs in observations:
+        for attempt in obs.tries():
+            tries += 1
+            lost += attempt.failure in LOST
+    return lost, tries
+
+
+def baseline_samples(observations: Iterable[Observation], family: int) -> list[Observation]:
+    """The baseline's handshakes of one family (not its throughput transfer)."""
+    return [o for o in observations if o.messenger is None and o.check in CONNECT_LEVEL
+            and family_of(o.address) == family]
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """A round's loss counts, for the classifier: the baseline's per family, the service's
+    connect-level attempts per messenger and family."""
+
+    baseline: dict[int, Counts] = field(default_factory=dict)
+    service: dict[tuple[str, int], Counts] = field(default_factory=dict)
+    degraded: bool = False  # the vantage's network this round (quality())
+    targets: int = 1  # how many targets share ALPHA_TARGET
+
+    @classmethod
+    def of(cls, observations: list[Observation], degraded: bool = False,
+           targets: int = 1) -> LossContext:
+        baseline = {f: lost_counts(baseline_samples(observations, f)) for f in (4, 6)}
+        grouped: dict[tuple[str, int], list[Observation]] = defaultdict(list)
+        for obs in observations:
+            family = family_of(obs.address)
+            if obs.messenger is not None and obs.primary and obs.check in CONNECT_LEVEL and family:
+                grouped[(obs.messenger, family)].append(obs)
+        return cls(baseline, {key: lost_counts(group) for key, group in grouped.items()},
+                   degraded, max(1, targets))
+
+    @property
+    def alpha_target(self) -> float:
+        return ALPHA_TARGET / self.targets
+
+    def target_p(self, family: int, counts: Counts) -> float | None:
+        """Fisher p of one target's attempts against its family's baseline; None without a
+        baseline sample to compare with."""
+        ref = self.baseline.get(family, (0, 0))
+        return None if ref[1] == 0 else fisher_greater(*counts, *ref)
+
+    def service_p(self, messenger: str, family: int) -> float | None:
+        """Fisher p of the service's connect-level attempts in a family against the baseline."""
+        ref = self.baseline.get(family, (0, 0))
+        mine = self.service.get((messenger, family), (0, 0))
+        return None if ref[1] == 0 else fisher_greater(*mine, *ref)
+
+
+def describe(counts: Counts, ref: Counts) -> str:
+    """'5 of 6 attempts timed out vs 0 of 24 to the baseline'."""
+    return (f"{counts[0]} of {counts[1]} attempts timed out vs {ref[0]} of {ref[1]} "
+            "to the baseline")
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The vantage's loss and latency this round (RoundResult.network's loss fields)."""
+
+    loss_ratio: float | None
+    rtt_seconds: float | None
+    retransmit_ratio: float | None
+    degraded: bool
+
+
+def quality(baseline_observations: list[Observation]) -> Quality:
+    """Loss ratio (timed-out share of the baseline's attempts), the median kernel RTT of its
+    handshakes, the share of their segments retransmitted, and whether that is degraded."""
+    samples = [o for o in baseline_observations if o.check in CONNECT_LEVEL]
+    lost, tries = lost_counts(samples)
+    loss = round(lost / tries, 4) if tries else None
+    rtts = [float(s["tcp_rtt_seconds"]) for s in _sample_details(samples)
+            if s.get("tcp_rtt_seconds")]
+    rtt = round(statistics.median(rtts), 6) if rtts else None
+    sent = sum(int(s.get("tcp_segments_out", 0)) for s in _sample_details(samples))
+    retransmitted = sum(int(s.get("tcp_retransmits", 0)) for s in _sample_details(samples))
+    retransmit = round(retransmitted / sent, 4) if sent else None
+    degraded = (loss or 0.0) >= DEGRADED_LOSS or (retransmit or 0.0) >= DEGRADED_RETRANSMITS
+    return Quality(loss, rtt, retransmit, degraded)
+
+
+def _sample_details(samples: list[Observation]) -> list[dict[str, Any]]:
+    """The kernel's figures of every handshake of the sample (kept per attempt)."""
+    return [s for o in samples for s in o.details.get("samples", [o.details])]

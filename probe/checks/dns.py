@@ -28,6 +28,9 @@ from probe.observation import Observation, Role
 MAX_UDP_REPLIES = 16  # replies we keep per query: a flood must not grow memory
 MAX_UDP_DATAGRAMS = 256  # datagrams we parse per query: a flood must not burn the CPU
 MAX_DOH_BYTES = 65535
+# UDP queries per lookup, evenly spread over the timeout: glibc and systemd-resolved resend
+# after a second or two; a probe that sends once reports every lost datagram as a block.
+UDP_SENDS = 4
 
 
 def system_resolvers(resolv_conf: str) -> list[ResolverSpec]:
@@ -76,19 +79,32 @@ async def _udp_query(
     first_answer: list[str] = []
     late: list[list[str]] = []
     garbage = datagrams = 0
+    wire_query = query.to_wire()
+    sent = 0
     try:
         await loop.sock_connect(sock, (spec.address, spec.port))
-        await loop.sock_sendall(sock, query.to_wire())
         deadline = loop.time() + timeout
+        next_send = loop.time()
         while len(late) < MAX_UDP_REPLIES and datagrams < MAX_UDP_DATAGRAMS:
-            remaining = deadline - loop.time()
+            now = loop.time()
+            if first is None and sent < UDP_SENDS and now >= next_send:
+                # As a stub resolver does: the same query again while no reply came (a lost
+                # datagram is not a block). Replies to any copy carry the same id.
+                await loop.sock_sendall(sock, wire_query)
+                sent += 1
+                details["queries_sent"] = sent
+                next_send = now + timeout / UDP_SENDS
+            wake = deadline if first is not None or sent >= UDP_SENDS else min(deadline, next_send)
+            remaining = wake - loop.time()
             if remaining <= 0:
-                break
+                if loop.time() >= deadline:
+                    break
+                continue
             try:
                 async with asyncio.timeout(remaining):
                     wire = await loop.sock_recv(sock, 65535)
             except TimeoutError:
-                break
+                continue
             datagrams += 1
             try:
                 reply = dns.message.from_wire(wire)

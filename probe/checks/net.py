@@ -85,6 +85,29 @@ def recv_stamped(sock: socket.socket, size: int) -> tuple[bytes, int]:
     return data, time.time_ns()
 
 
+# tcpi_segs_out (u32) at offset 136: needs the longer struct (Linux >= 4.2).
+_TCP_INFO_SEGS_LEN = 140
+
+
+def tcp_stats(sock: socket.socket) -> dict[str, float | int]:
+    """What the kernel knows of a connection's path so far: its smoothed RTT (seconds), the
+    segments it retransmitted and the segments it sent. Empty where TCP_INFO is missing.
+    Read before the socket is closed; the vantage's loss and RTT are measured with it."""
+    if _TCP_INFO is None:
+        return {}
+    try:
+        info = sock.getsockopt(_IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SEGS_LEN)
+    except OSError:
+        return {}
+    if len(info) < _TCP_INFO_LEN:
+        return {}
+    stats: dict[str, float | int] = {"tcp_rtt_seconds": _unpack_rtt(info, 68)[0] / 1e6,
+                                     "tcp_retransmits": _unpack_rtt(info, 100)[0]}
+    if len(info) >= _TCP_INFO_SEGS_LEN:
+        stats["tcp_segments_out"] = _unpack_rtt(info, 136)[0]
+    return stats
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where outgoing connections come from: the vantage's optional bind addresses."""

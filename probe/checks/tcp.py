@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from probe import failures
 from probe.checks.base import Env, Step
-from probe.checks.net import Stopwatch, connect
+from probe.checks.net import Stopwatch, connect, tcp_stats
 from probe.observation import Observation
 
 
@@ -18,11 +18,13 @@ async def check(step: Step, env: Env) -> list[Observation]:
     assert step.address is not None
     watch = Stopwatch()
     failure = None
+    details: dict[str, object] = {}
     try:
         sock, duration = await connect(step.address, step.port, env.timeout, env.source)
     except Exception as exc:
         failure = failures.classify(exc)
         duration = watch.elapsed()
     else:
+        details.update(tcp_stats(sock))  # the SYN retransmissions, for the vantage's loss
         sock.close()
-    return [step.observe("tcp", failures.CONNECT, failure, watch, duration=duration)]
+    return [step.observe("tcp", failures.CONNECT, failure, watch, details, duration=duration)]

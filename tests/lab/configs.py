@@ -94,8 +94,11 @@ def probe_config(vantage: str, workdir: Path, ca_file: Path,
                 },
             ],
             "throughput_url": f"http://{plan.BASELINE[0]}/blob",
+            # one site per family: 40 handshakes each make the loss comparison's sample
+            "samples": 40,
         },
-        "schedule": {"interval": 60, "jitter": 0, "concurrency": 64, "timeouts": TIMEOUTS},
+        "schedule": {"interval": 60, "jitter": 0, "concurrency": 64, "timeouts": TIMEOUTS,
+                     "confirm": {"attempts": 4, "spacing": 0.5}},
         "tls": {"ca_file": str(ca_file),
                 # Signal's own CA in the lab (tests/lab/topology.py makes it): the pinned anchor
                 **({"trust": {"signal": str(workdir / "signal-ca" / "ca.pem")}}

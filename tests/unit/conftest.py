@@ -87,9 +87,9 @@ class World:
                 "public_networks": ["127.0.0.0/16"],
             },
             "baseline": {"targets": [{"name": "site", "address": "127.0.0.1",
-                                      "port": self.baseline.port}]},
+                                      "port": self.baseline.port}], "samples": 40},
             "schedule": {"timeouts": {"dns": 1.5, "connect": 1.5, "tls": 1.5, "mtproto": 1.5,
-                                      "http": 3}},
+                                      "http": 3}, "confirm": {"attempts": 4, "spacing": 0.05}},
             "tls": {"ca_file": str(self.ca_file)},
         }
         for key, value in overrides.items():

@@ -15,7 +15,8 @@ import pytest
 from probe import failures as F
 from probe.catalog import StepSpec, Target
 from probe.classify import RULES, TargetView, classify_target
-from probe.observation import Baseline, Observation, Role, VantageNetwork
+from probe.observation import Attempt, Baseline, Observation, Role, VantageNetwork
+from probe.vantage import LossContext
 from probe.verdicts import VERDICTS
 
 DC = Target("telegram", "dc1-v4:443", "datacenters", "dc1", 4, 443, "149.154.175.50", None,
@@ -59,6 +60,25 @@ def dns(failure: str | None = None, role: Role = "primary", answers: tuple[str, 
 
 
 OK_WEB = [dns(), obs("tcp"), obs("tls"), obs("http", status=200)]
+T = F.GENERIC_TIMEOUT
+
+
+def tried(observation: Observation, *failures: str | None) -> Observation:
+    """The observation with its attempts (confirmation), one per failure given."""
+    observation.attempts = [Attempt(f, observation.started + i, 1.0) for i, f in enumerate(failures)]
+    return observation
+
+
+# The round's loss counts for the loss-aware rules (probe.vantage): a lossy vantage whose
+# baseline loses as much as the service; a clean baseline while the DCs lose most attempts;
+# a degraded vantage.
+LOSSY = LossContext(baseline={4: (10, 40)}, service={("telegram", 4): (12, 60)}, targets=32)
+DROPS = LossContext(baseline={4: (0, 40)}, service={("telegram", 4): (60, 80)}, targets=32)
+LOSS: dict[str, LossContext] = {
+    "loss_shared_with_baseline": LOSSY,
+    "loss_concentrated_on_service": DROPS,
+    "throughput_low_degraded_vantage": LossContext(degraded=True),
+}
 
 # rule id -> (target, baseline, observations)
 CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
@@ -115,6 +135,14 @@ CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
     "http_failed": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls"), obs("http", F.HTTP_UNEXPECTED_STATUS)]),
     "throughput_below_baseline": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls"),
                                                 obs("http", cut_by_time=True, throughput_bps=1e5)]),
+    "throughput_low_degraded_vantage": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls"),
+                                                      obs("http", cut_by_time=True,
+                                                          throughput_bps=1e5)]),
+    "loss_shared_with_baseline": (DC, ONLINE, [tried(obs("tcp", F.GENERIC_TIMEOUT), T, T, T, T)]),
+    "loss_concentrated_on_service": (DC, ONLINE, [tried(obs("tcp"), T, T, None), obs("mtproto")]),
+    "sni_reset_then_drop": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls", role="differential"),
+                                          tried(obs("tls", F.CONNECTION_RESET),
+                                                F.CONNECTION_RESET, T, T, T)]),
     "all_checks_ok": (WEB, ONLINE, OK_WEB),
     "unclassified": (DC, ONLINE, []),
 }
@@ -146,7 +174,7 @@ def _view(rule_id: str) -> TargetView:
     if rule_id in VIEW_CASES:
         return VIEW_CASES[rule_id]
     target, baseline, observations = CASES[rule_id]
-    return TargetView(target, observations, baseline, [])
+    return TargetView(target, observations, baseline, [], loss=LOSS.get(rule_id))
 
 
 @pytest.mark.parametrize("rule_id", sorted({*CASES, *VIEW_CASES}))
@@ -273,3 +301,22 @@ def test_suspect_answers_need_evidence(target: Target, observations: list[Observ
                                        expected: tuple[str, str]) -> None:
     verdict = classify_target(TargetView(target, observations, ONLINE, []))
     assert (verdict.verdict, verdict.rule) == expected, verdict.reason
+
+
+def test_a_clean_baseline_makes_confirmed_timeouts_a_block() -> None:
+    """The same four timed-out connects are ip_blocking when the baseline lost nothing."""
+    clean = LossContext(baseline={4: (0, 40)}, service={("telegram", 4): (4, 30)}, targets=32)
+    timeouts = [tried(obs("tcp", F.GENERIC_TIMEOUT), T, T, T, T)]
+    verdict = classify_target(TargetView(DC, timeouts, ONLINE, [], loss=clean))
+    assert (verdict.verdict, verdict.rule) == ("ip_blocking", "connect_timeout")
+    lossy = classify_target(TargetView(DC, timeouts, ONLINE, [], loss=LOSSY))
+    assert "4 of 4 attempts timed out vs 10 of 40 to the baseline" in lossy.reason
+
+
+def test_a_protocol_filter_is_not_read_as_loss() -> None:
+    """MTProto times out on every attempt while plain HTTP answers and TCP is clean: the
+    filter, not the drops, even when the service's attempts stand out from the baseline."""
+    filtered = [obs("tcp"), tried(obs("mtproto", F.GENERIC_TIMEOUT), T, T, T, T),
+                obs("http", role="differential")]
+    verdict = classify_target(TargetView(DC, filtered, ONLINE, [], loss=DROPS))
+    assert verdict.rule == "mtproto_silenced"

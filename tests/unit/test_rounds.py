@@ -26,7 +26,10 @@ async def test_everything_reachable_is_ok(world: World) -> None:
     assert v[f"{WEB}/v4"].verdict == "ok"
     # no IPv6 baseline on loopback: IPv6 targets are never called blocked
     assert v[f"{WEB}/v6"].verdict == "vantage_offline"
-    assert world.web.server_names == [WEB, WEB]  # the tls check and the http check
+    # the neutral SNI first (before the service's name can trigger a residual block),
+    # then the tls check and the http check
+    assert world.web.server_names[1:] == [WEB, WEB]
+    assert world.web.server_names[0] != WEB
     # the apps' transport (the primary), then the plain one (the differential)
     assert world.dcs[0].transports == ["obfuscated2/intermediate", "intermediate"]
     assert len(world.dcs[0].nonces) == 2

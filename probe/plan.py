@@ -174,7 +174,8 @@ def _baseline_target(site: BaselineTarget) -> Target:
 
 def step_seconds(step: StepSpec, timeouts: Timeouts, confirm: Confirm | None = None) -> float:
     """The longest a step with its differentials can take: the step itself is repeated to
-    confirm a failure (`confirm.attempts` tries, `spacing` apart), the others run once."""
+    confirm a failure (`confirm.attempts` tries started `spacing` apart), the others run
+    once."""
     attempts, spacing = (confirm.attempts, confirm.spacing) if confirm else (1, 0.0)
     if step.check not in CONFIRMED:
         attempts, spacing = 1, 0.0
@@ -183,7 +184,8 @@ def step_seconds(step: StepSpec, timeouts: Timeouts, confirm: Confirm | None = N
         return float(getattr(timeouts, REGISTRY[check].timeout))
 
     once = sum(seconds(c) for c in (*step.before, *step.differentials))
-    return once + attempts * seconds(step.check) + (attempts - 1) * spacing
+    # attempts overlap (probe.round): the last starts (attempts - 1) spacings after the first
+    return once + seconds(step.check) + (attempts - 1) * spacing
 
 
 def worst_case_seconds(targets: list[Target], timeouts: Timeouts,

@@ -121,32 +121,64 @@ class Round:
             return await REGISTRY[check].run(step, self._envs[check])
 
     async def _run(self, check: str, step: Step) -> list[Observation]:
-        """Run a step; confirm a failure of its primary (or control) observation by
-        repeating it, as a real client retries: up to `schedule.confirm.attempts` tries,
-        `spacing` seconds apart, stopping at the first success. The observation kept
-        carries every attempt; when all failed it is the first (the first failure is the
-        most telling: a reset that later attempts only see as a residual drop)."""
-        observations = await self._once(check, step)
-        main = _deciding(observations, step.role)
-        retry = self.env.retry
-        if (main is not None and not main.ok and step.role != "differential"
-                and check in CONFIRMED):
-            tries = [Attempt(main.failure, main.started, main.duration_seconds)]
-            while len(tries) < retry.attempts:
-                await asyncio.sleep(retry.spacing)
-                again = await self._once(check, step)
-                latest = _deciding(again, step.role)
-                if latest is None:
-                    break
-                tries.append(Attempt(latest.failure, latest.started, latest.duration_seconds))
-                if latest.ok:
-                    observations, main = again, latest
-                    break
-            main.attempts = tries
+        """Run a step; confirm a failure of its primary (or control) observation the way
+        a client retries: a new attempt every `schedule.confirm.spacing` seconds while none
+        has succeeded (the next one starts even while an earlier one still hangs, as the
+        apps open a second connection), up to `attempts` in all, stopping at the first
+        success. A blackholed step so takes one timeout plus the spacings, not `attempts`
+        timeouts. The observation kept carries every attempt that finished, in the order
+        they started; when all failed it is the first (the most telling: a reset that later
+        attempts only see as a residual drop)."""
+        if check not in CONFIRMED or step.role == "differential" or self.env.retry.attempts < 2:
+            observations = await self._once(check, step)
+        else:
+            observations = await self._confirmed(check, step)
         self._done += 1
         if self._progress is not None:
             self._progress(self._done, self._planned)
         return observations
+
+    async def _confirmed(self, check: str, step: Step) -> list[Observation]:
+        retry = self.env.retry
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        running: dict[asyncio.Task[list[Observation]], int] = {}
+        finished: dict[int, list[Observation]] = {}
+        success: list[Observation] | None = None
+        launched = 0
+        try:
+            while success is None:
+                due = started + launched * retry.spacing if launched < retry.attempts else None
+                if due is not None and loop.time() >= due:
+                    running[asyncio.create_task(self._once(check, step))] = launched
+                    launched += 1
+                    continue
+                if not running:
+                    if due is None:
+                        break
+                    await asyncio.sleep(due - loop.time())
+                    continue
+                timeout = None if due is None else max(0.0, due - loop.time())
+                done, _ = await asyncio.wait(running, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=running.__getitem__):
+                    index = running.pop(task)
+                    finished[index] = task.result()
+                    main = _deciding(finished[index], step.role)
+                    if success is None and (main is None or main.ok):
+                        success = finished[index]
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        kept = success if success is not None else finished[min(finished)]
+        main = _deciding(kept, step.role)
+        if main is not None and len(finished) > 1:
+            tries = [_deciding(finished[i], step.role) for i in sorted(finished)]
+            main.attempts = [Attempt(o.failure, o.started, o.duration_seconds)
+                             for o in tries if o is not None]
+        return kept
 
     async def _target(self, target: Target) -> list[Observation]:
         """Run a target's steps in plan order; a step whose needs failed is skipped."""

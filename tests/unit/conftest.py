@@ -89,7 +89,7 @@ class World:
             "baseline": {"targets": [{"name": "site", "address": "127.0.0.1",
                                       "port": self.baseline.port}], "samples": 40},
             "schedule": {"timeouts": {"dns": 1.5, "connect": 1.5, "tls": 1.5, "mtproto": 1.5,
-                                      "http": 3}, "confirm": {"attempts": 4, "spacing": 0.05}},
+                                      "http": 3}, "confirm": {"attempts": 4, "spacing": 0.3}},
             "tls": {"ca_file": str(self.ca_file)},
         }
         for key, value in overrides.items():

@@ -111,6 +111,25 @@ def _census(rows: list[dict[str, Any]]) -> str:
     return ", ".join(f"{m} {n}" for m, n in counts.items()) or "none"
 
 
+def _per_messenger(rows: list[dict[str, Any]]) -> list[str]:
+    """Scenario x messenger: the subject's verdicts and how many targets got each."""
+    not_ok = [r["id"] for r in rows if set(r["vantages"]["control"]["observed"]) - {"ok"}]
+    out = ["", "## Per messenger (subject vantage)", "",
+           "Verdicts of the subject's targets per messenger, with the number of targets "
+           "(every endpoint x address family x port). The control vantage has only `ok` "
+           f"verdicts except in: {', '.join(not_ok) or 'none'}.", "",
+           "| scenario | " + " | ".join(MESSENGERS) + " |", "|---|" + "---|" * len(MESSENGERS)]
+    for r in rows:
+        counts: dict[str, dict[str, int]] = {m: {} for m in MESSENGERS}
+        for info in r["vantages"]["subject"].get("targets", {}).values():
+            per = counts.setdefault(info.get("messenger", "?"), {})
+            per[info["verdict"]] = per.get(info["verdict"], 0) + 1
+        cells = [", ".join(f"{v} {n}" for v, n in sorted(counts[m].items(), key=lambda kv: -kv[1]))
+                 or "-" for m in MESSENGERS]
+        out.append(f"| {r['id']} | " + " | ".join(cells) + " |")
+    return out
+
+
 def render(data: dict[str, Any]) -> str:
     """The markdown page."""
     rows = data["scenarios"]
@@ -150,6 +169,7 @@ def render(data: dict[str, Any]) -> str:
                 )
                 + " |"
             )
+    out += _per_messenger(rows)
     mismatched = [r for r in rows if not r["passed"]]
     if mismatched:
         out += ["", "## Mismatches", ""]

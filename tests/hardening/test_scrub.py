@@ -102,3 +102,66 @@ async def test_an_echoed_address_reaches_no_output(tmp_path: Path) -> None:
         assert OWN not in await gz.text()
     evidence = (tmp_path / "ev" / "evidence.jsonl").read_text()
     assert OWN not in evidence and SCRUBBED in evidence
+
+
+def test_probe_once_prints_no_own_address(tmp_path: Path) -> None:
+    """`probe once` (table and JSON) goes through the scrubber too: the same echoing server,
+    a real subprocess, a UDP resolver in a thread."""
+    import http.server
+    import json
+    import socket
+    import threading
+
+    import dns.message
+    import dns.rrset
+
+    from tests.hardening.util import cli
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # http.server's name for it
+            self.send_response(302)
+            self.send_header("Location", f"http://portal.example/?ip={self.client_address[0]}")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    web_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    resolver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    resolver.bind(("127.0.0.1", 0))
+    resolver.settimeout(0.2)
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = resolver.recvfrom(4096)
+            except OSError:
+                continue
+            query = dns.message.from_wire(data)
+            reply = dns.message.make_response(query)
+            question = query.question[0]
+            if question.rdtype == 1:
+                reply.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", "127.0.0.1"))
+            resolver.sendto(reply.to_wire(), peer)
+
+    threads = [threading.Thread(target=web_server.serve_forever, daemon=True),
+               threading.Thread(target=answer, daemon=True)]
+    for thread in threads:
+        thread.start()
+    port = web_server.server_address[1]
+    try:
+        path = loopback_config(
+            tmp_path / "probe.yaml", dc_port=port, source=OWN, timeout=1,
+            resolvers=[{"name": "udp", "address": "127.0.0.1", "port": resolver.getsockname()[1]}],
+            domains=[{"name": "web.telegram.org", "url": f"http://web.telegram.org:{port}/", "port": port}])
+        result = cli("once", "--config", str(path), "--format", "json", timeout=60)
+        table = cli("once", "--config", str(path), timeout=60)
+    finally:
+        stop.set()
+        web_server.shutdown()
+        resolver.close()
+    assert result.returncode == 0, result.stderr
+    assert OWN not in result.stdout and "portal.example/?ip=[vantage]" in result.stdout
+    json.loads(result.stdout)
+    assert table.returncode == 0 and OWN not in table.stdout

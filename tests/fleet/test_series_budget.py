@@ -187,3 +187,18 @@ def test_built_in_catalogues_fit_the_designed_budget() -> None:
         assert max(len(t.steps) for t in targets) <= 4, name
         checked.append(name)
     assert "telegram" in checked
+
+
+def test_the_built_in_catalogues_of_three_messengers_stay_within_the_budget() -> None:
+    """The real plans (probe/catalogs, every step a primary check) through Metrics."""
+    names = [n for n in ("telegram", "whatsapp", "signal") if n in available()]
+    if len(names) < 3:
+        pytest.skip(f"built-in catalogues so far: {names}")
+    cfg = parse_config(CONFIG_TEXT.replace("messengers: {telegram: {}}",
+                                           "messengers: {telegram: {}, whatsapp: {}, signal: {}}"))
+    shapes = tuple(Shape(name, (t.name,), tuple(step.check for step in t.steps))
+                   for name in names for t in plan_messenger(name, cfg).targets)
+    lines = series(render(online_round(shapes)))
+    targets = len(shapes)
+    assert len(lines) <= PER_VANTAGE, (len(lines), targets)
+    assert len(lines) / targets <= PER_TARGET

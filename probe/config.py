@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from probe import prefixes
 from probe.catalog import Catalog, Datacenter, Domain, Endpoint, Steps, available, is_file_reference, load
 from probe.checks import REGISTRY
 from probe.checks.base import TrustStore
@@ -98,10 +99,19 @@ class MessengerOverrides(Strict):
     extra_domains: list[Domain] = []
     ports: Ports | None = None
     address_space: list[IPNetwork] | None = None
+    # A prefix file (`probe prefixes ASN --from ripestat.json --output FILE`) instead of the
+    # catalogue's space: refreshed AS prefixes without a new image.
+    address_space_file: Path | None = None
     extra_address_space: list[IPNetwork] = []
     neutral_sni: str | None = None
     groups: dict[str, GroupOverrides] = {}
     proxies: list[Proxy] = []  # MTProxy targets: their own group, `mtproxy`
+
+    @model_validator(mode="after")
+    def _one_space(self) -> MessengerOverrides:
+        if self.address_space is not None and self.address_space_file is not None:
+            raise ValueError("give at most one of address_space and address_space_file")
+        return self
 
 
 class Resolver(Strict):
@@ -320,6 +330,7 @@ def _resolve_relative(config: Config, base: Path) -> Config:
         ref = overrides.catalog
         return overrides.model_copy(update={
             "catalog": str(fix(Path(ref))) if ref is not None and is_file_reference(ref) else ref,
+            "address_space_file": fix(overrides.address_space_file),
             "proxies": [p.model_copy(update={"secret_file": fix(p.secret_file)})
                         for p in overrides.proxies],
         })
@@ -498,10 +509,15 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     files += [(("tls", "trust", name), path) for name, path in config.tls.trust.items()]
     files += [(("messengers", name, "proxies", i, "secret_file"), proxy.secret_file)
               for name, m in config.messengers.items() for i, proxy in enumerate(m.proxies)]
-    for at, path in files:
+    spaces = [(("messengers", name, "address_space_file"), m.address_space_file)
+              for name, m in config.messengers.items()]
+    for at, path in [*files, *spaces]:
         if path is not None and not path.is_file():
             line = _line_at(text, at)
             raise ConfigError(f"{source}:{line}: {_key_path(at)}: no such file: {path}")
+    for _, path in spaces:
+        if path is not None:
+            prefixes.parse(read_text(path), str(path))  # its errors name its own lines
     return config
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from probe import prefixes
 from probe.catalog import Catalog, Endpoint, Group, StepSpec, Target, load
 from probe.checks import REGISTRY
 from probe.config import BaselineTarget, Config, Confirm, MessengerOverrides, Proxy, Timeouts
@@ -112,8 +113,13 @@ def plan_messenger(name: str, config: Config) -> MessengerPlan:
     """Merge a built-in catalogue with the config's overrides into a list of targets."""
     overrides = config.messengers[name]
     catalog = load(overrides.catalog or name)
-    space = tuple([*(overrides.address_space if overrides.address_space is not None
-                     else catalog.networks()), *overrides.extra_address_space])
+    if overrides.address_space is not None:
+        base: list[IPNetwork] = list(overrides.address_space)
+    elif overrides.address_space_file is not None:
+        base = list(prefixes.from_file(overrides.address_space_file))
+    else:
+        base = catalog.networks()
+    space = tuple([*base, *overrides.extra_address_space])
     neutral = overrides.neutral_sni or catalog.neutral_sni
     targets: list[Target] = []
     groups = _merged_groups(catalog, overrides)

@@ -65,6 +65,20 @@ def load(asn: int) -> tuple[Network, ...]:
     return parse(text, str(path))
 
 
+def from_file(path: Path) -> tuple[Network, ...]:
+    """A prefix file of the operator's (`probe prefixes ... --output FILE`), read again only
+    when it changes."""
+    try:
+        return _file(path, path.stat().st_mtime_ns)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+@cache
+def _file(path: Path, mtime_ns: int) -> tuple[Network, ...]:
+    return parse(path.read_text(encoding="utf-8"), str(path))
+
+
 def from_ripestat(data: Any, asn: int) -> list[Network]:
     """The prefixes in a RIPEstat announced-prefixes answer for `asn`, collapsed and sorted
     (IPv4 first). Refuses an answer for another AS, a failed call, or one without prefixes:

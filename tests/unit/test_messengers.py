@@ -170,6 +170,26 @@ def test_a_bad_ripestat_answer_never_empties_the_file(tmp_path: Path, answer: di
     assert out.read_text() == "157.240.0.0/16\n"
 
 
+def test_a_refreshed_prefix_file_replaces_the_shipped_space_without_a_new_image(
+        tmp_path: Path) -> None:
+    source = tmp_path / "ripestat.json"
+    source.write_text(json.dumps(ripestat(prefixes_=["198.51.100.0/24"])))
+    out = RUNNER.invoke(app, ["prefixes", "AS32934", "--from", str(source), "--output",
+                              str(tmp_path / "AS32934.txt")])
+    assert out.exit_code == 0, out.output
+    path = config_file(tmp_path, {"vantage": {"name": "t"}, "messengers": {"whatsapp": {
+        "address_space_file": "AS32934.txt"}}})
+    (whatsapp,) = plan(load_config(path))
+    assert whatsapp.address_space == (ipaddress.ip_network("198.51.100.0/24"),)
+    (tmp_path / "AS32934.txt").write_text("# refreshed\n198.51.100.0/24\n198.51.100.0/33\n")
+    with pytest.raises(ConfigError, match=r"AS32934.txt:3: '198.51.100.0/33' is not a network"):
+        load_config(path)
+    both = config_file(tmp_path, {"vantage": {"name": "t"}, "messengers": {"whatsapp": {
+        "address_space_file": "AS32934.txt", "address_space": ["198.51.100.0/24"]}}}, "both.yaml")
+    with pytest.raises(ConfigError, match="at most one of address_space and address_space_file"):
+        load_config(both)
+
+
 def test_shipped_prefix_file_names_source_and_date() -> None:
     text = prefixes.bundled_path(32934).read_text()
     assert "# source:" in text and "# date:" in text and "refresh" in text

@@ -282,7 +282,7 @@ def show_catalog(
     print(yaml.safe_dump_all(data, sort_keys=False), end="")
 
 
-@app.command("prefixes")
+@app.command("prefixes", cls=_Command)
 def refresh_prefixes(
     asn: Annotated[str, typer.Argument(help="The AS number, like AS32934.")],
     from_file: Annotated[Path, typer.Option("--from", help="A saved RIPEstat announced-prefixes "

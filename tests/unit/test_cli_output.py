@@ -115,7 +115,7 @@ async def test_once_tsv_and_jsonl_are_one_line_per_target(world: World, tmp_path
     assert by_target_json["web.telegram.org/v4"]["verdict"] == by_target["web.telegram.org/v4"]["verdict"]
 
 
-COMMANDS = ["once", "run", "check-config", "evidence", "rules", "export-config", "catalog"]
+COMMANDS = ["once", "run", "check-config", "evidence", "rules", "export-config", "catalog", "prefixes"]
 
 
 def test_every_command_is_in_the_help_test() -> None:

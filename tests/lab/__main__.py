@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from tests.lab import plan
 from tests.lab.topology import PROBE_BIN, Lab, LabError, LabLock, lab_available
+
+if TYPE_CHECKING:
+    from tests.lab.scenarios import Scenario
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             print(json.dumps(lab.status(), indent=1))
             return 0
-        from tests.lab.scenarios import SCENARIOS, apply_scenario
+        from tests.lab.scenarios import apply_scenario
 
         if args.command == "scenario":
             if args.id == "list":
-                for s in SCENARIOS:
+                for s in _all_scenarios():
                     print(f"{s.id:28} {s.title}")
                 return 0
-            scenario = next((s for s in SCENARIOS if s.id == args.id), None)
+            scenario = next((s for s in _all_scenarios() if s.id == args.id), None)
             if scenario is None:
                 print(f"error: no scenario {args.id!r}; try: scenario list", file=sys.stderr)
                 return 2
@@ -89,10 +93,9 @@ def _run(ids: list[str], raw: str | None) -> int:
     from pathlib import Path
 
     from tests.lab.harness import run_scenario, save_results
-    from tests.lab.scenarios import SCENARIOS
     from tests.lab.topology import running_lab
 
-    chosen = [s for s in SCENARIOS if not ids or s.id in ids]
+    chosen = [s for s in _all_scenarios() if not ids or s.id in ids]
     records = []
     with running_lab() as lab:
         for scenario in chosen:
@@ -107,6 +110,15 @@ def _run(ids: list[str], raw: str | None) -> int:
                 print(f"     {line}", flush=True)
     print(f"results: {save_results(records)}")
     return 0 if all(r["passed"] for r in records) else 1
+
+
+def _all_scenarios() -> tuple[Scenario, ...]:
+    """The censor/outage table and issue 14's offline-vantage table (the network-record
+    expectations of the latter are asserted by its pytest module only)."""
+    from tests.lab.scenarios import SCENARIOS
+    from tests.lab.scenarios_offline import SCENARIOS as OFFLINE
+
+    return (*SCENARIOS, *OFFLINE)
 
 
 if __name__ == "__main__":

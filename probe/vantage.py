@@ -8,7 +8,8 @@ whole round, per address family:
 - a verified TLS handshake (baseline site, service endpoint) with an address outside the
   vantage's own network: a transparent proxy or captive portal accepts every connection,
   but cannot show a certificate that chains and matches the name we asked for;
-- a real protocol answer: MTProto resPQ echoing our random nonce;
+- a real protocol answer: MTProto resPQ echoing our random nonce (from a DC, or relayed by
+  an MTProxy);
 - an authenticated resolver answer: DNS over HTTPS whose certificate verified (the round's
   session verifies), from a resolver named by address (its family is then known).
 
@@ -105,7 +106,8 @@ def proof(obs: Observation) -> tuple[str, str] | None:
         # primary or control: verified against the target's anchors (differentials are not)
         name = obs.details.get("sni") or obs.target
         return obs.address, f"verified TLS {obs.address}:{obs.port} ({name})"
-    if obs.check == "mtproto" and obs.ok and obs.address:
+    if obs.check in ("mtproto", "mtproxy") and obs.ok and obs.address:
+        # resPQ echoing our nonce, directly or relayed by an MTProxy: a DC answered
         return obs.address, f"MTProto resPQ with our nonce from {obs.address}:{obs.port} ({obs.target})"
     if obs.check == "dns" and obs.details.get("protocol") == "doh" and "rcode" in obs.details:
         # a parsed reply over verified HTTPS, whatever its rcode: the resolver answered

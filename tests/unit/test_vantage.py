@@ -31,6 +31,8 @@ def doh(url: str, **details: Any) -> Observation:
     (seen("tls", F.SSL_UNKNOWN_AUTHORITY), False),           # an interceptor's certificate
     (seen("mtproto"), True),                                 # resPQ with our nonce
     (seen("mtproto", F.MTPROTO_UNEXPECTED_RESPONSE), False), # a proxy's HTTP 400
+    (seen("mtproto", role="differential"), True),            # plain intermediate: still resPQ
+    (seen("mtproxy"), True),                                 # relayed by an MTProxy
     (seen("tcp"), False),                                    # a bare connect
     (seen("http", status=200), False),                       # any proxy answers HTTP
     (seen("dns", role="primary", protocol="udp", rcode="NOERROR"), False),  # plain DNS

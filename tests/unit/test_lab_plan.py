@@ -15,6 +15,7 @@ from probe.plan import plan as make_plan
 from tests.lab import plan
 from tests.lab.configs import probe_config
 from tests.lab.scenarios import SCENARIOS
+from tests.lab.scenarios_offline import SCENARIOS as OFFLINE_SCENARIOS
 from tests.support.tlsserver import LabCA
 
 LAB_NETS = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32"))
@@ -50,6 +51,6 @@ def test_the_lab_configs_are_valid_and_every_target_has_an_expectation(tmp_path:
         assert config.tls.trust["signal"] == tmp_path / "signal-ca" / "ca.pem"
         names = [t for p in plans.values() for t in p.target_names]
         assert len(names) == 114
-        for scenario in SCENARIOS:
+        for scenario in (*SCENARIOS, *OFFLINE_SCENARIOS):
             for name in names:
                 scenario.expected(vantage, name)  # KeyError if no glob matches

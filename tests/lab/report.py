@@ -170,6 +170,7 @@ def render(data: dict[str, Any]) -> str:
                 + " |"
             )
     out += _per_messenger(rows)
+    out += loss_section(data.get("loss"))
     mismatched = [r for r in rows if not r["passed"]]
     if mismatched:
         out += ["", "## Mismatches", ""]
@@ -178,6 +179,37 @@ def render(data: dict[str, Any]) -> str:
             out.append(f"- **{r['id']}**{gap}")
             out += [f"  - {m}" for m in r["mismatches"]]
     return "\n".join(out) + "\n"
+
+
+def loss_section(data: dict[str, Any] | None) -> list[str]:
+    """Issue 9's multi-round scenarios (build/lab-loss.json, tests/lab/test_loss.py)."""
+    if not data:
+        return []
+    out = [
+        "",
+        "## Lossy networks, intermittent and residual censorship (several rounds each)",
+        "",
+        "From `build/lab-loss.json`, written by `tests/lab/test_loss.py`: one `probe run` per",
+        f"vantage per scenario, every round read back from its evidence log. Run: {data['generated']}.",
+        "",
+        "| scenario | what the lab does | rounds | subject: blocking verdicts per round | "
+        "subject: rounds degraded | subject: verdicts | control: blocking verdicts | match |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["scenarios"]:
+        s, c = r["subject"], r["control"]
+        verdicts = ", ".join(f"{k} {n}" for k, n in sorted(s["verdicts"].items(), key=lambda kv: -kv[1]))
+        dc_rounds = sum(n > 0 for n in s["dc_blocking_per_round"])
+        blocks = f"{sum(s['blocking_per_round'])} ({' '.join(map(str, s['blocking_per_round']))})"
+        if "intermittent" in r["id"]:
+            blocks += f"; a DC blocked in {dc_rounds} of {s['rounds']} rounds"
+        out.append(f"| **{r['id']}** {r['title']} | {r['how']} | {s['rounds']} | {blocks} | "
+                   f"{s['degraded_rounds']} of {s['rounds']} | {verdicts} | "
+                   f"{sum(c['blocking_per_round'])} | {'yes' if r['passed'] else '**no**'} |")
+    for r in data["scenarios"]:
+        if not r["passed"]:
+            out += ["", f"- **{r['id']}** mismatches:"] + [f"  - {m}" for m in r["mismatches"][:10]]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {args.input}: {exc} (run the lab tests first)", file=sys.stderr)
         return 2
+    loss_file = args.input.with_name("lab-loss.json")
+    if loss_file.exists():
+        data["loss"] = json.loads(loss_file.read_text())
     args.output.write_text(render(data))
     print(f"wrote {args.output}")
     return 0

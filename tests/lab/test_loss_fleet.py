@@ -1,0 +1,105 @@
+"""Issue 9's fleet proof: real `probe run` processes in the lossy lab, scraped by a real
+Prometheus with the shipped rules, paging through the shipped Alertmanager config.
+
+- 30% random loss on the subject's access link, no censor: at least 10 rounds, and
+  `MessengerBlocked` never fires while `VantageDegraded` does (the vantage's own network is
+  the problem, and the on-call person gets a ticket saying so, not a page).
+- A censor dropping 80% of the packets to the DCs: `MessengerBlocked` pages within the
+  3 minutes docs/fleet.md states for the shipped defaults.
+
+The stack is tests/lab/test_fleet_e2e.py's (`fleet_stack`: probe rounds every 2 s, scrapes
+and evaluations every 1 s, `for` scaled 1/60, the persistence window 8 s), so these times
+are the lab's, shorter than a fleet's; the shipped-timing bound itself is promtool's
+(configs/prometheus/tests). Results: build/lab-loss-fleet.json.
+
+Run: ``sudo .venv/bin/python -m pytest -m lab tests/lab/test_loss_fleet.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.lab import plan
+from tests.lab.scenarios import ALL_OK, Scenario
+from tests.lab.scenarios_loss import intermittent_dc_drop, lossy_link
+from tests.lab.test_fleet_e2e import VANTAGE, FleetStack, _skip_reason, fleet_stack
+from tests.lab.topology import ROOT, Lab
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+]
+
+RESULTS_FILE = ROOT / "build" / "lab-loss-fleet.json"
+RESULTS: dict[str, Any] = {}
+SUBJECT = VANTAGE[plan.SUBJECT]
+#: docs/fleet.md, "Onset to page": at most 3 minutes with the shipped defaults.
+ONSET_TO_PAGE_SECONDS = 180
+
+LOSSY = Scenario("L30-fleet", "Lossy uplink, 30% both ways (fleet)",
+                 "30% random loss on the subject's access link, no censor", subject=ALL_OK,
+                 censor=lossy_link(0.3))
+INTERMITTENT = Scenario("L80-fleet", "Intermittent targeted block (fleet)",
+                        "the censor drops 80% of the packets to the DCs", subject=(("*", "ok"),),
+                        censor=intermittent_dc_drop(0.8))
+
+
+@pytest.fixture(scope="module")
+def mgmt_lab(lab: Lab) -> Iterator[Lab]:
+    if not lab.status()["namespaces"]:
+        lab.up()
+    lab.add_mgmt_links()
+    try:
+        yield lab
+    finally:
+        try:
+            lab.remove_mgmt_links()
+            lab.reset()
+        finally:
+            RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS_FILE.write_text(json.dumps(RESULTS, indent=1, sort_keys=True) + "\n")
+
+
+def _rounds(stack: FleetStack) -> int:
+    """Rounds the subject finished since Prometheus first scraped it."""
+    got = stack.prometheus.query(
+        f'changes(reach_round_last_timestamp_seconds{{vantage="{SUBJECT}"}}[30m])')
+    return int(float(got[0]["value"][1])) + 1 if got else 0
+
+
+def test_lossy_vantage_is_degraded_never_blocked(mgmt_lab: Lab, tmp_path_factory:
+                                                 pytest.TempPathFactory) -> None:
+    with fleet_stack(mgmt_lab, LOSSY, tmp_path_factory.mktemp("loss-fleet")) as stack:
+        log, prom = stack.log, stack.prometheus
+        log.watch(prom, timeout=300,
+                  until=lambda: _rounds(stack) >= 10 and bool(
+                      log.matching("VantageDegraded", "firing", vantage=SUBJECT)),
+                  what="10 rounds and VantageDegraded firing")
+        rounds = _rounds(stack)
+        RESULTS[LOSSY.id] = stack.record(rounds=rounds)
+        assert not log.matching("MessengerBlocked", "firing"), log.summary()
+        assert not stack.webhook.received or all(
+            a["labels"].get("alertname") != "MessengerBlocked"
+            for _, body in stack.webhook.received for a in body.get("alerts", []))
+        status = RESULTS[LOSSY.id]["status_code_per_vantage"]
+        assert status.get(SUBJECT) == 6, status  # degraded
+
+
+def test_intermittent_targeted_block_pages(mgmt_lab: Lab, tmp_path_factory:
+                                           pytest.TempPathFactory) -> None:
+    onset = time.monotonic()  # fleet_stack applies the censor rules first
+    with fleet_stack(mgmt_lab, INTERMITTENT,
+                     tmp_path_factory.mktemp("intermittent-fleet")) as stack:
+        paged = stack.webhook.wait_for_alert("MessengerBlocked", path="/page",
+                                             timeout=ONSET_TO_PAGE_SECONDS)
+        seconds = round(time.monotonic() - onset, 1)
+        stack.log.watch(stack.prometheus, timeout=2)
+        RESULTS[INTERMITTENT.id] = stack.record(onset_to_page_seconds=seconds)
+        assert paged["labels"]["vantage"] == SUBJECT
+        assert seconds <= ONSET_TO_PAGE_SECONDS
+        assert not stack.log.matching("MessengerBlocked", vantage=VANTAGE[plan.CONTROL])

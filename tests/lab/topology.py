@@ -496,6 +496,15 @@ class Lab:
         for proc in started:
             proc.wait_line("ready")
 
+    def start_extra(self, specs: Sequence[ServiceSpec]) -> None:
+        """Start servers beyond the standard set (a scenario module's own), tracked like the
+        rest: down() stops them, the stale-process cleanup knows them."""
+        for spec in specs:
+            self.processes[spec.name] = LabProcess(spec, self.logdir)
+        for spec in specs:
+            self.processes[spec.name].wait_line("ready")
+        self._write_state()
+
     def _write_state(self) -> None:
         state = {name: p.pid for name, p in self.processes.items()}
         (self.workdir / "state.json").write_text(json.dumps({"pids": state}, indent=1))
@@ -562,11 +571,13 @@ class Lab:
             probe_config(vantage, self.workdir, self.ca_dir / "ca.pem", plan.MESSENGERS),
         )
 
-    def run_probes(self, timeout: float = 90) -> dict[str, dict[str, Any]]:
-        """``probe once --format json`` in both vantages concurrently; parsed JSON per vantage."""
+    def run_probes(self, timeout: float = 90,
+                   configs: dict[str, Path] | None = None) -> dict[str, dict[str, Any]]:
+        """``probe once --format json`` in both vantages concurrently; parsed JSON per vantage.
+        ``configs``: a config per vantage instead of the standard ones."""
         procs = {}
         for vantage in (plan.SUBJECT, plan.CONTROL):
-            config = self.write_probe_config(vantage)
+            config = configs[vantage] if configs else self.write_probe_config(vantage)
             procs[vantage] = subprocess.Popen(
                 [
                     "ip",

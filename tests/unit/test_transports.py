@@ -4,6 +4,7 @@ transport codes, the first bytes of a failed reply, the server's clock)."""
 
 from __future__ import annotations
 
+import random
 import struct
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from probe import failures as F
 from probe.checks import mtproxy, obfs2
-from probe.checks.mtproto import CLOCK_SKEW_LIMIT, message_id, parse_reply, req_pq_message
+from probe.checks.mtproto import CLOCK_SKEW_LIMIT, message_id, parse_reply, req_pq_message, req_pq_multi
 from probe.config import ConfigError, parse_config
 from probe.plan import plan
 from tests.hardening.hostile import ScriptedTCP
@@ -211,3 +212,37 @@ def test_bad_proxy_config_is_one_line(tmp_path: Path, proxy: str, message: str) 
         parse_config(text, "probe.yaml", base=tmp_path)
     assert message in str(info.value) and "\n" not in str(info.value)
     assert "dd00" not in str(info.value)
+
+
+# ---- the fully-encrypted-traffic censor of the lab (tests/support/fetcensor.py) ----------
+
+
+def test_fet_rule_blocks_the_apps_first_packet_and_exempts_the_rest() -> None:
+    from tests.support.fetcensor import judge
+
+    rng = random.Random(11)  # a fixed init whose first 6 bytes are not all printable
+    init = obfs2.ObfuscatedInit.make(obfs2.TAG_INTERMEDIATE, 2, random=rng.randbytes(64))
+    first = init.header + init.encrypt(struct.pack("<i", 40) + req_pq_message(rng.randbytes(16)))
+    assert judge(first)[0] == "blocked" and 3.4 < judge(first)[1] < 4.6
+    assert judge(req_pq_multi(rng.randbytes(16)))[0] == "exempt:popcount"  # the plain transport
+    assert judge(b"POST /api HTTP/1.1\r\nHost: x\r\n\r\n")[0].startswith("exempt:")
+    assert judge(obfs2.client_hello(b"k" * 16, "www.proxy-front.example"))[0].startswith("exempt:")
+    assert judge(bytes([0x16, 0x03, 0x01]) + first[3:])[0] == "exempt:protocol"
+    # 'U' and 0x0f have 4 bits set: popcount stays random-like, only the shape exempts
+    assert judge(b"UUUUUU" + b"\x0f" * 100)[0] == "exempt:first-six-printable"
+    assert judge((b"\x0f" + b"U" * 10) * 10)[0] == "exempt:half-printable"
+    assert judge(b"\x0f" + b"U" * 21 + b"\x0f" * 100)[0] == "exempt:printable-run"
+    assert judge(b"\x0f" + b"U" * 20 + b"\x0f" * 100)[0] == "blocked"
+
+
+async def test_fet_relay_silences_obfuscated2_and_passes_plain() -> None:
+    from tests.support.fetcensor import FetCensor
+
+    async with MtprotoServer() as dc, FetCensor(destination=("127.0.0.1", dc.port)) as censor:
+        where = checks.target("127.0.0.1", censor.port)
+        (obfuscated,) = await checks.run("mtproto", where, checks.env(1.0))
+        (plain,) = await checks.run("mtproto_plain", where, checks.env(1.0))
+    verdicts = [d["verdict"] for d in censor.decisions]
+    if verdicts[0] == "blocked":  # about 1 in 400 random inits is exempt, as with the GFW
+        assert obfuscated.failure == F.GENERIC_TIMEOUT
+    assert plain.failure is None and verdicts[1] == "exempt:popcount"

@@ -18,6 +18,7 @@ evidence log holds and /api/status serves), so a live round and a logged one loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import logging
@@ -593,7 +594,14 @@ class StatusPage:
         self.history = History()
         self._cache: tuple[object, str] | None = None
         self._round_json: tuple[object, dict[str, Any]] | None = None
-        service.round_listeners.append(self.history.record_result)
+        self._loader: asyncio.Task[None] | None = None
+        self._pending: list[RoundResult] | None = None  # live rounds while the log loads
+        service.round_listeners.append(self.record)
+
+    def record(self, result: RoundResult) -> None:
+        self.history.record_result(result)
+        if self._pending is not None:
+            self._pending.append(result)
 
     async def latest_json(self) -> dict[str, Any] | None:
         """The latest round as JSON, made once per round in a thread (a finished round is
@@ -607,9 +615,35 @@ class StatusPage:
             self._round_json = (latest, await asyncio.to_thread(round_json, latest))
         return self._round_json[1]
 
-    async def load_history(self, app: web.Application) -> None:
+    async def start_loading(self, app: web.Application) -> None:
+        """Rebuild the history from the evidence log in the background: a big log takes a
+        while to read, and neither the HTTP side nor the first round waits for it."""
+        self._pending = []
+        self._loader = asyncio.create_task(self._load())
+
+    async def stop_loading(self, app: web.Application) -> None:
+        if self._loader is not None:
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loader
+
+    async def loaded(self) -> None:
+        """Wait until the history from the evidence log is in (tests, and nothing else)."""
+        if self._loader is not None:
+            await asyncio.shield(self._loader)
+
+    async def _load(self) -> None:
         directory = self.service.config.evidence.directory
-        count = await asyncio.to_thread(self.history.load, directory)
+        loaded = History(self.history.window)
+        try:
+            count = await asyncio.to_thread(loaded.load, directory)
+        except Exception:  # the page works without its past: log, never fail the service
+            log.exception("status page: cannot load history from %s", directory)
+            self._pending = None
+            return
+        for result in self._pending or []:  # rounds finished while the log was read
+            loaded.record_result(result)
+        self.history, self._pending = loaded, None
         if count:
             log.info("status page: %d rounds of history from %s", count, directory)
 
@@ -639,10 +673,15 @@ class StatusPage:
         return web.Response(text=json.dumps(data, indent=1), content_type="application/json")
 
 
+STATUS_PAGE = web.AppKey("status_page", StatusPage)
+
+
 def install(app: web.Application, service: Any) -> None:
     """The page at `/`, the evidence per target at /api/target/MESSENGER/TARGET (a target
-    name may hold '/' and ':'), and the history loaded from the evidence log at start."""
-    page = StatusPage(service)
+    name may hold '/' and ':'), and the history loaded from the evidence log at start (in
+    the background)."""
+    page = app[STATUS_PAGE] = StatusPage(service)
     app.router.add_get("/", page.page)
     app.router.add_get("/api/target/{messenger}/{target:.+}", page.target)
-    app.on_startup.append(page.load_history)
+    app.on_startup.append(page.start_loading)
+    app.on_cleanup.append(page.stop_loading)

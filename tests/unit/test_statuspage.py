@@ -15,6 +15,7 @@ from probe.service import Service
 from probe.statuspage import (
     MAX_ROWS,
     SLOTS,
+    STATUS_PAGE,
     History,
     key_evidence,
     messenger_status,
@@ -125,11 +126,12 @@ async def test_history_survives_a_restart_through_the_evidence_log(world: World,
 
     second = Service(path, load_config(path))
     client = TestClient(TestServer(make_app(second)))
-    await client.start_server()  # runs on_startup: the history is loaded here
+    await client.start_server()  # starts reading the log in the background
     try:
         response = await client.get(target_link("telegram", target))
         assert response.status == 404  # no round yet in this process: no verdict to show
         await second.run_one()  # DC 1 still down: the run goes on across the restart
+        await client.app[STATUS_PAGE].loaded()  # whichever finished first, the log or the round
         response = await client.get(target_link("telegram", target))
         assert response.status == 200
         data = json.loads(await response.text())

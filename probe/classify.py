@@ -260,8 +260,8 @@ def _throttled(v: TargetView) -> Evidence:
 def _loss_shared(v: TargetView) -> Evidence:
     """Every failure of the target is a timeout, and neither the target's own timeouts nor
     the service's in this family stand out from the baseline's (probe.vantage)."""
-    if v.loss is None or v.target.messenger is None:
-        return None
+    if v.loss is None or v.target.messenger is None or v.baseline_blocked():
+        return None  # a blocked baseline measures the censor, not the vantage's network
     failed = [o for o in v.observations if o.primary and not o.ok]
     if not failed or any(a.failure not in LOST for o in failed for a in o.tries()
                          if a.failure is not None):

@@ -183,6 +183,21 @@ def test_targeted_drops_are_detected() -> None:
     assert rounds >= 0.95 and share >= 0.5
 
 
+def test_a_blocked_baseline_is_no_reference_for_loss() -> None:
+    """Lab scenario 15b: the censor drops the baseline and every DC; other answers from
+    outside prove the vantage online. The baseline's 100% timeouts measure the censor, not
+    the vantage's network, so the DCs' timeouts are ip_blocking, not shared loss."""
+    result = simulate_round(random.Random(7), 1.0, 0.0, dc_only=True)
+    for obs in result.observations:
+        if obs.messenger is None:
+            obs.failure = T
+            obs.attempts = [Attempt(T, 0.0, 1.0) for _ in range(SAMPLES)]
+    result.baseline = Baseline(False, False)
+    result.verdicts = classify_round(result)
+    got = {(v.verdict, v.rule) for v in result.verdicts if v.target.startswith("dc")}
+    assert got == {("ip_blocking", "connect_timeout")}
+
+
 def main() -> int:
     print("| attempt loss q | rounds | rounds with a false block | false blocking verdicts |")
     print("|---|---|---|---|")

@@ -52,10 +52,10 @@ class LabProxy:
 
 
 PROXIES = (
-    LabProxy("ee-proxy", ("198.18.80.1", "2001:db8:80::1"), "ee" + "5eed" * 8 + PROXY_SNI.encode().hex()),
-    LabProxy("dd-proxy", ("198.18.80.2", "2001:db8:80::2"), "dd" + "d00d" * 8),
+    LabProxy("ee-proxy", ("198.18.112.1", "2001:db8:112::1"), "ee" + "5eed" * 8 + PROXY_SNI.encode().hex()),
+    LabProxy("dd-proxy", ("198.18.112.2", "2001:db8:112::2"), "dd" + "d00d" * 8),
 )
-PROXY_V4_NET, PROXY_V6_NET = "198.18.80.0/24", "2001:db8:80::/48"  # outside the service's space
+PROXY_V4_NET, PROXY_V6_NET = "198.18.112.0/24", "2001:db8:112::/48"  # outside the service's space
 PROXY_PORT = 443
 FET_PORT = 7000
 FET_LOG_NAME = "fetcensor.jsonl"

@@ -21,7 +21,7 @@ import re
 import socket
 import struct
 import time
-from typing import Any
+from collections.abc import Callable
 
 from probe import failures
 from probe.checks import obfs2
@@ -106,12 +106,15 @@ def parse_reply(payload: bytes, nonce: bytes, padded: bool = False) -> dict[str,
             "server_msg_id": msg_id}
 
 
+Cipher = Callable[[bytes], bytes]  # one direction of a stream cipher (obfuscated2's AES-CTR)
+
+
 class Channel:
     """A connected socket with the transport's ciphers (identity for plain) and, for fake
     TLS, TLS application-data records around the stream. Keeps the first raw bytes it
     received, whatever they were, as evidence for a failure."""
 
-    def __init__(self, sock: socket.socket, encrypt: Any = None, decrypt: Any = None,
+    def __init__(self, sock: socket.socket, encrypt: Cipher | None = None, decrypt: Cipher | None = None,
                  records: bool = False, preamble: bytes = b"") -> None:
         self.sock = sock
         self._preamble = preamble  # raw bytes before the first record (fake TLS: CCS)
@@ -121,7 +124,7 @@ class Channel:
         self._buffer = bytearray()  # decrypted bytes not yet consumed
         self.raw_head = bytearray()
 
-    def use(self, encrypt: Any, decrypt: Any) -> None:
+    def use(self, encrypt: Cipher, decrypt: Cipher) -> None:
         """Switch the ciphers on (fake TLS: after the greeting, which is not encrypted)."""
         self._encrypt, self._decrypt = encrypt, decrypt
 

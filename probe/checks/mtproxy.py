@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from probe import failures
 from probe.checks import obfs2
@@ -35,10 +37,9 @@ class SecretUnavailable(Exception):
     failure = failures.UNKNOWN_FAILURE
 
 
-def read_secret(options: dict[str, object] | object) -> obfs2.ProxySecret:
+def read_secret(options: Mapping[str, Any]) -> obfs2.ProxySecret:
     """The proxy secret from `secret_file` or `secret_env` (never from the config itself).
     Errors name where the secret should be, never what it is."""
-    assert isinstance(options, dict)
     if options.get("secret_file"):
         path = Path(str(options["secret_file"]))
         try:
@@ -85,7 +86,7 @@ async def fake_tls_greeting(channel: Channel, key: bytes, sni: str) -> None:
 
 async def _probe(step: Step, env: Env, sni: str | None) -> list[Observation]:
     assert step.address is not None
-    secret = read_secret(dict(step.options))
+    secret = read_secret(step.options)
     nonce = os.urandom(16)
     # dd and ee secrets mean padded intermediate (TDLib: random padding for secrets >= 17 bytes)
     protocol, tag = tag_of(step, "intermediate" if secret.kind == "plain" else "padded")
@@ -127,7 +128,7 @@ async def neutral_sni(step: Step, env: Env) -> list[Observation]:
     Not applicable (no observation) to dd and plain secrets, which carry no name."""
     neutral = str(step.options.get("neutral_sni") or "")
     try:
-        if not neutral or read_secret(dict(step.options)).kind != "ee":
+        if not neutral or read_secret(step.options).kind != "ee":
             return []
     except SecretUnavailable:
         return []

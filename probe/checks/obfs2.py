@@ -17,6 +17,7 @@ ciphers, `client_hello` / `server_hello_ok` do the fake-TLS greeting.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -113,8 +114,6 @@ def parse_secret(text: str) -> ProxySecret:
     try:
         raw = bytes.fromhex(text)
     except ValueError:
-        import base64
-
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         except ValueError:

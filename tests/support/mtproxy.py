@@ -123,7 +123,8 @@ class TlsRecords:
 
 
 class MtproxyServer(StreamServer):
-    """The proxy. ``connections_relayed`` counts clients whose stream reached the DC."""
+    """The proxy. ``relayed`` counts clients whose stream went on to the DC, ``rejected``
+    those whose hello or init did not match the secret."""
 
     kind = "mtproxy"
 

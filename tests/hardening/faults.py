@@ -109,6 +109,8 @@ async def faulty_world(directory: Path, timeout: float = 0.1, datacenters_each: 
                 "race_window": 0},
             "baseline": {"targets": [{"name": "site", "address": "127.0.0.15", "port": port}]},
             "schedule": {"interval": 1, "jitter": 0, "concurrency": 64,
+                         # one try per step: these tests time leaks and schedules, not confirmation
+                         "confirm": {"attempts": 1},
                          "timeouts": {k: timeout for k in ("dns", "connect", "tls", "mtproto", "http")}},
             "evidence": {"directory": str(directory / "evidence") if evidence else None},
         }

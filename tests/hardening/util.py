@@ -49,6 +49,8 @@ def loopback_config(
         "baseline": {"targets": [{"name": "site", "address": address,
                                   "port": baseline_port or dc_port}]},
         "schedule": {"interval": interval, "jitter": 0, "concurrency": 256,
+                     # one try per step: these tests time leaks and schedules, not confirmation
+                     "confirm": {"attempts": 1},
                      "timeouts": {k: timeout for k in ("dns", "connect", "tls", "mtproto", "http")}},
         "evidence": {"directory": str(evidence) if evidence else None},
         **extra,

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from probe import failures
-from probe.checks import obfs2
+import probe.checks.obfs2 as obfs2
 from probe.checks.base import Env, Step
 from probe.checks.net import converse
 from probe.observation import Observation

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from probe import failures
-from probe.checks import obfs2
+import probe.checks.obfs2 as obfs2
 from probe.checks.base import Env, Step
 from probe.checks.mtproto import Channel, dc_id, exchange, tag_of
 from probe.checks.net import Stopwatch, converse

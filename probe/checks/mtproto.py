@@ -23,8 +23,8 @@ import struct
 import time
 from collections.abc import Callable
 
-from probe import failures
 import probe.checks.obfs2 as obfs2
+from probe import failures
 from probe.checks.base import Env, Step
 from probe.checks.net import converse
 from probe.observation import Observation

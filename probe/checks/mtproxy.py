@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from probe import failures
 import probe.checks.obfs2 as obfs2
+from probe import failures
 from probe.checks.base import Env, Step
 from probe.checks.mtproto import Channel, dc_id, exchange, tag_of
 from probe.checks.net import Stopwatch, converse

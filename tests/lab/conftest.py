@@ -14,6 +14,17 @@ import pytest
 from tests.lab.harness import save_results
 from tests.lab.topology import Lab, LabLock, lab_available
 
+#: The test that tears the lab down and checks nothing is left; it must run after every other
+#: lab test, whichever module sorts last.
+TEARDOWN_TEST = "test_teardown_leaves_nothing"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the teardown check to the very end of the session."""
+    last = [item for item in items if item.name == TEARDOWN_TEST]
+    items[:] = [item for item in items if item.name != TEARDOWN_TEST] + last
+
+
 #: Records of the scenarios run in this session, saved for `python -m tests.lab.report`.
 RECORDS: list[dict[str, Any]] = []
 

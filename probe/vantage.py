@@ -151,8 +151,9 @@ def site_answered(observations: Sequence[Observation]) -> bool:
 
 def judge(result: RoundResult, sites: Sequence[Target]) -> None:
     """Fill the round's `network` record from all of its observations: online (per family
-    and overall), the proofs, and whether the baseline is blocked (a family with baseline
-    sites that did not answer while that family is proven online)."""
+    and overall), the proofs, whether the baseline is blocked (a family with baseline
+    sites that did not answer while that family is proven online), and whether the
+    degraded mark of the baseline's loss still stands."""
     config = result.config
     own = [str(a) for a in (config.vantage.source_address, config.vantage.source_address6) if a]
     proofs = connectivity(result.observations, config.resolvers.public_networks, own)
@@ -164,6 +165,9 @@ def judge(result: RoundResult, sites: Sequence[Target]) -> None:
     network.baseline_blocked = any(
         f in configured and not result.baseline.family_ok(f) and network.family_online(f)
         for f in FAMILIES)
+    # The baseline's timeouts measure the vantage's own network only when the outside world
+    # is reachable and no censor drops the baseline: offline and blocked are not "lossy".
+    network.degraded = network.degraded and network.online and not network.baseline_blocked
 
 
 # ---------------------------------------------------------------- loss and latency

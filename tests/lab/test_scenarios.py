@@ -47,8 +47,9 @@ def test_scenario(lab: Lab, lab_records: list[dict[str, Any]], scenario: Scenari
 
 
 def test_teardown_leaves_nothing(lab: Lab) -> None:
-    """Runs last (conftest moves it there): tear the lab down and check no namespace, lab process or management
-    veth (root-namespace end of the fleet e2e test's out-of-band links) is left.
+    """Runs last (conftest moves it there): tear the lab down and check no namespace, lab
+    process or management veth (root-namespace end of the fleet e2e test's out-of-band
+    links) is left.
 
     (The session fixture tears down again; down() is idempotent.)"""
     pids = [p.pid for p in lab.processes.values()]

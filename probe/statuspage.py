@@ -482,7 +482,8 @@ def _summary(verdicts: list[dict[str, Any]], network: Mapping[str, Any], role: s
             counts[n] = counts.get(n, 0) + 1
         chips = "".join(_chip(n, text=f"{n} {counts[n]}") for n in sorted(counts, key=_rank))
         blocked = sum(counts.get(n, 0) for n in BLOCKING_VERDICTS)
-        line = (f"{blocked} of {len(names)} targets blocked" if blocked
+        failing = "failing" if role == "control" else "blocked"  # as messenger_status says
+        line = (f"{blocked} of {len(names)} targets {failing}" if blocked
                 else f"{counts.get('ok', 0)} of {len(names)} targets ok")
         cards.append(f"<section class='card' data-messenger='{html.escape(messenger)}'>"
                      f"<h3>{html.escape(messenger)} {_chip(status, 's')}"

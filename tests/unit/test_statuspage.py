@@ -90,6 +90,19 @@ def test_status_words() -> None:
     assert messenger_status(["ok", "inconclusive"], online, "subject") == "unknown"
 
 
+def test_a_control_vantage_calls_failures_an_outage_not_a_block() -> None:
+    verdicts = [{"messenger": "telegram", "target": f"t{i}", "rule": "r", "evidence": [],
+                 "verdict": "ip_blocking" if i < 2 else "ok"} for i in range(5)]
+    round_ = {"started": "2026-11-25T04:00:00+00:00", "verdicts": verdicts, "observations": [],
+              "network": {"online": True}}
+    card = re.search(r"<section class='card'.*?</section>", render_page(
+        round_, History(), vantage={"name": "c", "role": "control"}, now=T0)).group(0)
+    assert "outage" in card and "2 of 5 targets failing" in card and "blocked" not in card
+    card = re.search(r"<section class='card'.*?</section>", render_page(
+        round_, History(), vantage={"name": "s", "role": "subject"}, now=T0)).group(0)
+    assert "2 of 5 targets blocked" in card
+
+
 def test_key_evidence_names_forged_answers_certificates_and_attempts() -> None:
     observations = {
         1: {"id": 1, "check": "dns", "failure": "dns_bogon_error", "address": "198.18.1.53", "port": 53,

@@ -34,7 +34,7 @@ from typing import Any
 
 import bcrypt
 
-from tests.hardening.util import free_port, loopback_config, metric
+from tests.hardening.util import free_port, loopback_config, metric, wait_listening
 
 BLACKBOX = shutil.which("prometheus-blackbox-exporter") or shutil.which("blackbox_exporter")
 PASSWORD = "right-password"
@@ -108,18 +108,6 @@ def tcp_target() -> Iterator[int]:
         server.close()
 
 
-def _wait_listening(process: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"exporter exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("exporter did not listen in 20 s")
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -173,7 +161,7 @@ def reach(directory: Path, target_port: int, *args: str, auth: bool = False, cos
 
     exporter.success = success
     try:
-        _wait_listening(process, port)
+        wait_listening(process, port, "exporter")
         yield exporter
     finally:
         _stop(process)
@@ -210,7 +198,7 @@ def blackbox(directory: Path, target_port: int, auth: bool = False, cost: int = 
 
     exporter.success = success
     try:
-        _wait_listening(process, port)
+        wait_listening(process, port, "exporter")
         yield exporter
     finally:
         _stop(process)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from probe.cli import main
 from probe.config import load_config
 from probe.service import Service
-from tests.hardening.util import cli, free_port, http_get, loopback_config, metric, probe_run
+from tests.hardening.util import cli, free_port, http_get, loopback_config, metric, probe_run, wait_metric
 
 CORPUS = sorted((Path(__file__).parent / "configs").glob("*.yaml"))
 
@@ -120,13 +119,7 @@ def test_sighup_with_bad_file(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         path.write_text(path.read_text() + "vantge: typo\n")
         process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            _, text = http_get(f"{base}/metrics")
-            if metric(text, "reach_config_last_reload_successful") == 0:
-                break
-            time.sleep(0.1)
-        assert metric(text, "reach_config_last_reload_successful") == 0
+        assert wait_metric(base, "reach_config_last_reload_successful", 0) == 0
         status, body = http_get(f"{base}/-/reload", method="POST", data=b"")
         assert status == 403 and "not enabled" in body  # lifecycle API off by default
         status, body = http_get(f"{base}/api/status")
@@ -135,13 +128,7 @@ def test_sighup_with_bad_file(tmp_path: Path) -> None:
         assert process.poll() is None
         loopback_config(path, dc_port=9, timeout=0.2)
         process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            _, text = http_get(f"{base}/metrics")
-            if metric(text, "reach_config_last_reload_successful") == 1:
-                break
-            time.sleep(0.1)
-        assert metric(text, "reach_config_last_reload_successful") == 1
+        assert wait_metric(base, "reach_config_last_reload_successful", 1) == 1
     text = log.read_text()
     assert "reload refused, keeping the running config" in text and "vantge: unknown key" in text
     assert "Traceback" not in text

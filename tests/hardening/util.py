@@ -85,16 +85,7 @@ def probe_run(config: Path, *args: str, port: int | None = None,
         stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"probe run exited with {process.returncode}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("probe run did not listen in 20 s")
+        wait_listening(process, port, "probe run")
         yield process, port
     finally:
         if process.poll() is None:
@@ -106,6 +97,29 @@ def probe_run(config: Path, *args: str, port: int | None = None,
                 process.wait()
         if log:
             out.close()  # type: ignore[union-attr]
+
+
+def wait_listening(process: subprocess.Popen[bytes], port: int, what: str) -> None:
+    """Until `process` accepts connections on loopback `port` (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen in 20 s")
+
+
+def wait_metric(base: str, name: str, value: float, timeout: float = 10) -> float | None:
+    """Poll `base`/metrics until `name` reads `value`; return the last value read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = metric(http_get(f"{base}/metrics")[1], name)
+        if found == value or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def metric(text: str, name: str) -> float | None:

@@ -259,25 +259,19 @@ def fleet_stack(lab: Lab, scenario: Scenario, workdir: Path) -> Iterator[FleetSt
 @pytest.fixture(scope="module")
 def fleet_lab(lab: Lab) -> Iterator[Lab]:
     """The session lab plus the out-of-band management links (removed afterwards)."""
-    if not lab.status()["namespaces"]:  # torn down by an earlier test in this session
-        lab.up()
-    lab.add_mgmt_links()
     try:
-        yield lab
+        with lab.managed():
+            yield lab
     finally:
-        try:
-            lab.remove_mgmt_links()
-            lab.reset()
-        finally:
-            RESULTS["generated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            RESULTS["timing"] = {
-                "probe_interval_s": PROBE_INTERVAL,
-                "scrape_interval": SCRAPE_INTERVAL,
-                "evaluation_interval": "1s",
-                "rules_for_scale": "1/60 (10m -> 10s, 5m -> 5s)",
-            }
-            RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS_FILE.write_text(json.dumps(RESULTS, indent=1, sort_keys=True) + "\n")
+        RESULTS["generated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        RESULTS["timing"] = {
+            "probe_interval_s": PROBE_INTERVAL,
+            "scrape_interval": SCRAPE_INTERVAL,
+            "evaluation_interval": "1s",
+            "rules_for_scale": "1/60 (10m -> 10s, 5m -> 5s)",
+        }
+        RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS_FILE.write_text(json.dumps(RESULTS, indent=1, sort_keys=True) + "\n")
 
 
 def _subject(**extra: str) -> dict[str, str]:

@@ -51,18 +51,12 @@ INTERMITTENT = Scenario("L80-fleet", "Intermittent targeted block (fleet)",
 
 @pytest.fixture(scope="module")
 def mgmt_lab(lab: Lab) -> Iterator[Lab]:
-    if not lab.status()["namespaces"]:
-        lab.up()
-    lab.add_mgmt_links()
     try:
-        yield lab
+        with lab.managed():
+            yield lab
     finally:
-        try:
-            lab.remove_mgmt_links()
-            lab.reset()
-        finally:
-            RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS_FILE.write_text(json.dumps(RESULTS, indent=1, sort_keys=True) + "\n")
+        RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS_FILE.write_text(json.dumps(RESULTS, indent=1, sort_keys=True) + "\n")
 
 
 def _rounds(stack: FleetStack) -> int:

@@ -72,21 +72,20 @@ def subject_probe(lab: Lab, tmp_path: Path) -> Iterator[str]:
     """`probe run` in the subject namespace (2 s rounds, an evidence log), on its management
     address; the lab starts with nothing blocked."""
     lab.reset()
-    lab.add_mgmt_links()
     config = probe_config(plan.SUBJECT, lab.workdir, lab.ca_dir / "ca.pem")
     config["schedule"]["interval"] = 2
     config["evidence"] = {"directory": str(tmp_path / "evidence")}
     path = tmp_path / "probe.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     host = plan.mgmt_link(plan.SUBJECT).ns_addr
-    process = ManagedProcess(["ip", "netns", "exec", plan.SUBJECT, str(PROBE_BIN), "run",
-                              "--config", str(path), "--listen", f"{host}:{PORT}"], tmp_path / "probe.log")
-    try:
-        yield f"http://{host}:{PORT}"
-    finally:
-        process.stop()
-        lab.remove_mgmt_links()
-        lab.reset()
+    with lab.managed():
+        process = ManagedProcess(["ip", "netns", "exec", plan.SUBJECT, str(PROBE_BIN), "run",
+                                  "--config", str(path), "--listen", f"{host}:{PORT}"],
+                                 tmp_path / "probe.log")
+        try:
+            yield f"http://{host}:{PORT}"
+        finally:
+            process.stop()
 
 
 async def test_iran_2015_on_the_status_page(lab: Lab, subject_probe: str) -> None:

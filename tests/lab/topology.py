@@ -669,6 +669,19 @@ class Lab:
         for name in root_mgmt_links():
             run(["ip", "link", "del", name], check=False)
 
+    @contextlib.contextmanager
+    def managed(self) -> Iterator[Lab]:
+        """The lab (brought up again if an earlier test tore it down) with the management
+        links, which are removed again afterwards, and the censor reset."""
+        if not self.status()["namespaces"]:
+            self.up()
+        self.add_mgmt_links()
+        try:
+            yield self
+        finally:
+            self.remove_mgmt_links()
+            self.reset()
+
     # ----------------------------------------------------------------- teardown
 
     def down(self) -> None:

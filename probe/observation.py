@@ -151,6 +151,7 @@ class VantageNetwork:
     loss_ratio: float | None = None
     rtt_seconds: float | None = None
     retransmit_ratio: float | None = None  # share of the baseline's segments retransmitted
+    retried_ratio: float | None = None  # share of its handshakes retransmitting or timing out
     baseline_sites: dict[str, bool] = field(default_factory=dict)
     online_evidence: list[str] = field(default_factory=list)
 

@@ -265,7 +265,8 @@ class Round:
         network.baseline_ok = result.baseline.ok
         measured = quality(observations)
         network.loss_ratio, network.rtt_seconds = measured.loss_ratio, measured.rtt_seconds
-        network.retransmit_ratio, network.degraded = measured.retransmit_ratio, measured.degraded
+        network.retransmit_ratio, network.retried_ratio = measured.retransmit_ratio, measured.retried_ratio
+        network.degraded = measured.degraded
         url = self.config.baseline.throughput_url
         if url and result.baseline.ok:
             throughput = Target(None, "baseline-throughput", "baseline", "baseline-throughput",

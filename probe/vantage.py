@@ -177,9 +177,14 @@ LOST = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE})
 # The service's steps whose attempts are compared with the baseline's handshakes.
 CONNECT_LEVEL = frozenset({"tcp", "tls", "mtproto"})
 # Degraded: this share of the baseline's attempts timed out, or this share of the segments
-# its handshakes sent had to be retransmitted (the kernel's count, TCP_INFO).
+# its handshakes sent had to be retransmitted (the kernel's count, TCP_INFO), or this share
+# of its handshakes needed a retransmission or timed out. The last is the one that sees loss
+# on the downlink only: a lost SYN-ACK or server flight makes the client resend one segment
+# among the five or six a handshake sends (so the segment ratio stays near 5% at 25% loss),
+# but it marks a quarter of the handshakes. A clean network retransmits in almost none.
 DEGRADED_LOSS = 0.05
 DEGRADED_RETRANSMITS = 0.05
+DEGRADED_RETRIED = 0.10
 # Significance of "the service's timeouts in one family exceed the baseline's" (per
 # messenger and family), and of "one target's timeouts exceed the baseline's", which is
 # shared by the round's targets (Bonferroni: ALPHA_TARGET / number of targets).
@@ -277,23 +282,28 @@ class Quality:
     loss_ratio: float | None
     rtt_seconds: float | None
     retransmit_ratio: float | None
+    retried_ratio: float | None
     degraded: bool
 
 
 def quality(baseline_observations: list[Observation]) -> Quality:
     """Loss ratio (timed-out share of the baseline's attempts), the median kernel RTT of its
-    handshakes, the share of their segments retransmitted, and whether that is degraded."""
+    handshakes, the share of their segments retransmitted, the share of handshakes that
+    needed a retransmission or timed out, and whether that is degraded."""
     samples = [o for o in baseline_observations if o.check in CONNECT_LEVEL]
     lost, tries = lost_counts(samples)
+    details = _sample_details(samples)
     loss = round(lost / tries, 4) if tries else None
-    rtts = [float(s["tcp_rtt_seconds"]) for s in _sample_details(samples)
-            if s.get("tcp_rtt_seconds")]
+    rtts = [float(s["tcp_rtt_seconds"]) for s in details if s.get("tcp_rtt_seconds")]
     rtt = round(statistics.median(rtts), 6) if rtts else None
-    sent = sum(int(s.get("tcp_segments_out", 0)) for s in _sample_details(samples))
-    retransmitted = sum(int(s.get("tcp_retransmits", 0)) for s in _sample_details(samples))
+    sent = sum(int(s.get("tcp_segments_out", 0)) for s in details)
+    retransmitted = sum(int(s.get("tcp_retransmits", 0)) for s in details)
     retransmit = round(retransmitted / sent, 4) if sent else None
-    degraded = (loss or 0.0) >= DEGRADED_LOSS or (retransmit or 0.0) >= DEGRADED_RETRANSMITS
-    return Quality(loss, rtt, retransmit, degraded)
+    retried_handshakes = sum(1 for s in details if int(s.get("tcp_retransmits", 0)) > 0)
+    retried = round((lost + retried_handshakes) / tries, 4) if tries else None
+    degraded = ((loss or 0.0) >= DEGRADED_LOSS or (retransmit or 0.0) >= DEGRADED_RETRANSMITS
+                or (retried or 0.0) >= DEGRADED_RETRIED)
+    return Quality(loss, rtt, retransmit, retried, degraded)
 
 
 def _sample_details(samples: list[Observation]) -> list[dict[str, Any]]:

@@ -132,7 +132,10 @@ def degraded(share: float) -> Check:
     def check(r: Rounds) -> list[str]:
         marked = sum(bool(x["network"].get("degraded")) for x in r.subject)
         if marked < share * len(r.subject):
-            return [f"subject degraded in {marked} of {len(r.subject)} rounds (need {share:.0%})"]
+            figures = ", ".join("/".join(str(x["network"].get(k)) for k in (
+                "loss_ratio", "retransmit_ratio", "retried_ratio")) for x in r.subject)
+            return [f"subject degraded in {marked} of {len(r.subject)} rounds (need {share:.0%}); "
+                    f"baseline loss/retransmit/retried ratio per round: {figures}"]
         return []
     return check
 
@@ -304,6 +307,7 @@ def summarise(scenario: LossScenario, r: Rounds, mismatches: list[str]) -> dict[
             "degraded_rounds": sum(bool(x["network"].get("degraded")) for x in rounds),
             "loss_ratio": [x["network"].get("loss_ratio") for x in rounds],
             "retransmit_ratio": [x["network"].get("retransmit_ratio") for x in rounds],
+            "retried_ratio": [x["network"].get("retried_ratio") for x in rounds],
         }
     return {"id": scenario.id, "title": scenario.title, "how": scenario.how,
             "subject": per_vantage(r.subject), "control": per_vantage(r.control),

@@ -274,5 +274,6 @@ async def test_a_failed_step_is_confirmed_and_says_so(world: World) -> None:
     assert len(baseline) == 1 and baseline[0].failed_attempts() == (0, 40)
     assert result.network.loss_ratio == 0.0 and not result.network.degraded
     assert result.network.rtt_seconds is not None and result.network.retransmit_ratio == 0.0
+    assert result.network.retried_ratio == 0.0
     ok = next(o for o in result.observations if o.target == f"dc2-v4:{world.dc_port}")
     assert ok.to_json()["attempts"][0]["failure"] is None and len(ok.to_json()["attempts"]) == 1

@@ -42,6 +42,11 @@ log = logging.getLogger("probe")
 SERVICE = web.AppKey("service", Service)
 LIFECYCLE = web.AppKey("lifecycle", bool)
 RELOAD_MIN_INTERVAL = 5.0  # seconds between two accepted POST /-/reload
+# A failed login (401, or 429 while bcrypt is busy) is answered after this pause. A client
+# that sends its next guess when answered then costs the event loop a few requests a
+# second instead of as many as it can parse; the rounds share that loop. Sleeping costs
+# nothing, and the connection cap bounds how many sleep at once.
+FAILED_LOGIN_DELAY = 0.25
 _LAST_RELOAD = web.AppKey("last_reload", list)
 SCRUBBED_KEY = "reach_scrubbed"  # set on a response whose body already went through the scrubber
 
@@ -203,6 +208,8 @@ def auth_middleware(web_config: WebConfig) -> Callable[..., Awaitable[web.Stream
     ) -> web.StreamResponse:
         if request.path != "/healthz":
             ok = await web_config.authorized(request.headers.get("Authorization"))
+            if not ok:
+                await asyncio.sleep(FAILED_LOGIN_DELAY)
             if ok is None:
                 return web.Response(status=429, text="too many login attempts\n",
                                     headers={"Retry-After": "1"})

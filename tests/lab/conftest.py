@@ -7,7 +7,6 @@ scenario resets it cheaply; the lock serialises concurrent lab runs on one machi
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,12 +20,7 @@ TEARDOWN_TEST = "test_teardown_leaves_nothing"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move the teardown check to the very end of the session, and keep every lab test on
-    one xdist worker (`--dist loadgroup`): one lab, built once, in collection order."""
-    lab_dir = Path(__file__).parent
-    for item in items:
-        if lab_dir in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.xdist_group("lab"))
+    """Move the teardown check to the very end of the session."""
     last = [item for item in items if item.name == TEARDOWN_TEST]
     items[:] = [item for item in items if item.name != TEARDOWN_TEST] + last
 

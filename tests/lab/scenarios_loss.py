@@ -113,6 +113,9 @@ class LossScenario:
     checks: tuple[Check, ...]
     interval: float = 1.0  # seconds between round starts (rounds overrun it: back to back)
     summary: tuple[tuple[str, Callable[[Rounds], Any]], ...] = field(default=())
+    # Its rounds are those of tests/lab/test_loss_fleet.py (the same lab state, scraped by
+    # Prometheus), checked there with these checks: the lab runs them once, not twice.
+    fleet: bool = False
 
 
 # ------------------------------------------------------------------------ assertions
@@ -187,7 +190,7 @@ def verdict_absent(verdict: str) -> Check:
     return check
 
 
-def _lossy(percent: int, rounds: int = 10) -> LossScenario:
+def _lossy(percent: int, rounds: int = 10, fleet: bool = False) -> LossScenario:
     checks: tuple[Check, ...] = (no_blocks("subject"), no_blocks("control"), control_all_ok)
     if percent >= 15:
         checks += (degraded(0.8),)
@@ -195,12 +198,13 @@ def _lossy(percent: int, rounds: int = 10) -> LossScenario:
         f"L{percent:02d}-lossy-uplink",
         f"Lossy uplink, {percent}% both ways",
         f"no censor; {percent}% of packets dropped at random on the subject's access link, "
-        "both directions, both families (iptables statistic)",
-        rounds, lossy_link(percent / 100), checks)
+        "both directions, both families (iptables statistic)"
+        + ("; the rounds of the fleet test (scraped by Prometheus)" if fleet else ""),
+        rounds, lossy_link(percent / 100), checks, fleet=fleet)
 
 
 LOSS_SCENARIOS: tuple[LossScenario, ...] = (
-    _lossy(5), _lossy(15), _lossy(30),
+    _lossy(5), _lossy(15), _lossy(30, fleet=True),
     LossScenario(
         "L25-downlink-only", "Lossy downlink only, 25%",
         "no censor; 25% of the packets *to* the subject dropped (answers, SYN-ACKs), none of "
@@ -246,7 +250,7 @@ def _config(lab: Lab, vantage: str, interval: float) -> tuple[Path, Path]:
     return path, evidence
 
 
-def _read_rounds(evidence: Path) -> list[dict[str, Any]]:
+def read_rounds(evidence: Path) -> list[dict[str, Any]]:
     path = evidence / "evidence.jsonl"
     if not path.exists():
         return []
@@ -268,7 +272,7 @@ def run_rounds(lab: Lab, rounds: int, interval: float, per_round: float = 60) ->
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + rounds * (per_round + interval) + 30
         while True:
-            done = {v: len(_read_rounds(e)) for v, e in evidence.items()}
+            done = {v: len(read_rounds(e)) for v, e in evidence.items()}
             if all(n >= rounds for n in done.values()):
                 break
             for vantage, proc in procs.items():
@@ -288,8 +292,8 @@ def run_rounds(lab: Lab, rounds: int, interval: float, per_round: float = 60) ->
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-    return Rounds(_read_rounds(evidence[plan.SUBJECT])[:rounds],
-                  _read_rounds(evidence[plan.CONTROL])[:rounds])
+    return Rounds(read_rounds(evidence[plan.SUBJECT])[:rounds],
+                  read_rounds(evidence[plan.CONTROL])[:rounds])
 
 
 def summarise(scenario: LossScenario, r: Rounds, mismatches: list[str]) -> dict[str, Any]:
@@ -317,12 +321,22 @@ def summarise(scenario: LossScenario, r: Rounds, mismatches: list[str]) -> dict[
 def run_loss_scenario(lab: Lab, scenario: LossScenario) -> tuple[dict[str, Any], Rounds]:
     lab.reset()
     lab.censor(scenario.censor)
-    rounds = run_rounds(lab, scenario.rounds, scenario.interval)
+    return judge(scenario, run_rounds(lab, scenario.rounds, scenario.interval))
+
+
+def judge(scenario: LossScenario, rounds: Rounds) -> tuple[dict[str, Any], Rounds]:
+    """The scenario's checks over its rounds: (the record, the rounds)."""
     mismatches = [m for check in scenario.checks for m in check(rounds)]
     return summarise(scenario, rounds, mismatches), rounds
 
 
 def save(records: list[dict[str, Any]], path: Path = RESULTS_FILE) -> None:
+    """Write the records, keeping those of other scenarios already in the file (the fleet
+    test adds its scenario's record to test_loss.py's), in LOSS_SCENARIOS order."""
+    kept = json.loads(path.read_text())["scenarios"] if path.exists() else []
+    by_id = {r["id"]: r for r in [*kept, *records]}
+    order = [s.id for s in LOSS_SCENARIOS]
+    ordered = sorted(by_id.values(), key=lambda r: order.index(r["id"]) if r["id"] in order else len(order))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                "scenarios": records}, indent=1))
+                                "scenarios": ordered}, indent=1))

@@ -213,8 +213,10 @@ def start_lab_probe(vantage: str, lab: Lab, workdir: Path) -> promstack.Probe:
     Not waited for: the caller starts both vantages, then waits (rounds run in parallel).
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    config = lab_probe_config(vantage, lab)
+    config["evidence"] = {"directory": str(workdir / "evidence")}  # the rounds, for checks
     config_path = workdir / "probe.yaml"
-    config_path.write_text(yaml.safe_dump(lab_probe_config(vantage, lab), sort_keys=False))
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     host = plan.mgmt_link(vantage).ns_addr
     argv = [
         "ip", "netns", "exec", vantage, str(PROBE_BIN), "run",

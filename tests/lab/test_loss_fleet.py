@@ -3,7 +3,9 @@ Prometheus with the shipped rules, paging through the shipped Alertmanager confi
 
 - 30% random loss on the subject's access link, no censor: at least 10 rounds, and
   `MessengerBlocked` never fires while `VantageDegraded` does (the vantage's own network is
-  the problem, and the on-call person gets a ticket saying so, not a page).
+  the problem, and the on-call person gets a ticket saying so, not a page). The same
+  rounds, read from the probes' evidence, are scenario L30-lossy-uplink of
+  tests/lab/scenarios_loss.py: no blocking verdict on either vantage, degraded in >= 80%.
 - A censor dropping 80% of the packets to the DCs: `MessengerBlocked` pages within the
   3 minutes docs/fleet.md states for the shipped defaults.
 
@@ -26,7 +28,7 @@ import pytest
 
 from tests.lab import plan
 from tests.lab.scenarios import ALL_OK, Scenario
-from tests.lab.scenarios_loss import intermittent_dc_drop, lossy_link
+from tests.lab.scenarios_loss import LOSS_SCENARIOS, Rounds, intermittent_dc_drop, judge, read_rounds, save
 from tests.lab.test_fleet_e2e import VANTAGE, FleetStack, _skip_reason, fleet_stack
 from tests.lab.topology import ROOT, Lab
 
@@ -41,9 +43,12 @@ SUBJECT = VANTAGE[plan.SUBJECT]
 #: docs/fleet.md, "Onset to page": at most 3 minutes with the shipped defaults.
 ONSET_TO_PAGE_SECONDS = 180
 
+#: The loss scenario whose rounds are this test's (L30-lossy-uplink): its verdict checks
+#: run on the rounds the probes wrote, and its record joins build/lab-loss.json.
+ROUNDS_SCENARIO = next(s for s in LOSS_SCENARIOS if s.fleet)
 LOSSY = Scenario("L30-fleet", "Lossy uplink, 30% both ways (fleet)",
                  "30% random loss on the subject's access link, no censor", subject=ALL_OK,
-                 censor=lossy_link(0.3))
+                 censor=ROUNDS_SCENARIO.censor)
 INTERMITTENT = Scenario("L80-fleet", "Intermittent targeted block (fleet)",
                         "the censor drops 80% of the packets to the DCs", subject=(("*", "ok"),),
                         censor=intermittent_dc_drop(0.8))
@@ -68,7 +73,8 @@ def _rounds(stack: FleetStack) -> int:
 
 def test_lossy_vantage_is_degraded_never_blocked(mgmt_lab: Lab, tmp_path_factory:
                                                  pytest.TempPathFactory) -> None:
-    with fleet_stack(mgmt_lab, LOSSY, tmp_path_factory.mktemp("loss-fleet")) as stack:
+    workdir = tmp_path_factory.mktemp("loss-fleet")
+    with fleet_stack(mgmt_lab, LOSSY, workdir) as stack:
         log, prom = stack.log, stack.prometheus
         log.watch(prom, timeout=300,
                   until=lambda: _rounds(stack) >= 10 and bool(
@@ -82,6 +88,13 @@ def test_lossy_vantage_is_degraded_never_blocked(mgmt_lab: Lab, tmp_path_factory
             for _, body in stack.webhook.received for a in body.get("alerts", []))
         status = RESULTS[LOSSY.id]["status_code_per_vantage"]
         assert status.get(SUBJECT) == 6, status  # degraded
+    # the probes are stopped: their evidence logs are whole
+    subject, control = (read_rounds(workdir / v / "evidence") for v in (plan.SUBJECT, plan.CONTROL))
+    count = min(len(subject), len(control))
+    assert count >= ROUNDS_SCENARIO.rounds, (len(subject), len(control))
+    record, _ = judge(ROUNDS_SCENARIO, Rounds(subject[:count], control[:count]))
+    save([record])
+    assert not record["mismatches"], "\n".join(record["mismatches"][:20])
 
 
 def test_intermittent_targeted_block_pages(mgmt_lab: Lab, tmp_path_factory:

@@ -299,11 +299,19 @@ def quality(baseline_observations: list[Observation]) -> Quality:
     sent = sum(int(s.get("tcp_segments_out", 0)) for s in details)
     retransmitted = sum(int(s.get("tcp_retransmits", 0)) for s in details)
     retransmit = round(retransmitted / sent, 4) if sent else None
-    retried_handshakes = sum(1 for s in details if int(s.get("tcp_retransmits", 0)) > 0)
-    retried = round((lost + retried_handshakes) / tries, 4) if tries else None
+    retried = round(_retried(samples) / tries, 4) if tries else None
     degraded = ((loss or 0.0) >= DEGRADED_LOSS or (retransmit or 0.0) >= DEGRADED_RETRANSMITS
                 or (retried or 0.0) >= DEGRADED_RETRIED)
     return Quality(loss, rtt, retransmit, retried, degraded)
+
+
+def _retried(samples: list[Observation]) -> int:
+    """Handshakes that timed out or needed a retransmission (each attempt counted once; an
+    attempt's kernel figures are its entry in details["samples"])."""
+    return sum(
+        attempt.failure in LOST or int(figures.get("tcp_retransmits", 0)) > 0
+        for obs in samples
+        for attempt, figures in zip(obs.tries(), obs.details.get("samples", [obs.details]), strict=False))
 
 
 def _sample_details(samples: list[Observation]) -> list[dict[str, Any]]:

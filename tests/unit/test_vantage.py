@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from probe import failures as F
-from probe.observation import Observation, Role
-from probe.vantage import EVIDENCE_PER_FAMILY, baseline_up, connectivity, outside, proof
+from probe.observation import Attempt, Observation, Role
+from probe.vantage import EVIDENCE_PER_FAMILY, baseline_up, connectivity, outside, proof, quality
 
 LAB = (ipaddress.ip_network("198.18.0.0/15"),)
 
@@ -73,3 +73,23 @@ def test_connectivity_is_per_family_and_bounded() -> None:
 ])
 def test_baseline_rule(sites: list[tuple[int, bool]], require: str, v4: bool, v6: bool) -> None:
     assert baseline_up(sites, require) == {4: v4, 6: v6}
+
+
+def test_quality_counts_each_handshake_that_retransmitted_or_timed_out_once() -> None:
+    """Downlink-only loss shows as handshakes that needed a resend, not as segment share:
+    4 handshakes of 6 segments, one resent a segment, one timed out (after a resend)."""
+    sample = seen("tls", None, "198.18.2.10", "control", samples=[
+        {"tcp_segments_out": 6, "tcp_retransmits": 0},
+        {"tcp_segments_out": 6, "tcp_retransmits": 1},
+        {"tcp_segments_out": 6, "tcp_retransmits": 0},
+        {"tcp_retransmits": 1}])
+    sample.attempts = [Attempt(None, 0, 0.01), Attempt(None, 0, 0.2), Attempt(None, 0, 0.01),
+                       Attempt(F.GENERIC_TIMEOUT, 0, 2.0)]
+    measured = quality([sample])
+    assert measured.loss_ratio == 0.25
+    assert measured.retransmit_ratio == round(2 / 18, 4)
+    assert measured.retried_ratio == 0.5  # the timed-out one counted once
+    assert measured.degraded
+    clean = seen("tls", None, "198.18.2.10", "control", samples=[{"tcp_segments_out": 6}] * 20)
+    clean.attempts = [Attempt(None, 0, 0.01)] * 20
+    assert quality([clean]).retried_ratio == 0.0 and not quality([clean]).degraded

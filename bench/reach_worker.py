@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag", action="store_true", help="sample event-loop lag")
     args = parser.parse_args(argv)
 
-    from probe.config import load_config
-    from probe.round import Round
+    from probe.inputs.config import load_config
+    from probe.measure.round import Round
 
     config = load_config(args.config)
     if args.loop == "uvloop":
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     out["timings"] = timings
     if args.metrics:
-        from probe.classify import classify_round
-        from probe.metrics import Metrics
+        from probe.judge.classify import classify_round
+        from probe.sinks.metrics import Metrics
 
         cpu0, t0 = _cpu(), time.perf_counter()
         result.verdicts = classify_round(result)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probe.verdicts import FLEET_STATUS, STATUS_COLOURS, VERDICT_COLOURS, blocking_regex
+from probe.model.verdicts import FLEET_STATUS, STATUS_COLOURS, VERDICT_COLOURS, blocking_regex
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
@@ -41,7 +41,7 @@ NO_DATA = {
 }
 
 # vantage_messenger:reach_status:code / country_messenger:reach_status:code: the words and
-# colours of probe/verdicts.py (the status page uses the same).
+# colours of probe/model/verdicts.py (the status page uses the same).
 STATUS_TEXT = {"offline": "vantage offline"}
 STATUS_MAPPINGS = [
     {

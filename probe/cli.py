@@ -16,8 +16,9 @@ import yaml
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
-from probe import __version__, catalog, plan
-from probe.config import ConfigError, load_config
+from probe import __version__
+from probe.inputs import catalog, plan
+from probe.inputs.config import ConfigError, load_config
 
 
 class _NoFlagMetavar:
@@ -105,8 +106,8 @@ def once(
     fail_on_block: Annotated[bool, typer.Option(help="Exit 1 when a target is blocked.")] = False,
 ) -> None:
     """Run one round, print its verdicts, exit 0 (1 with --fail-on-block and a block)."""
-    from probe.report import blocked, make_console, print_table, round_json, write_jsonl, write_tsv
-    from probe.round import run_round
+    from probe.measure.round import run_round
+    from probe.sinks.report import blocked, make_console, print_table, round_json, write_jsonl, write_tsv
 
     try:
         cfg = load_config(config)
@@ -121,8 +122,8 @@ def once(
             result = run_loop(run_round(cfg, progress), cfg.schedule.event_loop)
     else:
         result = run_loop(run_round(cfg), cfg.schedule.event_loop)
-    from probe.evidence import EvidenceLog
-    from probe.scrub import Scrubber
+    from probe.sinks.evidence import EvidenceLog
+    from probe.sinks.scrub import Scrubber
 
     EvidenceLog.for_config(cfg).append_round(result)
     out = io.StringIO()  # printed through the scrubber: no own address on a terminal either
@@ -161,9 +162,9 @@ def run(
              "HEALTHCHECK when the port needs client certificates).")] = None,
 ) -> None:
     """Run rounds on the schedule and serve /metrics, /healthz, /api/status and a status page."""
-    from probe.server import serve
-    from probe.service import parse_listen
-    from probe.webconfig import load_web_config
+    from probe.serve.server import serve
+    from probe.serve.service import parse_listen
+    from probe.serve.webconfig import load_web_config
 
     try:
         host, port = parse_listen(listen)
@@ -204,7 +205,7 @@ def evidence(
     format: Annotated[EvidenceFormat, typer.Option(help="text or json.")] = EvidenceFormat.text,
 ) -> None:
     """Summarise an evidence log; report torn lines (a crash mid-write), exit 1 if any."""
-    from probe.evidence import summarise
+    from probe.sinks.evidence import summarise
 
     if not path.exists():
         fail(f"{path}: no such file or directory")
@@ -237,8 +238,8 @@ def show_rules(
         help="table (people), markdown (docs/classifier.md) or tsv (pipes).")] = RulesFormat.table,
 ) -> None:
     """Print the classifier's rule table: rule id, verdict and condition, in order."""
-    from probe.classify import RULES, rules_markdown
-    from probe.report import make_console, print_rows
+    from probe.judge.classify import RULES, rules_markdown
+    from probe.sinks.report import make_console, print_rows
 
     if format is RulesFormat.markdown:
         print(rules_markdown(), end="")
@@ -291,7 +292,7 @@ def refresh_prefixes(
                                                 "probe/data/prefixes/AS<N>.txt.")] = None,
 ) -> None:
     """Rewrite an AS's prefix file (a catalogue's address_space_asn) from RIPEstat's JSON."""
-    from probe import prefixes
+    from probe.inputs import prefixes
 
     try:
         path, count = prefixes.refresh(prefixes.parse_asn(asn), from_file, output)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.catalog import builtin
+from probe.inputs.catalog import builtin
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["workload", "N", "tool", "checks", "ok", "wall_s", "checks_per_s", "cpu_s_per_1k",

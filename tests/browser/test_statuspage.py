@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from probe.config import load_config
-from probe.server import make_app
-from probe.service import Service
-from probe.statuspage import ORDER
-from probe.verdicts import BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
+from probe.inputs.config import load_config
+from probe.model.verdicts import BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
+from probe.serve.server import make_app
+from probe.serve.service import Service
+from probe.sinks.statuspage import ORDER
 from tests.browser.cdp import PAGE_FACTS, browser, chromium_binary, rgb
 from tests.unit.conftest import DC_ADDRESSES, World
 from tests.unit.test_cli import free_port, write_config

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from probe.verdicts import FLEET_STATUS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
+from probe.model.verdicts import FLEET_STATUS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
 
 from .promstack import REPO, RULES_DIR, Prometheus, StackError, wait_until
 

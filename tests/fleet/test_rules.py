@@ -69,7 +69,7 @@ def test_rule_files_and_unit_tests_match_their_generators() -> None:
 
 
 def test_rules_take_the_blocking_verdicts_from_probe_verdicts() -> None:
-    from probe.verdicts import blocking_regex
+    from probe.model.verdicts import blocking_regex
 
     text = (RULES_DIR / "reach.rules.yml").read_text()
     assert f'verdict=~"{blocking_regex()}"' in text

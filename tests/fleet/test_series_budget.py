@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from probe.catalog import available
-from probe.config import Config, parse_config
-from probe.metrics import Metrics
-from probe.observation import Observation, RoundResult, VantageNetwork, Verdict
-from probe.plan import plan_messenger
+from probe.inputs.catalog import available
+from probe.inputs.config import Config, parse_config
+from probe.inputs.plan import plan_messenger
+from probe.model.observation import Observation, RoundResult, VantageNetwork, Verdict
+from probe.sinks.metrics import Metrics
 
 PER_TARGET = 10
 PER_VANTAGE = 1_000

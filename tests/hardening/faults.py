@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from probe.config import Config, load_config
-from probe.service import Service
+from probe.inputs.config import Config, load_config
+from probe.serve.service import Service
 from tests.hardening.hostile import ScriptedTCP, ScriptedUDP, dns_answer
 from tests.support.mtproto import MtprotoServer
 
@@ -126,7 +126,7 @@ async def faulty_world(directory: Path, timeout: float = 0.1, datacenters_each: 
 
 
 def round_budget(config: Config) -> float:
-    """What a round may take: every step of the longest chain at its timeout (as probe.service)."""
+    """What a round may take: every step of the longest chain at its timeout (as probe.serve.service)."""
     t = config.schedule.timeouts
     return t.dns + t.connect + 2 * t.tls + t.mtproto + t.http + 0.5
 
@@ -205,7 +205,7 @@ async def soak(directory: Path, rounds: int, interval: float = 0.3, timeout: flo
                 await loop_task
         gaps = [b - a for a, b in itertools.pairwise(starts)]
         evidence_rounds = torn = 0
-        from probe.evidence import summarise
+        from probe.sinks.evidence import summarise
         if config.evidence.directory is not None:
             summary = summarise(config.evidence.directory)
             evidence_rounds = summary["rounds"]

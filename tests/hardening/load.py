@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from probe.evidence import read_rounds
+from probe.sinks.evidence import read_rounds
 from tests.hardening.util import PROBE, ROOT, free_port, loopback_config
 
 

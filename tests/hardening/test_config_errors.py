@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from probe.cli import main
-from probe.config import load_config
-from probe.service import Service
+from probe.inputs.config import load_config
+from probe.serve.service import Service
 from tests.hardening.util import cli, free_port, http_get, loopback_config, metric, probe_run, wait_metric
 
 CORPUS = sorted((Path(__file__).parent / "configs").glob("*.yaml"))

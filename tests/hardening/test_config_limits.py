@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.config import MAX_CONFIG_BYTES, MAX_TARGETS, ConfigError, load_config
-from probe.service import Service
+from probe.inputs.config import MAX_CONFIG_BYTES, MAX_TARGETS, ConfigError, load_config
+from probe.serve.service import Service
 from tests.hardening.util import ROOT, cli, http_get, loopback_config, probe_run
 
 
@@ -141,14 +141,14 @@ async def test_evidence_is_kept_when_metrics_cannot_be_recorded(tmp_path: Path) 
 
 @pytest.mark.parametrize("name", ["configs/probe.example.yaml", "loopback"])
 def test_the_target_count_is_the_plans(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The limit counts what probe/plan.py would build, without building it."""
-    import probe.config
-    from probe.plan import plan
+    """The limit counts what probe/inputs/plan.py would build, without building it."""
+    import probe.inputs.config
+    from probe.inputs.plan import plan
 
     path = ROOT / name if name != "loopback" else loopback_config(
         tmp_path / "p.yaml", dc_port=9, datacenters=7, domains=[{"name": "a.example"}])
     config = load_config(path)
-    monkeypatch.setattr(probe.config, "MAX_TARGETS", -1)
+    monkeypatch.setattr(probe.inputs.config, "MAX_TARGETS", -1)
     with pytest.raises(ConfigError) as error:
         load_config(path)
     planned = sum(len(p.targets) for p in plan(config))

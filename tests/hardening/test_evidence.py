@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from probe.config import Config, load_config
-from probe.evidence import CURRENT, EvidenceLog, read_rounds, summarise
-from probe.observation import Observation, RoundResult
-from probe.service import Service
+from probe.inputs.config import Config, load_config
+from probe.model.observation import Observation, RoundResult
+from probe.serve.service import Service
+from probe.sinks.evidence import CURRENT, EvidenceLog, read_rounds, summarise
 from tests.hardening._counts import CASES
 from tests.hardening.hostile import ScriptedTCP, ScriptedUDP
 from tests.hardening.hostile import dns_answer as good_reply
@@ -44,8 +44,8 @@ def config(tmp_path: Path) -> Config:
 
 WRITER = """
 import sys, time
-from probe.config import load_config
-from probe.evidence import EvidenceLog
+from probe.inputs.config import load_config
+from probe.sinks.evidence import EvidenceLog
 from tests.hardening.test_evidence import synthetic_round
 config = load_config(sys.argv[1])
 log = EvidenceLog.for_config(config)

@@ -14,7 +14,7 @@ import bcrypt
 import pytest
 import trustme
 
-from probe.webconfig import load_web_config
+from probe.serve.webconfig import load_web_config
 from tests.hardening.util import loopback_config, probe_run
 
 PASSWORD = "s3cret-scrape"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from probe import failures
-from probe.config import load_config
-from probe.round import run_round
-from probe.service import Service
+from probe.inputs.config import load_config
+from probe.measure.round import run_round
+from probe.model import failures
+from probe.serve.service import Service
 from tests.hardening._counts import CASES
 from tests.hardening.faults import faulty_world, open_fds, round_budget, soak
 from tests.hardening.hostile import ScriptedTCP

@@ -18,9 +18,9 @@ import dns.rrset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probe import failures
-from probe.checks.base import AnswerPolicy, ResolverSpec
-from probe.observation import Observation
+from probe.measure.checks.base import AnswerPolicy, ResolverSpec
+from probe.model import failures
+from probe.model.observation import Observation
 from tests.hardening._counts import CASES, EXAMPLES
 from tests.hardening.hostile import ScriptedTCP, ScriptedUDP, dns_answer
 from tests.support import checks

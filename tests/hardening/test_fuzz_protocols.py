@@ -17,11 +17,11 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probe import failures
-from probe.checks.base import TrustStore
-from probe.checks.http import fetch
-from probe.checks.mtproto import parse_reply, req_pq_multi
-from probe.observation import Observation
+from probe.measure.checks.base import TrustStore
+from probe.measure.checks.http import fetch
+from probe.measure.checks.mtproto import parse_reply, req_pq_multi
+from probe.model import failures
+from probe.model.observation import Observation
 from tests.hardening._counts import CASES, EXAMPLES
 from tests.hardening.hostile import ScriptedTCP
 from tests.support import checks

@@ -20,9 +20,9 @@ import bcrypt
 import pytest
 import yaml
 
-from probe.config import load_config
-from probe.service import Service
-from probe.webconfig import BCRYPT_MAX_PASSWORD, WebConfig, load_web_config
+from probe.inputs.config import load_config
+from probe.serve.service import Service
+from probe.serve.webconfig import BCRYPT_MAX_PASSWORD, WebConfig, load_web_config
 from tests.hardening import attack
 from tests.hardening.attack import basic, request, sampled
 from tests.hardening.util import ROOT, cli, loopback_config

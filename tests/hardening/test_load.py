@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from probe.server import Pacer
+from probe.serve.server import Pacer
 from tests.hardening._counts import CASES
 from tests.hardening.load import run_load
 

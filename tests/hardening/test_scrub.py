@@ -1,4 +1,4 @@
-"""Issue 12, finding 6: one scrubber (probe/scrub.py) for every output. A server that echoes
+"""Issue 12, finding 6: one scrubber (probe/sinks/scrub.py) for every output. A server that echoes
 the client's address (in a `Location` header) must not get the vantage's own address into
 /api/status, the status page, /metrics, the evidence log or the service's log."""
 
@@ -10,10 +10,10 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from probe.config import load_config
-from probe.scrub import SCRUBBED, Scrubber, ScrubFilter, host_addresses
-from probe.server import make_app
-from probe.service import Service
+from probe.inputs.config import load_config
+from probe.serve.server import make_app
+from probe.serve.service import Service
+from probe.sinks.scrub import SCRUBBED, Scrubber, ScrubFilter, host_addresses
 from tests.hardening.hostile import ScriptedUDP
 from tests.hardening.test_fuzz_dns import good_reply
 from tests.hardening.util import loopback_config

@@ -17,7 +17,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.verdicts import BLOCKING_VERDICTS
+from probe.model.verdicts import BLOCKING_VERDICTS
 from tests.lab import plan
 from tests.lab.topology import Lab
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from probe.verdicts import BLOCKING_VERDICTS
+from probe.model.verdicts import BLOCKING_VERDICTS
 from tests.lab import plan
 from tests.lab.configs import probe_config
 from tests.lab.scenarios import DCS_V4_NET, DCS_V6_NET, throttle

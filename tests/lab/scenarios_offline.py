@@ -3,7 +3,7 @@
 A censor that also blocks the probe's baseline used to turn every verdict into
 `vantage_offline` and hide its block. These scenarios break the baseline, the uplink or
 everything beyond the vantage's own resolver, and say what each vantage must report,
-including its `network` record (probe.vantage): whether it is proven online and whether
+including its `network` record (probe.judge.vantage): whether it is proven online and whether
 its baseline is blocked. They run through the same harness and results file as
 tests/lab/scenarios.py, so docs/lab-results.md shows them with the rest.
 """

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from probe.verdicts import STATUS_COLOURS, VERDICT_COLOURS
+from probe.model.verdicts import STATUS_COLOURS, VERDICT_COLOURS
 from tests.browser.cdp import PAGE_FACTS, browser, chromium_binary, rgb
 from tests.fleet.promstack import ManagedProcess
 from tests.lab import plan

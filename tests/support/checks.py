@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from probe.catalog import StepSpec, Target
-from probe.checks import REGISTRY
-from probe.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Step, TrustStore
-from probe.checks.net import Source
-from probe.observation import Observation, Role
+from probe.inputs.catalog import StepSpec, Target
+from probe.measure.checks import REGISTRY
+from probe.measure.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Step, TrustStore
+from probe.measure.wire.net import Source
+from probe.model.observation import Observation, Role
 
 
 def target(address: str | None, port: int, *, name: str = "t/v4", domain: str | None = None,

@@ -164,7 +164,7 @@ def _ctr(key: bytes, iv: bytes) -> CipherContext:
 
 def obfuscated_keys(init: bytes, secret: bytes = b"") -> tuple[CipherContext, CipherContext]:
     """The server's (decryptor, encryptor) for a client's 64-byte init, written from the
-    transport docs independently of probe.checks.obfs2: the client's key is init[8:40] and
+    transport docs independently of probe.measure.wire.obfs2: the client's key is init[8:40] and
     iv init[40:56]; the server's are the same 48 bytes reversed; an MTProxy secret is
     hashed into each key."""
     reverse = init[55:7:-1]

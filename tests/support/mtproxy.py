@@ -4,7 +4,7 @@ secret) and ee secrets (fake TLS), relaying the client's MTProto stream to one d
 Why: reach's MTProxy check must be shown to reach a proxy, through it a DC, and back; and
 the lab must be able to block the proxy by the SNI of its fake TLS. Written from the public
 descriptions (core.telegram.org/mtproto/mtproto-transports; TDLib's TlsInit and MTProxy's
-key derivation sha256(key + secret)), independently of probe.checks.obfs2.
+key derivation sha256(key + secret)), independently of probe.measure.wire.obfs2.
 
 Fake TLS, server side: the ClientHello's random must be HMAC-SHA256(secret, hello with a
 zero random), its last 4 bytes XORed with the client's unix time (within TIME_SKEW); the

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from probe.config import Config, parse_config
-from probe.observation import Verdict
-from probe.round import RoundResult, run_round
+from probe.inputs.config import Config, parse_config
+from probe.measure.round import RoundResult, run_round
+from probe.model.observation import Verdict
 from tests.support.dnsserver import DnsServer
 from tests.support.mtproto import MtprotoServer
 from tests.support.tcpserver import HttpServer

@@ -1,6 +1,6 @@
 """The classifier as a table: constructed observations in, the expected rule id out.
 
-Every rule of probe.classify.RULES must appear in CASES (the last test says so), so a rule
+Every rule of probe.judge.classify.RULES must appear in CASES (the last test says so), so a rule
 added without a case, or a case that no longer reaches its rule, fails here.
 """
 
@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from probe import failures as F
-from probe.catalog import StepSpec, Target
-from probe.classify import RULES, TargetView, classify_target
-from probe.observation import Attempt, Baseline, Observation, Role, VantageNetwork
-from probe.vantage import LossContext
-from probe.verdicts import VERDICTS
+from probe.inputs.catalog import StepSpec, Target
+from probe.judge.classify import RULES, TargetView, classify_target
+from probe.judge.vantage import LossContext
+from probe.model import failures as F
+from probe.model.observation import Attempt, Baseline, Observation, Role, VantageNetwork
+from probe.model.verdicts import VERDICTS
 
 DC = Target("telegram", "dc1-v4:443", "datacenters", "dc1", 4, 443, "149.154.175.50", None,
             None, None, "system", (StepSpec(check="tcp"), StepSpec(check="mtproto")))
@@ -69,7 +69,7 @@ def tried(observation: Observation, *failures: str | None) -> Observation:
     return observation
 
 
-# The round's loss counts for the loss-aware rules (probe.vantage): a lossy vantage whose
+# The round's loss counts for the loss-aware rules (probe.judge.vantage): a lossy vantage whose
 # baseline loses as much as the service; a clean baseline while the DCs lose most attempts;
 # a degraded vantage.
 LOSSY = LossContext(baseline={4: (10, 40)}, service={("telegram", 4): (12, 60)}, targets=32)
@@ -160,7 +160,7 @@ def site(family: int, failure: str | None, check: str = "tls") -> Observation:
                        role="control")
 
 
-# rule id -> a view with the round's proof of connectivity (probe.vantage) and baseline sites
+# rule id -> a view with the round's proof of connectivity (probe.judge.vantage) and baseline sites
 VIEW_CASES: dict[str, TargetView] = {
     # a transparent proxy: the baseline's bare TCP connect and the DC's connect succeed, MTProto
     # gets HTTP 400 back, and nothing verifiable answered: offline, never protocol_filtering

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.classify import RULES
+from probe.judge.classify import RULES
 from tests.unit.conftest import World
 from tests.unit.test_cli import run_probe, run_probe_async, write_config
 

@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from probe import failures as F
+from probe.model import failures as F
 
 
 @pytest.mark.parametrize(("exc", "expected"), [

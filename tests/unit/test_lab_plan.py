@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from probe.config import parse_config
-from probe.plan import plan as make_plan
+from probe.inputs.config import parse_config
+from probe.inputs.plan import plan as make_plan
 from tests.lab import plan
 from tests.lab.configs import probe_config
 from tests.lab.scenarios import SCENARIOS

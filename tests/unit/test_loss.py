@@ -24,13 +24,13 @@ from typing import Any
 import dns.message
 import dns.rrset
 
-from probe import failures as F
-from probe.catalog import StepSpec, Target
-from probe.checks.base import ResolverSpec
-from probe.classify import classify_round
-from probe.config import Config, Vantage
-from probe.observation import Attempt, Baseline, Observation, RoundResult, VantageNetwork
-from probe.verdicts import BLOCKING_VERDICTS
+from probe.inputs.catalog import StepSpec, Target
+from probe.inputs.config import Config, Vantage
+from probe.judge.classify import classify_round
+from probe.measure.checks.base import ResolverSpec
+from probe.model import failures as F
+from probe.model.observation import Attempt, Baseline, Observation, RoundResult, VantageNetwork
+from probe.model.verdicts import BLOCKING_VERDICTS
 from tests.support import checks as support
 from tests.unit.conftest import World, verdicts
 

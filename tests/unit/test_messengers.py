@@ -17,12 +17,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from probe import catalog, prefixes
-from probe.checks.base import TrustStore
 from probe.cli import app
-from probe.config import ConfigError, load_config, parse_config
-from probe.plan import plan
-from probe.round import run_round
+from probe.inputs import catalog, prefixes
+from probe.inputs.config import ConfigError, load_config, parse_config
+from probe.inputs.plan import plan
+from probe.measure.checks.base import TrustStore
+from probe.measure.round import run_round
 from tests.support import checks
 from tests.support.dnsserver import DnsServer
 from tests.support.tcpserver import HttpServer

@@ -36,7 +36,7 @@ from telethon.network.mtprotoplainsender import MTProtoPlainSender
 from telethon.tl.functions import ReqPqMultiRequest
 from telethon.tl.types import ResPQ
 
-from probe.checks import obfs2
+from probe.measure.wire import obfs2
 from tests.hardening.hostile import ScriptedTCP
 from tests.support import checks
 from tests.support.mtproto import MtprotoServer

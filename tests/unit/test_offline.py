@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from probe.config import parse_config
-from probe.observation import RoundResult
-from probe.round import run_round
-from probe.verdicts import BLOCKING_VERDICTS
+from probe.inputs.config import parse_config
+from probe.measure.round import run_round
+from probe.model.observation import RoundResult
+from probe.model.verdicts import BLOCKING_VERDICTS
 from tests.support._common import StreamServer
 from tests.support.tlsserver import LabCA
 from tests.unit.conftest import WEB, World, verdicts

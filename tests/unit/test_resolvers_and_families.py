@@ -9,8 +9,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from probe.config import parse_config
-from probe.round import run_round
+from probe.inputs.config import parse_config
+from probe.measure.round import run_round
 from tests.support.dnsserver import DnsServer
 from tests.support.mtproto import MtprotoServer
 from tests.support.tlsserver import LabCA, TlsServer

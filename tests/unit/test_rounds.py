@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from probe.config import parse_config
-from probe.observation import Verdict
-from probe.round import run_round
+from probe.inputs.config import parse_config
+from probe.measure.round import run_round
+from probe.model.observation import Verdict
 from tests.support._common import HttpSpec
 from tests.support.tcpserver import HttpServer, ResetServer
 from tests.support.tlsserver import TlsServer

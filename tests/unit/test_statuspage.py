@@ -9,10 +9,10 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from probe.config import load_config
-from probe.server import make_app
-from probe.service import Service
-from probe.statuspage import (
+from probe.inputs.config import load_config
+from probe.serve.server import make_app
+from probe.serve.service import Service
+from probe.sinks.statuspage import (
     MAX_ROWS,
     SLOTS,
     STATUS_PAGE,

@@ -1,7 +1,7 @@
 """The TLS check's reported time is the handshake's, not the event loop's.
 
 A handshake's answer that waits in a busy loop's queue must not be counted: the check adds
-up the kernel-stamped wire time of each flight and OpenSSL's CPU time (probe/checks/tls.py).
+up the kernel-stamped wire time of each flight and OpenSSL's CPU time (probe/measure/checks/tls.py).
 Here every read comes late on purpose, as on a saturated loop, while the server's flight
 is already in the socket.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from probe.checks import tls
-from probe.checks.net import Source, recv_stamped
-from probe.checks.tls import handshake
+from probe.measure.checks import tls
+from probe.measure.checks.tls import handshake
+from probe.measure.wire.net import Source, recv_stamped
 
 SNI = "timing.reach.test"
 BLOCK = 0.5  # seconds the loop is kept busy while the answer waits

@@ -10,11 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from probe import failures as F
-from probe.checks import mtproxy, obfs2
-from probe.checks.mtproto import CLOCK_SKEW_LIMIT, message_id, parse_reply, req_pq_message, req_pq_multi
-from probe.config import ConfigError, parse_config
-from probe.plan import plan
+from probe.inputs.config import ConfigError, parse_config
+from probe.inputs.plan import plan
+from probe.measure.checks import mtproxy
+from probe.measure.checks.mtproto import (
+    CLOCK_SKEW_LIMIT,
+    message_id,
+    parse_reply,
+    req_pq_message,
+    req_pq_multi,
+)
+from probe.measure.wire import obfs2
+from probe.model import failures as F
 from tests.hardening.hostile import ScriptedTCP
 from tests.support import checks
 from tests.support.mtproto import MtprotoServer, build_res_pq

@@ -1,4 +1,4 @@
-"""probe.vantage on constructed observations: what proves the outside world answered."""
+"""probe.judge.vantage on constructed observations: what proves the outside world answered."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from probe import failures as F
-from probe.observation import Attempt, Observation, Role
-from probe.vantage import EVIDENCE_PER_FAMILY, baseline_up, connectivity, outside, proof, quality
+from probe.judge.vantage import EVIDENCE_PER_FAMILY, baseline_up, connectivity, outside, proof, quality
+from probe.model import failures as F
+from probe.model.observation import Attempt, Observation, Role
 
 LAB = (ipaddress.ip_network("198.18.0.0/15"),)
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from probe import failures
+from probe.model import failures
 
 _perf_counter = time.perf_counter
 _AF_INET = socket.AF_INET

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from probe import failures
-from probe.checks.base import Env, Step
-from probe.checks.net import Stopwatch, connect, tcp_stats
-from probe.observation import Observation
+from probe.measure.checks.base import Env, Step
+from probe.measure.wire.net import Stopwatch, connect, tcp_stats
+from probe.model import failures
+from probe.model.observation import Observation
 
 
 async def check(step: Step, env: Env) -> list[Observation]:
     """Connect to the step's address and port within the timeout, and close at once.
 
     A successful check's duration is the connect time taken at completion (see
-    probe.checks.net), so a busy event loop does not inflate it; a failed one's is the
+    probe.measure.wire.net), so a busy event loop does not inflate it; a failed one's is the
     time until the failure was seen (the timeout, the refusal).
     """
     assert step.address is not None

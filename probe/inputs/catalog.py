@@ -3,7 +3,7 @@
 A catalogue (probe/catalogs/NAME.yaml) lists endpoint groups. Each group says which
 endpoints it has (domain names to resolve, or fixed addresses), on which ports, and which
 steps run on each of them in which order, with the differentials that explain a failed
-step. Adding a messenger is one YAML file here (plus a check module in probe/checks/ if it
+step. Adding a messenger is one YAML file here (plus a check module in probe/measure/checks/ if it
 has a protocol of its own); nothing in the code knows a service's addresses.
 
 Groups named `datacenters` and `domains` are what the config's older override keys
@@ -22,8 +22,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BeforeValidator, Field
 
-from probe import prefixes
-from probe.schema import ConfigError, IPAddress, IPNetwork, Ports, Strict
+from probe.inputs import prefixes
+from probe.inputs.schema import ConfigError, IPAddress, IPNetwork, Ports, Strict
 
 
 class Endpoint(Strict):
@@ -61,7 +61,7 @@ class Domain(Strict):
 
 
 class StepSpec(Strict):
-    """One step of a group's plan: a check from the registry (probe/checks), what it needs,
+    """One step of a group's plan: a check from the registry (probe/measure/checks), what it needs,
     and which differentials run when it fails."""
 
     check: str

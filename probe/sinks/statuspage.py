@@ -2,7 +2,7 @@
 
 An analyst opening a probe's page must answer "what is blocked, how, and since when" without
 scrolling or opening JSON: a summary per messenger in the fleet's status words, blocked rows
-first, one colour per mechanism (the palette the boards use, probe/verdicts.py), the key
+first, one colour per mechanism (the palette the boards use, probe/model/verdicts.py), the key
 evidence inline (forged answers and their fingerprint, certificate hashes, which step was
 reset, k of n attempts), and per target the time its verdict began and a 24 h strip.
 
@@ -33,8 +33,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from probe.observation import RoundResult
-from probe.verdicts import BLOCKING, BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
+from probe.model.observation import RoundResult
+from probe.model.verdicts import BLOCKING, BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class History:
 
     def load(self, directory: Path | None, now: float | None = None) -> int:
         """Rebuild from the evidence log's rounds of the last window; return how many."""
-        from probe.evidence import log_files, read_rounds
+        from probe.sinks.evidence import log_files, read_rounds
 
         if directory is None or not directory.is_dir():
             return 0
@@ -607,7 +607,7 @@ class StatusPage:
     async def latest_json(self) -> dict[str, Any] | None:
         """The latest round as JSON, made once per round in a thread (a finished round is
         not changed any more; a big one's JSON must not hold up the event loop)."""
-        from probe.report import round_json
+        from probe.sinks.report import round_json
 
         latest = self.service.latest
         if latest is None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from probe import prefixes
-from probe.catalog import Catalog, Endpoint, Group, StepSpec, Target, load
-from probe.checks import REGISTRY
-from probe.config import BaselineTarget, Config, Confirm, MessengerOverrides, Proxy, Timeouts
-from probe.schema import ConfigError, IPNetwork
+from probe.inputs import prefixes
+from probe.inputs.catalog import Catalog, Endpoint, Group, StepSpec, Target, load
+from probe.inputs.config import BaselineTarget, Config, Confirm, MessengerOverrides, Proxy, Timeouts
+from probe.inputs.schema import ConfigError, IPNetwork
+from probe.measure.checks import REGISTRY
 
-# Checks whose failure is confirmed by repeating the step (probe.round): every one whose
+# Checks whose failure is confirmed by repeating the step (probe.measure.round): every one whose
 # failure can feed a blocking verdict. A failed transfer only ever says "inconclusive".
 CONFIRMED = frozenset(REGISTRY) - {"http"}
 
@@ -190,7 +190,7 @@ def step_seconds(step: StepSpec, timeouts: Timeouts, confirm: Confirm | None = N
         return float(getattr(timeouts, REGISTRY[check].timeout))
 
     once = sum(seconds(c) for c in (*step.before, *step.differentials))
-    # attempts overlap (probe.round): the last starts (attempts - 1) spacings after the first
+    # attempts overlap (probe.measure.round): the last starts (attempts - 1) spacings after the first
     return once + seconds(step.check) + (attempts - 1) * spacing
 
 

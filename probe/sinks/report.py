@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from probe.observation import RoundResult, Verdict, iso
-from probe.verdicts import BLOCKING_VERDICTS
+from probe.model.observation import RoundResult, Verdict, iso
+from probe.model.verdicts import BLOCKING_VERDICTS
 
 VERDICT_STYLE = {"ok": "green", "vantage_offline": "yellow", "inconclusive": "yellow"}
 

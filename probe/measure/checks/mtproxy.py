@@ -2,7 +2,7 @@
 
 A proxy is reachable when it relays resPQ (with our nonce) back from a data centre: that
 proves the whole path, client -> proxy -> DC, carries MTProto. The secret decides the
-transport (probe.checks.obfs2): 16 bytes = obfuscated2 with the secret in the keys; `dd` =
+transport (probe.measure.wire.obfs2): 16 bytes = obfuscated2 with the secret in the keys; `dd` =
 the same with padded intermediate (random packet sizes); `ee` = "fake TLS", a ClientHello
 keyed with the secret, the proxy's greeting checked against it, then the obfuscated stream
 in TLS application-data records.
@@ -21,12 +21,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import probe.checks.obfs2 as obfs2
-from probe import failures
-from probe.checks.base import Env, Step
-from probe.checks.mtproto import Channel, dc_id, exchange, tag_of
-from probe.checks.net import Stopwatch, converse
-from probe.observation import Observation
+import probe.measure.wire.obfs2 as obfs2
+from probe.measure.checks.base import Env, Step
+from probe.measure.checks.mtproto import Channel, dc_id, exchange, tag_of
+from probe.measure.wire.net import Stopwatch, converse
+from probe.model import failures
+from probe.model.observation import Observation
 
 MAX_SECRET_FILE = 4096
 

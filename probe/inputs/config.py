@@ -9,7 +9,7 @@ would block forever), at most MAX_CONFIG_BYTES; YAML aliases may not expand the 
 past MAX_YAML_NODES (a 488-byte alias bomb took 4.3 s and 335 MB); at most MAX_TARGETS
 targets; every string must be encodable (a lone surrogate from a "\ud800" escape would
 pass here and then break every round's metrics); an error message is one line of at most
-probe.schema.MAX_MESSAGE characters.
+probe.inputs.schema.MAX_MESSAGE characters.
 """
 
 from __future__ import annotations
@@ -25,13 +25,22 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from probe import prefixes
-from probe.catalog import Catalog, Datacenter, Domain, Endpoint, Steps, available, is_file_reference, load
-from probe.checks import REGISTRY
-from probe.checks.base import TrustStore
-from probe.schema import ConfigError as ConfigError
-from probe.schema import IPAddress, IPNetwork, Ports
-from probe.schema import Strict as Strict
+from probe.inputs import prefixes
+from probe.inputs.catalog import (
+    Catalog,
+    Datacenter,
+    Domain,
+    Endpoint,
+    Steps,
+    available,
+    is_file_reference,
+    load,
+)
+from probe.inputs.schema import ConfigError as ConfigError
+from probe.inputs.schema import IPAddress, IPNetwork, Ports
+from probe.inputs.schema import Strict as Strict
+from probe.measure.checks import REGISTRY
+from probe.measure.checks.base import TrustStore
 
 MAX_CONFIG_BYTES = 16 << 20
 MAX_YAML_NODES = 1_000_000  # after alias expansion; a 50,000-target config has about 400,000
@@ -160,7 +169,7 @@ def _site(name: str, address: str, sni: str) -> BaselineTarget:
 
 
 class Baseline(Strict):
-    """Sites that tell whether the vantage's own network works (probe.vantage).
+    """Sites that tell whether the vantage's own network works (probe.judge.vantage).
 
     The defaults are three operators' anycast resolvers, reached by verified TLS on fixed
     addresses, per family: stable and global, but of one kind, and public resolvers are
@@ -177,7 +186,7 @@ class Baseline(Strict):
         _site("google-dns-v6", "2001:4860:4860::8888", "dns.google"),
     ]
     # any: a family's baseline answers when one of its sites does; majority: when more
-    # than half do (probe.vantage.baseline_up)
+    # than half do (probe.judge.vantage.baseline_up)
     require: Literal["any", "majority"] = "any"
     throughput_url: str | None = Field(default=None, pattern=r"^https?://")
     # Handshakes per site and round (concurrent, slightly staggered): the sample the
@@ -476,7 +485,7 @@ def validate_yaml(text: str, source: str, model: type[M], empty: str | None = No
 
 def _validation_message(exc: ValidationError, text: str, source: str, model: type[BaseModel]) -> str:
     """The first problem in plain words with file, line and key; where the others are."""
-    from probe.config_errors import describe
+    from probe.inputs.config_errors import describe
 
     first, *others = exc.errors()
     loc = tuple(first["loc"])
@@ -540,7 +549,7 @@ def _check_groups(text: str, source: str, name: str, overrides: MessengerOverrid
 
 
 def _targets_of(endpoints: list[Any], ports: list[int]) -> int:
-    """Targets a list of endpoints gives (as probe/plan.py builds them): each address, or
+    """Targets a list of endpoints gives (as probe/inputs/plan.py builds them): each address, or
     both families of a name, times its port or the group's ports."""
     count = 0
     for endpoint in endpoints:
@@ -552,7 +561,7 @@ def _targets_of(endpoints: list[Any], ports: list[int]) -> int:
 
 def _check_size(config: Config, source: str) -> None:
     """At most MAX_TARGETS targets, counted from the catalogue groups with the config's
-    changes (the merge of probe/plan.py, counting only): no target is built, so a small
+    changes (the merge of probe/inputs/plan.py, counting only): no target is built, so a small
     file asking for a million targets is refused at once."""
     count = 0
     for name, overrides in config.messengers.items():

@@ -9,7 +9,7 @@ The primary check (`mtproto`) speaks obfuscated2, as TDLib and Telegram Desktop 
 the apps send is what a censor must let through for the apps to work. The plain
 intermediate transport (`mtproto_plain`, fixed first bytes `eeeeeeee`) runs beside it as a
 differential: a censor may filter one and not the other, in either direction, and the
-classifier reads the pair. MTProxy (`probe.checks.mtproxy`) reuses this exchange.
+classifier reads the pair. MTProxy (`probe.measure.checks.mtproxy`) reuses this exchange.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import struct
 import time
 from collections.abc import Callable
 
-import probe.checks.obfs2 as obfs2
-from probe import failures
-from probe.checks.base import Env, Step
-from probe.checks.net import converse
-from probe.observation import Observation
+import probe.measure.wire.obfs2 as obfs2
+from probe.measure.checks.base import Env, Step
+from probe.measure.wire.net import converse
+from probe.model import failures
+from probe.model.observation import Observation
 
 INTERMEDIATE_TAG = obfs2.TAG_INTERMEDIATE
 REQ_PQ_MULTI = 0xBE7E8EF1

@@ -16,7 +16,7 @@ whole round, per address family:
 Nothing else counts: a TCP connect, an HTTP answer, a plain DNS answer (the vantage's own
 resolver answers when nothing beyond it does) or an unverified handshake prove nothing.
 When the baseline fails while such proof exists, the baseline itself is blocked: the
-targets are still judged by mechanism (probe.classify), and the state is reported.
+targets are still judged by mechanism (probe.judge.classify), and the state is reported.
 
 The baseline's rule (`baseline.require`): a family's baseline answers when `any` of its
 sites does (the default: one blocked or retired site must not flip the vantage), or when a
@@ -54,13 +54,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from probe import failures as F
-from probe.observation import Observation
+from probe.model import failures as F
+from probe.model.observation import Observation
 
 if TYPE_CHECKING:
-    from probe.catalog import Target
-    from probe.observation import RoundResult
-    from probe.schema import IPNetwork
+    from probe.inputs.catalog import Target
+    from probe.inputs.schema import IPNetwork
+    from probe.model.observation import RoundResult
 
 FAMILIES = (4, 6)
 #: Proofs named in the round's `network.online_evidence`, per family: enough to show why,

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from probe.config import Config, ConfigError, load_config
-from probe.evidence import EvidenceCollector, EvidenceLog
-from probe.metrics import Metrics
-from probe.observation import RoundResult
-from probe.plan import baseline_targets, plan, transfers_seconds, worst_case_seconds
-from probe.round import run_round
-from probe.scrub import Scrubber, vantage_addresses
+from probe.inputs.config import Config, ConfigError, load_config
+from probe.inputs.plan import baseline_targets, plan, transfers_seconds, worst_case_seconds
+from probe.measure.round import run_round
+from probe.model.observation import RoundResult
+from probe.sinks.evidence import EvidenceCollector, EvidenceLog
+from probe.sinks.metrics import Metrics
+from probe.sinks.scrub import Scrubber, vantage_addresses
 
 log = logging.getLogger("probe")
 

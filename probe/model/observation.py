@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from probe.catalog import Target
-    from probe.config import Config
+    from probe.inputs.catalog import Target
+    from probe.inputs.config import Config
 
 # The `check` label of metrics: what kind of step an observation is.
 CHECKS: tuple[str, ...] = ("dns", "tcp", "tls", "mtproto", "mtproxy", "http")
@@ -143,7 +143,7 @@ class VantageNetwork:
     """
 
     online: bool = False
-    online_ipv4: bool = False  # the proof, per family (probe.vantage): what the classifier reads
+    online_ipv4: bool = False  # the proof, per family (probe.judge.vantage): what the classifier reads
     online_ipv6: bool = False
     baseline_ok: bool = False
     baseline_blocked: bool = False

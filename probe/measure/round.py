@@ -20,16 +20,16 @@ from importlib import resources
 import aiohttp
 import yaml
 
-from probe.catalog import StepSpec, Target
-from probe.checks import REGISTRY
-from probe.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Retry, Step, TrustStore
-from probe.checks.dns import chosen_address, system_resolvers
-from probe.checks.net import Source
-from probe.classify import classify_round
-from probe.config import Config
-from probe.observation import Attempt, Observation, Role, RoundResult
-from probe.plan import CONFIRMED, baseline_targets, plan
-from probe.vantage import baseline_up, judge, quality, site_answered
+from probe.inputs.catalog import StepSpec, Target
+from probe.inputs.config import Config
+from probe.inputs.plan import CONFIRMED, baseline_targets, plan
+from probe.judge.classify import classify_round
+from probe.judge.vantage import baseline_up, judge, quality, site_answered
+from probe.measure.checks import REGISTRY
+from probe.measure.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Retry, Step, TrustStore
+from probe.measure.checks.dns import chosen_address, system_resolvers
+from probe.measure.wire.net import Source
+from probe.model.observation import Attempt, Observation, Role, RoundResult
 
 Progress = Callable[[int, int], None]  # (checks done, checks planned)
 Job = Callable[[], Awaitable[list[Observation]]]  # one target's steps (or the baseline's)
@@ -230,7 +230,7 @@ class Round:
         """A baseline site's step, `baseline.samples` times at once (slightly staggered):
         one observation whose attempts are the samples (the site answered when any did),
         with the kernel's RTT and retransmissions of each in details["samples"]. The sample
-        is what the vantage's loss is measured on (probe.vantage)."""
+        is what the vantage's loss is measured on (probe.judge.vantage)."""
         spec = target.steps[0]
         step = Step(target, spec.check, "control", target.address, spec.options)
 

@@ -11,7 +11,7 @@ tls_server_config:
   client_ca_file: clients.pem
   min_version: TLS12            # optional: TLS10 TLS11 TLS12 TLS13
 basic_auth_users:
-  prometheus: $2b$12$...        # bcrypt hash (htpasswd -nbB, or python -m probe.webconfig hash)
+  prometheus: $2b$12$...        # bcrypt hash (htpasswd -nbB, or python -m probe.serve.webconfig hash)
 http_server_config:
   headers: {X-Frame-Options: deny}
 ```
@@ -56,7 +56,7 @@ from typing import Annotated, Literal
 import bcrypt
 from pydantic import AfterValidator, field_validator
 
-from probe.config import ConfigError, Strict, _line_at, read_text, validate_yaml
+from probe.inputs.config import ConfigError, Strict, _line_at, read_text, validate_yaml
 
 ClientAuth = Literal[
     "NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
@@ -105,7 +105,7 @@ class HTTPServerConfig(Strict):
 
 def _bcrypt_hash(value: str) -> str:
     if not re.fullmatch(_BCRYPT_HASH, value):
-        raise ValueError("not a bcrypt hash ($2b$...; make one with: python -m probe.webconfig hash)")
+        raise ValueError("not a bcrypt hash ($2b$...; make one with: python -m probe.serve.webconfig hash)")
     return value
 
 
@@ -317,12 +317,12 @@ def load_web_config(path: str | Path) -> WebConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m probe.webconfig hash [PASSWORD]`: a bcrypt hash for basic_auth_users."""
+    """`python -m probe.serve.webconfig hash [PASSWORD]`: a bcrypt hash for basic_auth_users."""
     import getpass
 
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] != "hash":
-        print("usage: python -m probe.webconfig hash [PASSWORD]", file=sys.stderr)
+        print("usage: python -m probe.serve.webconfig hash [PASSWORD]", file=sys.stderr)
         return 2
     password = args[1] if len(args) > 1 else getpass.getpass("password: ")
     print(bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode())

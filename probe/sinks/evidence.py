@@ -13,7 +13,7 @@ What keeps the log readable whatever happens:
 - rotation renames to a name that is never reused, so no rotated file is overwritten.
 
 The vantage's own address is never recorded: observations name only the remote side, and
-as a safety net every line goes through the scrubber (probe/scrub.py), which replaces the
+as a safety net every line goes through the scrubber (probe/sinks/scrub.py), which replaces the
 configured source addresses and the host's own interface addresses by "[vantage]".
 """
 
@@ -34,9 +34,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from probe.config import Config
-from probe.observation import RoundResult
-from probe.scrub import SCRUBBED, Scrubber, vantage_addresses  # noqa: F401  (SCRUBBED: re-exported)
+from probe.inputs.config import Config
+from probe.model.observation import RoundResult
+from probe.sinks.scrub import SCRUBBED, Scrubber, vantage_addresses  # noqa: F401  (SCRUBBED: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class EvidenceLog:
         self.scrubber.configure(vantage_addresses(v))
 
     def _line(self, result: RoundResult) -> bytes:
-        from probe.report import round_json
+        from probe.sinks.report import round_json
 
         text = json.dumps(round_json(result), separators=(",", ":"), default=str)
         text = self.scrubber.text(text)

@@ -17,10 +17,10 @@ import socket
 import ssl
 import time
 
-from probe import failures
-from probe.checks.base import Env, Step
-from probe.checks.net import Source, Stopwatch, converse, recv_stamped, stamp_receives, tcp_stats
-from probe.observation import Observation
+from probe.measure.checks.base import Env, Step
+from probe.measure.wire.net import Source, Stopwatch, converse, recv_stamped, stamp_receives, tcp_stats
+from probe.model import failures
+from probe.model.observation import Observation
 
 _cpu_clock = time.thread_time  # CPU time: preemption by other processes is not the handshake's
 _time_ns = time.time_ns
@@ -146,7 +146,7 @@ async def handshake(
     async def talk(sock: socket.socket, details: dict[str, object]) -> None:
         driver = _Handshake(sock, context, sni, asyncio.get_running_loop())
         ssl_object = await driver.run()
-        details.update(tcp_stats(sock))  # the vantage's loss and RTT (probe.vantage)
+        details.update(tcp_stats(sock))  # the vantage's loss and RTT (probe.judge.vantage)
         details["handshake_seconds"] = round(driver.wire + driver.cpu, 6)
         details["tls_version"] = ssl_object.version()
         der = ssl_object.getpeercert(binary_form=True)

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from probe.schema import ConfigError
+from probe.inputs.schema import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RIPESTAT_URL = "https://stat.ripe.net/data/announced-prefixes/data.json?resource=AS{asn}"

@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 
-from probe.catalog import Target
-from probe.checks.net import Source, Stopwatch
-from probe.observation import Attempt, Observation, Role
+from probe.inputs.catalog import Target
+from probe.measure.wire.net import Source, Stopwatch
+from probe.model.observation import Attempt, Observation, Role
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """The HTTP side of `probe run`: /metrics, /healthz, /api/status, / and /-/reload.
 
 Middlewares, outermost first (the order is the defence, docs/reliability.md section 5):
-1. the connection guard's marker and the security headers (probe/listener.py);
-2. the scrubber: no response body carries the vantage's own address (probe/scrub.py);
+1. the connection guard's marker and the security headers (probe/serve/listener.py);
+2. the scrubber: no response body carries the vantage's own address (probe/sinks/scrub.py);
 3. authentication (web-config basic auth; /healthz is open) -- before pacing, so an
    unauthenticated flood cannot use up the paced slots of real scrapes;
 4. pacing, with /healthz in a bucket of its own so health checks are never starved.
@@ -26,16 +26,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from probe import statuspage
-from probe.config import Config
-from probe.evidence import ignore_file_size_signal
-from probe.listener import Listener, connection_cap, guard_middleware, raise_fd_limit
-from probe.metrics import CONTENT_TYPE
-from probe.observation import iso
-from probe.report import round_json
-from probe.scrub import install_log_filter
-from probe.service import Service
-from probe.webconfig import WebConfig
+from probe.inputs.config import Config
+from probe.model.observation import iso
+from probe.serve.listener import Listener, connection_cap, guard_middleware, raise_fd_limit
+from probe.serve.service import Service
+from probe.serve.webconfig import WebConfig
+from probe.sinks import statuspage
+from probe.sinks.evidence import ignore_file_size_signal
+from probe.sinks.metrics import CONTENT_TYPE
+from probe.sinks.report import round_json
+from probe.sinks.scrub import install_log_filter
 
 log = logging.getLogger("probe")
 
@@ -273,7 +273,7 @@ def make_app(service: Service, web_config: WebConfig | None = None,
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/status", status)
-    statuspage.install(app, service)  # / and /api/target/..., probe/statuspage.py
+    statuspage.install(app, service)  # / and /api/target/..., probe/sinks/statuspage.py
     app.router.add_post("/-/reload", reload)
     return app
 

@@ -20,10 +20,10 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from probe import failures
-from probe.checks.base import Env, ResolverSpec, Step
-from probe.checks.net import Stopwatch
-from probe.observation import Observation, Role
+from probe.measure.checks.base import Env, ResolverSpec, Step
+from probe.measure.wire.net import Stopwatch
+from probe.model import failures
+from probe.model.observation import Observation, Role
 
 MAX_UDP_REPLIES = 16  # replies we keep per query: a flood must not grow memory
 MAX_UDP_DATAGRAMS = 256  # datagrams we parse per query: a flood must not burn the CPU

@@ -1,14 +1,14 @@
 """The registry of checks, in the manner of blackbox_exporter's prober map.
 
-Every check is `async (step, env) -> list[Observation]` (probe.checks.base): it returns
+Every check is `async (step, env) -> list[Observation]` (probe.measure.checks.base): it returns
 observations and never touches metrics or verdicts. A catalogue's plan names checks by
 their registry key; a new check is one module plus one line here.
 """
 
 from __future__ import annotations
 
-from probe.checks import dns, http, mtproto, mtproxy, tcp, tls
-from probe.checks.base import Registered
+from probe.measure.checks import dns, http, mtproto, mtproxy, tcp, tls
+from probe.measure.checks.base import Registered
 
 REGISTRY: dict[str, Registered] = {
     "dns": Registered(dns.check, "dns", needs_address=False),

@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from probe import failures
-from probe.checks.base import Blockpage, Env, Step
-from probe.checks.net import Stopwatch
-from probe.observation import Observation
+from probe.measure.checks.base import Blockpage, Env, Step
+from probe.measure.wire.net import Stopwatch
+from probe.model import failures
+from probe.model.observation import Observation
 
 FINGERPRINT_WINDOW = 65536  # blockpages are small: match the first 64 KiB only
 

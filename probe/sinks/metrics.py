@@ -37,7 +37,7 @@ from prometheus_client import (
 )
 
 from probe import __version__
-from probe.observation import RoundResult
+from probe.model.observation import RoundResult
 
 # Latency from a vantage: LAN-fast to a slow satellite hop; past 2.5 s a check is slow
 # whatever the exact figure (+Inf and _sum still hold it).

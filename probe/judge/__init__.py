@@ -1,0 +1,1 @@
+"""What the observations mean: the vantage's own network, and the classifier's rule table."""

@@ -1,0 +1,1 @@
+"""Sockets and wire formats the checks share: connects with kernel timings, obfuscated2 framing."""

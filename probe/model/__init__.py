@@ -1,0 +1,1 @@
+"""What the pipeline passes along: observations, verdicts, failure strings, the verdict vocabulary."""

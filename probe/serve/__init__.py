@@ -1,0 +1,1 @@
+"""The long-running probe: the scheduler, the HTTP server and its listener, the web config."""

@@ -1,0 +1,1 @@
+"""Where a judged round goes: metrics, the evidence log, the CLI report, the status page."""

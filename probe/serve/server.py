@@ -273,7 +273,7 @@ def make_app(service: Service, web_config: WebConfig | None = None,
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/status", status)
-    statuspage.install(app, service)  # / and /api/target/..., probe/sinks/statuspage.py
+    statuspage.install(app, service)  # / and /api/target/..., probe/sinks/statuspage/
     app.router.add_post("/-/reload", reload)
     return app
 

@@ -1,4 +1,4 @@
-"""The status page (`/` of `probe run`) and the per-target evidence endpoint.
+"""The status page's HTML and the per-target evidence JSON, from round JSON and the history.
 
 An analyst opening a probe's page must answer "what is blocked, how, and since when" without
 scrolling or opening JSON: a summary per messenger in the fleet's status words, blocked rows
@@ -9,192 +9,25 @@ reset, k of n attempts), and per target the time its verdict began and a 24 h st
 The page is one self-contained HTML document: probes run in hostile networks, so it loads
 nothing from anywhere (no scripts, fonts, images or CDN; a Content-Security-Policy says so
 to the browser), refreshes itself with a meta tag, and works on a phone and in dark mode.
-
-History is kept in memory (runs of equal verdicts per target, so memory grows with changes,
-not with rounds) and rebuilt from the evidence log at start. It reads round JSON (what the
-evidence log holds and /api/status serves), so a live round and a logged one look the same.
+Its fixed style is style.css next to this module; the verdict colours are added from
+verdicts.py so the page and the boards cannot drift apart.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import html
-import json
-import logging
-import time
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import web
+from probe.model.verdicts import BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
+from probe.sinks.statuspage.history import SLOTS, History, iso, rank
 
-from probe.model.observation import RoundResult
-from probe.model.verdicts import BLOCKING, BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
-
-log = logging.getLogger(__name__)
-
-WINDOW = 24 * 3600.0
-SLOTS = 48  # cells of the history strip: half an hour each
 # Rows drawn at most (the worst first): a 10,000-target probe's page must stay small and quick
 # to render on the event loop the checks share; the rest are in /api/status.
 MAX_ROWS = 500
-# Display order: blocking mechanisms (in the table order of verdicts.py), then what cannot
-# be judged, then ok. Also the severity a history cell shows when its half hour saw several.
-ORDER: tuple[str, ...] = (*BLOCKING, "inconclusive", "vantage_offline", "ok")
-RANK = {name: index for index, name in enumerate(ORDER)}
-Key = tuple[str, str]  # (messenger, target)
-
-
-def _rank(verdict: str) -> int:
-    return RANK.get(verdict, len(ORDER))
-
-
-# ----------------------------------------------------------------------------- history
-
-
-@dataclass
-class Run:
-    """Consecutive rounds in which a target had the same verdict."""
-
-    verdict: str
-    start: float
-    last: float
-    rounds: int = 1
-
-    def to_json(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "from": _iso(self.start), "to": _iso(self.last),
-                "rounds": self.rounds}
-
-
-@dataclass
-class History:
-    """Per target, the runs of equal verdicts over the last `window` seconds (and always the
-    current run, however old: it says since when)."""
-
-    window: float = WINDOW
-    runs: dict[Key, list[Run]] = field(default_factory=dict)
-    rounds: deque[float] = field(default_factory=deque)  # round start times in the window
-    first_round: float | None = None  # the oldest round this history knows
-    version: int = 0  # bumped per recorded round: a cache key for the rendered page
-
-    def record(self, started: float, verdicts: Iterable[tuple[str, str, str]]) -> None:
-        """One round's (messenger, target, verdict) triples; older rounds than the newest
-        recorded one are ignored (the log and the live round may overlap at start)."""
-        previous = self.rounds[-1] if self.rounds else None
-        if previous is not None and started <= previous:
-            return
-        for messenger, target, verdict in verdicts:
-            runs = self.runs.setdefault((messenger, target), [])
-            if runs and runs[-1].verdict == verdict and runs[-1].last == previous:
-                runs[-1].last = started
-                runs[-1].rounds += 1
-            else:
-                runs.append(Run(verdict, started, started))
-        self.rounds.append(started)
-        if self.first_round is None:
-            self.first_round = started
-        self.version += 1
-        self.prune(started)
-
-    def record_json(self, data: Mapping[str, Any]) -> None:
-        """A round as JSON (the evidence log's lines)."""
-        started = _timestamp(data.get("started"))
-        if started is None:
-            return
-        self.record(started, ((str(v.get("messenger")), str(v.get("target")), str(v.get("verdict")))
-                              for v in data.get("verdicts") or [] if isinstance(v, dict)))
-
-    def record_result(self, result: RoundResult) -> None:
-        self.record(result.started, ((v.messenger, v.target, v.verdict) for v in result.verdicts))
-
-    def prune(self, now: float) -> None:
-        cutoff = now - self.window
-        while self.rounds and self.rounds[0] < cutoff:
-            self.rounds.popleft()
-        for key in list(self.runs):
-            runs = self.runs[key]
-            if runs[-1].last < cutoff:  # not seen for a whole window: gone from the config
-                del self.runs[key]
-            elif runs[0].last < cutoff:
-                self.runs[key] = [r for r in runs[:-1] if r.last >= cutoff] + [runs[-1]]
-
-    def since(self, key: Key) -> tuple[float, bool] | None:
-        """When the current verdict began, and whether that is exact (False: it began at or
-        before the first round this history knows)."""
-        runs = self.runs.get(key)
-        if not runs:
-            return None
-        start = runs[-1].start
-        return start, self.first_round is not None and start > self.first_round
-
-    def slots_ran(self, now: float, slots: int = SLOTS) -> list[bool]:
-        """Which slots of the window saw a round (the same for every target of a page)."""
-        size = self.window / slots
-        begin = now - self.window
-        ran = [False] * slots
-        for started in self.rounds:
-            index = int((started - begin) // size)
-            if 0 <= index < slots:
-                ran[index] = True
-        return ran
-
-    def strip(self, key: Key, now: float, slots: int = SLOTS,
-              ran: list[bool] | None = None) -> list[str | None]:
-        """The most severe verdict of each slot of the window (oldest first); None where no
-        round ran."""
-        size = self.window / slots
-        begin = now - self.window
-        cells: list[str | None] = [None] * slots
-        for run in self.runs.get(key, []):
-            first = max(0, int((run.start - begin) // size))
-            last = min(slots - 1, int((run.last - begin) // size))
-            for index in range(first, last + 1):
-                current = cells[index]
-                if current is None or _rank(run.verdict) < _rank(current):
-                    cells[index] = run.verdict
-        ran = self.slots_ran(now, slots) if ran is None else ran
-        return [cell if ran[index] else None for index, cell in enumerate(cells)]
-
-    def load(self, directory: Path | None, now: float | None = None) -> int:
-        """Rebuild from the evidence log's rounds of the last window; return how many."""
-        from probe.sinks.evidence import log_files, read_rounds
-
-        if directory is None or not directory.is_dir():
-            return 0
-        now = time.time() if now is None else now
-        cutoff = now - self.window
-        rounds: list[tuple[float, dict[str, Any]]] = []
-        for path in log_files(directory):
-            try:
-                if path.stat().st_mtime < cutoff:
-                    continue
-                for data in read_rounds(path):
-                    started = _timestamp(data.get("started"))
-                    if started is not None and cutoff <= started <= now:
-                        rounds.append((started, data))
-            except OSError as exc:
-                log.warning("status page: cannot read %s: %s", path, exc)
-        for _, data in sorted(rounds, key=lambda item: item[0]):
-            self.record_json(data)
-        return len(rounds)
-
-
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def _clock(timestamp: float) -> str:
@@ -341,47 +174,7 @@ def _palette_css() -> str:
     return "".join(rules)
 
 
-CSS = """
-:root{color-scheme:light dark;--bg:#fff;--fg:#1b1b1b;--muted:#5a5a5a;--line:#dcdcdc;--card:#f5f5f5;
---banner:#fff3cd;--none:#e4e4e4}
-@media (prefers-color-scheme:dark){:root{--bg:#111;--fg:#e8e8e8;--muted:#a8a8a8;--line:#333;
---card:#1d1d1d;--banner:#3a3000;--none:#2c2c2c}}
-*{box-sizing:border-box}
-body{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:1rem;
-background:var(--bg);color:var(--fg)}
-h1{font-size:1.3rem;margin:0 0 .2rem} h2{font-size:1.05rem;margin:1.2rem 0 .4rem}
-.meta{color:var(--muted);margin:0 0 .8rem} a{color:inherit}
-code,.id{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.9em}
-.banner{background:var(--banner);border-left:6px solid #E69F00;padding:.6rem .8rem;margin:.6rem 0;
-border-radius:4px}
-.cards{display:flex;flex-wrap:wrap;gap:.6rem}
-.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:.6rem .8rem;
-flex:1 1 18rem;max-width:40rem}
-.card h3{margin:0 0 .4rem;font-size:1rem;display:flex;gap:.5rem;align-items:center;flex-wrap:wrap}
-.chip{display:inline-block;border-radius:3px;padding:0 .4rem;font-weight:600;white-space:nowrap;
-border:1px solid rgba(127,127,127,.5)}
-.counts{display:flex;flex-wrap:wrap;gap:.3rem}
-table{border-collapse:collapse;width:100%;margin-top:.4rem}
-th,td{text-align:left;vertical-align:top;padding:.35rem .5rem;border-bottom:1px solid var(--line)}
-th{font-size:.85rem;color:var(--muted);font-weight:600}
-td.target{white-space:nowrap}
-.ev{margin:0;padding:0;list-style:none;font-size:.88rem;overflow-wrap:anywhere}
-.ev li+li{margin-top:.15rem} .reason{color:var(--muted);font-size:.85rem}
-.strip{display:flex;height:1.1rem;min-width:9rem;border:1px solid var(--line)}
-.strip span{flex:1;min-width:1px} .strip .none{background:var(--none)}
-.since{white-space:nowrap;font-size:.88rem} .small{font-size:.8rem;color:var(--muted)}
-footer{margin-top:1rem;color:var(--muted);font-size:.85rem}
-@media (max-width:720px){
- body{padding:.6rem} thead{display:none} table,tbody{display:block}
- tr{display:flex;flex-wrap:wrap;align-items:center;gap:.25rem .6rem;padding:.45rem 0 .45rem .6rem;
- border-bottom:1px solid var(--line);border-left:6px solid var(--line)}
- td{display:block;border:0;padding:0} tr>td:first-child{box-shadow:none!important}
- td.target{order:1} td.verdict{order:2} td.link{order:3;margin-left:auto}
- td.evidence{order:4;flex-basis:100%} td.evidence.empty{display:none}
- td.when{order:5} td.hist{order:6;flex:1 1 8rem} td.verdict br,td.target br{display:none}
- td.verdict .id,td.target .small{margin-left:.4rem}
-}
-"""
+CSS = files("probe.sinks.statuspage").joinpath("style.css").read_text(encoding="utf-8")
 
 
 def _row_border_css() -> str:
@@ -480,7 +273,7 @@ def _summary(verdicts: list[dict[str, Any]], network: Mapping[str, Any], role: s
         counts: dict[str, int] = {}
         for n in names:
             counts[n] = counts.get(n, 0) + 1
-        chips = "".join(_chip(n, text=f"{n} {counts[n]}") for n in sorted(counts, key=_rank))
+        chips = "".join(_chip(n, text=f"{n} {counts[n]}") for n in sorted(counts, key=rank))
         blocked = sum(counts.get(n, 0) for n in BLOCKING_VERDICTS)
         failing = "failing" if role == "control" else "blocked"  # as messenger_status says
         line = (f"{blocked} of {len(names)} targets {failing}" if blocked
@@ -493,7 +286,7 @@ def _summary(verdicts: list[dict[str, Any]], network: Mapping[str, Any], role: s
 
 def _table(verdicts: list[dict[str, Any]], observations: Mapping[int, Mapping[str, Any]],
            history: History, now: float) -> str:
-    ordered = sorted(enumerate(verdicts), key=lambda item: (_rank(str(item[1].get("verdict"))), item[0]))
+    ordered = sorted(enumerate(verdicts), key=lambda item: (rank(str(item[1].get("verdict"))), item[0]))
     rows = []
     ran = history.slots_ran(now)
     slot = history.window / SLOTS
@@ -514,7 +307,7 @@ def _table(verdicts: list[dict[str, Any]], observations: Mapping[int, Mapping[st
             since_html = "<span class='small'>no history</span>"
         else:
             start, exact = since
-            since_html = (f"<span class='since' data-since='{_iso(start)}'>"
+            since_html = (f"<span class='since' data-since='{iso(start)}'>"
                           f"{'' if exact else 'at least '}since {_clock(start)} "
                           f"<span class='small'>({_age(now - start)})</span></span>")
         cells = "".join(_strip_html(history.strip(key, now, ran=ran), labels))
@@ -579,110 +372,7 @@ def target_json(round_: Mapping[str, Any] | None, history: History, messenger: s
         "network": round_.get("network"), "verdict": verdict,
         "key_evidence": key_evidence(verdict, _observations(round_)),
         "observations": observations,
-        "since": _iso(since[0]) if since else None, "since_exact": since[1] if since else None,
+        "since": iso(since[0]) if since else None, "since_exact": since[1] if since else None,
         "history": [r.to_json() for r in history.runs.get((messenger, target), [])],
     }
 
-
-# ----------------------------------------------------------------------------- the HTTP side
-
-
-class StatusPage:
-    """The page's state in `probe run`: the history, and the rendered page per round."""
-
-    def __init__(self, service: Any) -> None:
-        self.service = service
-        self.history = History()
-        self._cache: tuple[object, str] | None = None
-        self._round_json: tuple[object, dict[str, Any]] | None = None
-        self._loader: asyncio.Task[None] | None = None
-        self._pending: list[RoundResult] | None = None  # live rounds while the log loads
-        service.round_listeners.append(self.record)
-
-    def record(self, result: RoundResult) -> None:
-        self.history.record_result(result)
-        if self._pending is not None:
-            self._pending.append(result)
-
-    async def latest_json(self) -> dict[str, Any] | None:
-        """The latest round as JSON, made once per round in a thread (a finished round is
-        not changed any more; a big one's JSON must not hold up the event loop)."""
-        from probe.sinks.report import round_json
-
-        latest = self.service.latest
-        if latest is None:
-            return None
-        if self._round_json is None or self._round_json[0] is not latest:
-            self._round_json = (latest, await asyncio.to_thread(round_json, latest))
-        return self._round_json[1]
-
-    async def start_loading(self, app: web.Application) -> None:
-        """Rebuild the history from the evidence log in the background: a big log takes a
-        while to read, and neither the HTTP side nor the first round waits for it."""
-        self._pending = []
-        self._loader = asyncio.create_task(self._load())
-
-    async def stop_loading(self, app: web.Application) -> None:
-        if self._loader is not None:
-            self._loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loader
-
-    async def loaded(self) -> None:
-        """Wait until the history from the evidence log is in (tests, and nothing else)."""
-        if self._loader is not None:
-            await asyncio.shield(self._loader)
-
-    async def _load(self) -> None:
-        directory = self.service.config.evidence.directory
-        loaded = History(self.history.window)
-        try:
-            count = await asyncio.to_thread(loaded.load, directory)
-        except Exception:  # the page works without its past: log, never fail the service
-            log.exception("status page: cannot load history from %s", directory)
-            self._pending = None
-            return
-        for result in self._pending or []:  # rounds finished while the log was read
-            loaded.record_result(result)
-        self.history, self._pending = loaded, None
-        if count:
-            log.info("status page: %d rounds of history from %s", count, directory)
-
-    async def page(self, request: web.Request) -> web.Response:
-        service = self.service
-        now = time.time()
-        key = (id(service.latest), self.history.version, service.last_reload_error, int(now // 60))
-        if self._cache is None or self._cache[0] != key:
-            v = service.config.vantage
-            next_round = getattr(service, "next_round_at", None)
-            refresh = int(min(120, max(15, (next_round - now + 3) if next_round else 30)))
-            body = render_page(
-                await self.latest_json(), self.history, now=now, refresh=refresh,
-                vantage={"name": v.name, "country": v.country, "asn": v.asn, "network": v.network,
-                         "role": v.role},
-                reload_error=service.last_reload_error,
-                next_round=_iso(next_round) if next_round else None)
-            self._cache = (key, body)
-        return web.Response(text=self._cache[1], content_type="text/html",
-                            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
-
-    async def target(self, request: web.Request) -> web.Response:
-        data = target_json(await self.latest_json(), self.history, request.match_info["messenger"],
-                           request.match_info["target"])
-        if data is None:
-            return web.json_response({"error": "no such target in the latest round"}, status=404)
-        return web.Response(text=json.dumps(data, indent=1), content_type="application/json")
-
-
-STATUS_PAGE = web.AppKey("status_page", StatusPage)
-
-
-def install(app: web.Application, service: Any) -> None:
-    """The page at `/`, the evidence per target at /api/target/MESSENGER/TARGET (a target
-    name may hold '/' and ':'), and the history loaded from the evidence log at start (in
-    the background)."""
-    page = app[STATUS_PAGE] = StatusPage(service)
-    app.router.add_get("/", page.page)
-    app.router.add_get("/api/target/{messenger}/{target:.+}", page.target)
-    app.on_startup.append(page.start_loading)
-    app.on_cleanup.append(page.stop_loading)

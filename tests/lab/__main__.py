@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                 lab.processes.clear()
             for vantage in (plan.SUBJECT, plan.CONTROL):
                 config = lab.write_probe_config(vantage)
-                print(f"ip netns exec {vantage} {PROBE_BIN} once --config {config}")
+                print(f"ip netns exec {plan.netns(vantage)} {PROBE_BIN} once --config {config}")
             return 0
         if args.command == "down":
             with LabLock():

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.lab import plan
 from tests.lab.scenarios import Scenario, apply_scenario
-from tests.lab.topology import ROOT, Lab
+from tests.lab.topology import ROOT, Lab, results_lock
 
 RESULTS_FILE = ROOT / "build" / "lab-results.json"
 VANTAGES = (plan.SUBJECT, plan.CONTROL)
@@ -101,8 +101,17 @@ def run_scenario(lab: Lab, scenario: Scenario) -> tuple[dict[str, Any], dict[str
 
 
 def save_results(records: list[dict[str, Any]], path: Path = RESULTS_FILE) -> Path:
-    """Write the run's records (the input of ``python -m tests.lab.report``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scenarios": records}
-    path.write_text(json.dumps(data, indent=1))
+    """Write the run's records (the input of ``python -m tests.lab.report``), merged by
+    scenario id with those already in the file: lab instances running side by side each
+    add theirs (a record of the same scenario is replaced in its place)."""
+    with results_lock(path):
+        try:
+            kept = json.loads(path.read_text())["scenarios"]
+        except (OSError, ValueError, KeyError, TypeError):
+            kept = []
+        new = {r["id"]: r for r in records}
+        merged = [new.pop(r["id"], r) for r in kept if isinstance(r, dict) and "id" in r]
+        merged += list(new.values())
+        data = {"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scenarios": merged}
+        path.write_text(json.dumps(data, indent=1))
     return path

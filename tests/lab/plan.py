@@ -10,11 +10,38 @@ nothing here can collide with a real host, let alone a real Telegram address.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-#: Namespaces, in creation order. Names are fixed so developers can `ip netns exec subject`.
+#: Namespaces (their roles), in creation order. These names are the keys everywhere (probe
+#: results, records, configs); the namespace on the machine is ``netns(name)``.
 SUBJECT, CENSOR, INTERNET, CONTROL = "subject", "censor", "internet", "control"
 NAMESPACES = (SUBJECT, CENSOR, INTERNET, CONTROL)
+
+
+def _instance() -> int:
+    raw = os.environ.get("REACH_LAB_INSTANCE", "0") or "0"
+    if not raw.isdigit() or not 0 <= int(raw) <= 9:
+        raise SystemExit(f"REACH_LAB_INSTANCE must be a digit 0-9, not {raw!r}")
+    return int(raw)
+
+
+#: Which lab this process builds (REACH_LAB_INSTANCE, 0-9). Several labs can run side by side
+#: on one machine: inside the namespaces every address is private to the lab, so only what
+#: lives in the root namespace must differ per instance: namespace names, management veths
+#: and their subnet, the working directory and the lock. Instance 0 (the default) keeps the
+#: plain names developers type (`ip netns exec subject`); instance N prefixes them "labN-".
+INSTANCE = _instance()
+PREFIX = f"lab{INSTANCE}-" if INSTANCE else ""
+
+
+def netns(name: str) -> str:
+    """The namespace on this machine for a lab role (``subject`` -> ``lab2-subject``)."""
+    return name if not PREFIX or name.startswith(PREFIX) else PREFIX + name
+
+
+#: The namespaces' names on this machine (what `ip netns list` shows for this instance).
+NETNS = tuple(netns(n) for n in NAMESPACES)
 
 
 @dataclass(frozen=True)
@@ -226,11 +253,15 @@ class MgmtLink:
     prefix: int = 30
 
 
-#: Out-of-band management addresses (inside 198.18.0.0/15, like every lab address).
-MGMT_NET = "198.19.254.0/24"
+#: Out-of-band management addresses (inside 198.18.0.0/15, like every lab address); they
+#: live in the root namespace, so each lab instance has its own /24 and veth names
+#: (instance 0: 198.19.254.0/24, rlab-mgmt-*; instance N: 198.19.(254-N).0/24, rlabN-mgmt-*).
+_MGMT = f"198.19.{254 - INSTANCE}"
+MGMT_NET = f"{_MGMT}.0/24"
+_RLAB = f"rlab{INSTANCE or ''}"
 MGMT_LINKS = (
-    MgmtLink(SUBJECT, "mgmt0", "rlab-mgmt-sub", "198.19.254.1", "198.19.254.2"),
-    MgmtLink(CONTROL, "mgmt0", "rlab-mgmt-ctl", "198.19.254.5", "198.19.254.6"),
+    MgmtLink(SUBJECT, "mgmt0", f"{_RLAB}-mgmt-sub", f"{_MGMT}.1", f"{_MGMT}.2"),
+    MgmtLink(CONTROL, "mgmt0", f"{_RLAB}-mgmt-ctl", f"{_MGMT}.5", f"{_MGMT}.6"),
 )
 
 

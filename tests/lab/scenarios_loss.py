@@ -28,7 +28,7 @@ from probe.model.verdicts import BLOCKING_VERDICTS
 from tests.lab import plan
 from tests.lab.configs import probe_config
 from tests.lab.scenarios import DCS_V4_NET, DCS_V6_NET, throttle
-from tests.lab.topology import PROBE_BIN, ROOT, Lab, LabError
+from tests.lab.topology import PROBE_BIN, ROOT, Lab, LabError, ns_exec, results_lock
 
 RESULTS_FILE = ROOT / "build" / "lab-loss.json"
 SUB = plan.SUBJECT_LINK.right_if  # the censor's end of the subject's access link
@@ -267,7 +267,7 @@ def run_rounds(lab: Lab, rounds: int, interval: float, per_round: float = 60) ->
             subprocess.run(["rm", "-rf", str(evidence[vantage])], check=True)
             log = (lab.logdir / f"probe-run-{vantage}.log").open("ab")
             procs[vantage] = subprocess.Popen(
-                ["ip", "netns", "exec", vantage, str(PROBE_BIN), "run", "--config", str(config),
+                [*ns_exec(vantage), str(PROBE_BIN), "run", "--config", str(config),
                  "--listen", "127.0.0.1:9651"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + rounds * (per_round + interval) + 30
@@ -333,10 +333,11 @@ def judge(scenario: LossScenario, rounds: Rounds) -> tuple[dict[str, Any], Round
 def save(records: list[dict[str, Any]], path: Path = RESULTS_FILE) -> None:
     """Write the records, keeping those of other scenarios already in the file (the fleet
     test adds its scenario's record to test_loss.py's), in LOSS_SCENARIOS order."""
-    kept = json.loads(path.read_text())["scenarios"] if path.exists() else []
-    by_id = {r["id"]: r for r in [*kept, *records]}
-    order = [s.id for s in LOSS_SCENARIOS]
-    ordered = sorted(by_id.values(), key=lambda r: order.index(r["id"]) if r["id"] in order else len(order))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                "scenarios": ordered}, indent=1))
+    with results_lock(path):  # the fleet test may run in another lab instance meanwhile
+        kept = json.loads(path.read_text())["scenarios"] if path.exists() else []
+        by_id = {r["id"]: r for r in [*kept, *records]}
+        order = [s.id for s in LOSS_SCENARIOS]
+        ordered = sorted(by_id.values(),
+                         key=lambda r: order.index(r["id"]) if r["id"] in order else len(order))
+        path.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                    "scenarios": ordered}, indent=1))

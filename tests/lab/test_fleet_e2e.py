@@ -37,7 +37,7 @@ from tests.fleet.test_dashboards import all_queries, substitute
 from tests.lab import plan
 from tests.lab.configs import probe_config
 from tests.lab.scenarios import Scenario, apply_scenario, scenario_by_id
-from tests.lab.topology import PROBE_BIN, ROOT, Lab, lab_available
+from tests.lab.topology import PROBE_BIN, ROOT, Lab, lab_available, ns_exec
 
 RESULTS_FILE = ROOT / "build" / "lab-fleet-e2e.json"
 
@@ -219,7 +219,7 @@ def start_lab_probe(vantage: str, lab: Lab, workdir: Path) -> promstack.Probe:
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     host = plan.mgmt_link(vantage).ns_addr
     argv = [
-        "ip", "netns", "exec", vantage, str(PROBE_BIN), "run",
+        *ns_exec(vantage), str(PROBE_BIN), "run",
         "--config", str(config_path), "--listen", f"{host}:{PROBE_PORT}",
     ]  # fmt: skip
     probe = promstack.Probe(promstack.ManagedProcess(argv, workdir / "probe.log"), PROBE_PORT, workdir)

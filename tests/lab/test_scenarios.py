@@ -55,7 +55,7 @@ def test_teardown_leaves_nothing(lab: Lab) -> None:
     pids = [p.pid for p in lab.processes.values()]
     lab.down()
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not [n for n in names.split() if n in plan.NAMESPACES], names
+    assert not [n for n in names.split() if n in plan.NETNS], names
     assert not root_mgmt_links(), f"management veths left: {root_mgmt_links()}"
     alive = []
     for pid in pids:

@@ -32,7 +32,7 @@ from tests.fleet.promstack import ManagedProcess
 from tests.lab import plan
 from tests.lab.configs import probe_config
 from tests.lab.scenarios import apply_scenario, scenario_by_id
-from tests.lab.topology import PROBE_BIN, ROOT, Lab, lab_available
+from tests.lab.topology import PROBE_BIN, ROOT, Lab, lab_available, ns_exec
 
 pytestmark = [
     pytest.mark.lab,
@@ -79,7 +79,7 @@ def subject_probe(lab: Lab, tmp_path: Path) -> Iterator[str]:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     host = plan.mgmt_link(plan.SUBJECT).ns_addr
     with lab.managed():
-        process = ManagedProcess(["ip", "netns", "exec", plan.SUBJECT, str(PROBE_BIN), "run",
+        process = ManagedProcess([*ns_exec(plan.SUBJECT), str(PROBE_BIN), "run",
                                   "--config", str(path), "--listen", f"{host}:{PORT}"],
                                  tmp_path / "probe.log")
         try:

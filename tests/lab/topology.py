@@ -43,8 +43,10 @@ from tests.lab import plan
 from tests.support._common import format_addr
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKDIR = Path(os.environ.get("REACH_LAB_DIR", "/run/reach-lab"))
-LOCK_FILE = Path(os.environ.get("REACH_LAB_LOCK", "/run/reach-lab.lock"))
+_SUFFIX = f"-{plan.INSTANCE}" if plan.INSTANCE else ""
+#: Per lab instance (tests/lab/plan.py INSTANCE): /run/reach-lab, /run/reach-lab-2, ...
+WORKDIR = Path(os.environ.get("REACH_LAB_DIR", f"/run/reach-lab{_SUFFIX}"))
+LOCK_FILE = Path(os.environ.get("REACH_LAB_LOCK", f"/run/reach-lab{_SUFFIX}.lock"))
 #: The probe console script of the interpreter running the tests (the project's venv).
 PROBE_BIN = Path(sys.executable).parent / "probe"
 
@@ -64,14 +66,21 @@ def run(cmd: Sequence[str], *, check: bool = True, stdin: str | None = None) -> 
     return proc.stdout
 
 
+def ns_exec(ns: str) -> list[str]:
+    """The argv prefix that runs a command in a lab namespace (a role such as
+    ``plan.SUBJECT``; this lab instance's namespace is used)."""
+    return ["ip", "netns", "exec", plan.netns(ns)]
+
+
 def ns_run(ns: str, *cmd: str, check: bool = True) -> str:
-    """Run a command inside a namespace."""
-    return run(["ip", "netns", "exec", ns, *cmd], check=check)
+    """Run a command inside a lab namespace (by role, see ns_exec)."""
+    return run([*ns_exec(ns), *cmd], check=check)
 
 
 def ip_batch(ns: str | None, lines: Sequence[str]) -> None:
-    """Run many ``ip`` commands in one process (fast; fails on the first bad line)."""
-    cmd = ["ip", "-batch", "-"] if ns is None else ["ip", "-n", ns, "-batch", "-"]
+    """Run many ``ip`` commands in one process (fast; fails on the first bad line).
+    ``ns``: a lab role (this instance's namespace is used) or None for the root namespace."""
+    cmd = ["ip", "-batch", "-"] if ns is None else ["ip", "-n", plan.netns(ns), "-batch", "-"]
     run(cmd, stdin="\n".join(lines) + "\n")
 
 
@@ -103,8 +112,9 @@ def lab_available() -> str | None:
 class LabLock:
     """An exclusive fcntl lock so that two lab runs on one machine take turns.
 
-    Why: the namespace names are fixed (developers type them), so concurrent runs would
-    tear down each other's lab. The lock is released when the process exits, even on kill.
+    Why: the namespace names are fixed per instance (developers type them), so concurrent
+    runs of one instance would tear down each other's lab; other instances have their own.
+    The lock is released when the process exits, even on kill.
     """
 
     def __init__(self, path: Path = LOCK_FILE, timeout: float = 900) -> None:
@@ -143,6 +153,19 @@ class LabLock:
         self.release()
 
 
+@contextlib.contextmanager
+def results_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside a results file while it is read, merged and rewritten:
+    lab instances running side by side add their records to the same build/*.json."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # ------------------------------------------------------------------------------ processes
 
 
@@ -171,7 +194,7 @@ class LabProcess:
         self._log: TextIO = (logdir / f"{spec.name}.log").open("a")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", spec.ns, *spec.argv()],
+            [*ns_exec(spec.ns), *spec.argv()],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -274,7 +297,7 @@ class Lab:
 
     def _cleanup_stale(self) -> None:
         """Remove lab namespaces (and their processes) left by an earlier, killed run."""
-        stale = [ns for ns in plan.NAMESPACES if ns in existing_namespaces()]
+        stale = [ns for ns in plan.NETNS if ns in existing_namespaces()]
         for ns in stale:
             _kill_namespace_processes(ns)
             run(["ip", "netns", "del", ns], check=False)
@@ -282,7 +305,7 @@ class Lab:
 
     def _build_network(self) -> None:
         for ns in plan.NAMESPACES:
-            run(["ip", "netns", "add", ns])
+            run(["ip", "netns", "add", plan.netns(ns)])
             ip_batch(ns, ["link set lo up"])
             sysctls = [
                 "net.ipv6.conf.all.accept_dad=0",
@@ -296,7 +319,8 @@ class Lab:
         for link in plan.LINKS:
             ip_batch(
                 link.left_ns,
-                [f"link add {link.left_if} type veth peer name {link.right_if} netns {link.right_ns}"],
+                [f"link add {link.left_if} type veth peer name {link.right_if} "
+                 f"netns {plan.netns(link.right_ns)}"],
             )
         self.configure_addresses()
 
@@ -580,10 +604,7 @@ class Lab:
             config = configs[vantage] if configs else self.write_probe_config(vantage)
             procs[vantage] = subprocess.Popen(
                 [
-                    "ip",
-                    "netns",
-                    "exec",
-                    vantage,
+                    *ns_exec(vantage),
                     str(PROBE_BIN),
                     "once",
                     "--config",
@@ -629,7 +650,8 @@ class Lab:
         try:
             for link in plan.MGMT_LINKS:
                 if link.root_if not in root_mgmt_links():
-                    add = f"link add {link.root_if} type veth peer name {link.ns_if} netns {link.ns}"
+                    add = (f"link add {link.root_if} type veth peer name {link.ns_if} "
+                           f"netns {plan.netns(link.ns)}")
                     ip_batch(None, [add])
                 run(
                     [
@@ -691,7 +713,7 @@ class Lab:
                 proc.stop()
         self.processes.clear()
         _stop_pids_from_state(self.workdir / "state.json")
-        for ns in plan.NAMESPACES:
+        for ns in plan.NETNS:
             if ns in existing_namespaces():
                 _kill_namespace_processes(ns)
                 run(["ip", "netns", "del", ns], check=False)
@@ -702,8 +724,8 @@ class Lab:
     def status(self) -> dict[str, Any]:
         """Which lab namespaces and processes exist (for the CLI and the final check)."""
         return {
-            "namespaces": [ns for ns in existing_namespaces() if ns in plan.NAMESPACES],
-            "processes": {ns: namespace_pids(ns) for ns in plan.NAMESPACES if ns in existing_namespaces()},
+            "namespaces": [ns for ns in existing_namespaces() if ns in plan.NETNS],
+            "processes": {ns: namespace_pids(ns) for ns in plan.NETNS if ns in existing_namespaces()},
             "mgmt_links": root_mgmt_links(),
         }
 
@@ -738,7 +760,7 @@ def _host_addr(address: str) -> str:
 
 def namespace_pids(ns: str) -> list[int]:
     """Pids of the processes inside a namespace."""
-    out = run(["ip", "netns", "pids", ns], check=False)
+    out = run(["ip", "netns", "pids", plan.netns(ns)], check=False)
     return [int(x) for x in out.split() if x.isdigit()]
 
 

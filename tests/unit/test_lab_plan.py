@@ -6,6 +6,10 @@ targets the scenario table has an expectation for."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -54,3 +58,37 @@ def test_the_lab_configs_are_valid_and_every_target_has_an_expectation(tmp_path:
         for scenario in (*SCENARIOS, *OFFLINE_SCENARIOS):
             for name in names:
                 scenario.expected(vantage, name)  # KeyError if no glob matches
+
+
+def _instance_names(instance: str) -> dict[str, object]:
+    code = ("import json; from tests.lab import plan, topology; print(json.dumps({"
+            "'netns': plan.NETNS, 'mgmt': [[m.root_if, m.root_addr, m.ns_addr] for m in plan.MGMT_LINKS],"
+            "'net': plan.MGMT_NET, 'dir': str(topology.WORKDIR), 'lock': str(topology.LOCK_FILE)}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACH_LAB")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "REACH_LAB_INSTANCE": instance},
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+    return dict(json.loads(out.stdout))
+
+
+def test_lab_instances_share_nothing_in_the_root_namespace() -> None:
+    """Everything a lab puts in the root namespace (namespace names, management veths and
+    their subnet, working directory, lock) differs per instance; instance 0 keeps the plain
+    names developers type."""
+    default = _instance_names("0")
+    assert default["netns"] == ["subject", "censor", "internet", "control"]
+    assert default["dir"] == "/run/reach-lab" and default["net"] == "198.19.254.0/24"
+    seen: dict[str, set[str]] = {}
+    for instance in "0123456789":
+        names = default if instance == "0" else _instance_names(instance)
+        mgmt = [x for link in names["mgmt"] for x in link]  # type: ignore[attr-defined]
+        assert all(len(m[0]) <= 15 for m in names["mgmt"])  # type: ignore[attr-defined]
+        assert ipaddress.ip_network(names["net"]).subnet_of(LAB_NETS[0])  # type: ignore[arg-type]
+        for key, values in (("netns", names["netns"]), ("mgmt", mgmt),
+                            ("dir", [names["dir"], names["lock"]])):
+            for value in values:  # type: ignore[attr-defined]
+                assert value not in seen.setdefault(key, set()), (instance, value)
+                seen[key].add(value)
+    bad = subprocess.run([sys.executable, "-c", "import tests.lab.plan"], capture_output=True,
+                         text=True, env={**os.environ, "REACH_LAB_INSTANCE": "x"},
+                         cwd=Path(__file__).parents[2])
+    assert bad.returncode != 0 and "REACH_LAB_INSTANCE must be a digit" in bad.stderr

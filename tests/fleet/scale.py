@@ -46,7 +46,7 @@ def fleet(vantages: int) -> list[FakeProbe]:
                           role="control" if control else "subject", catalogue=catalogue,
                           round_interval=30.0)
         if not control and i % 3 == 1:
-            probe.model.verdicts = dict(BLOCKED)
+            probe.verdicts = dict(BLOCKED)
         probes.append(probe)
     return probes
 

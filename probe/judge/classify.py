@@ -40,7 +40,7 @@ TIMEOUTS = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHAB
 RESETS = frozenset({F.CONNECTION_RESET, F.CONNECTION_REFUSED})
 # Checks whose success proves the service itself answered (a verified certificate, an
 # MTProto answer with our nonce); a TCP connect proves nothing about who answered.
-AUTHENTICATING = frozenset({"tls", "mtproto"})
+AUTHENTICATING = frozenset({"tls", "mtproto", "noise"})
 DNS_ERRORS = frozenset({F.DNS_NXDOMAIN, F.DNS_SERVFAIL, F.DNS_REFUSED, F.DNS_NO_ANSWER,
                         F.GENERIC_TIMEOUT})
 
@@ -435,6 +435,24 @@ RULES: tuple[Rule, ...] = (
     Rule("mtproto_failed", "inconclusive",
          "the MTProto handshake failed, and so did plain HTTP to the same address",
          _failed("mtproto")),
+    Rule("noise_certificate_invalid", "tls_interception",
+         "TCP connects and the peer answers WhatsApp's Noise handshake, but its certificate chain "
+         "does not lead to WhatsApp's root key or does not name the key it used: a server that "
+         "cannot prove WhatsApp's identity (an interceptor)",
+         _failed("noise", {F.NOISE_INVALID_CERTIFICATE})),
+    Rule("noise_reset", "tcp_reset",
+         "TCP connects, but the connection is reset or closed right after WhatsApp's prologue "
+         "and ClientHello", _failed("noise", RESETS | {F.EOF_ERROR})),
+    Rule("noise_silenced", "protocol_filtering",
+         "TCP connects, but WhatsApp's prologue and ClientHello get no answer",
+         _failed("noise", {F.GENERIC_TIMEOUT})),
+    Rule("noise_tampered", "protocol_filtering",
+         "TCP connects, but the answer to WhatsApp's prologue and ClientHello is not a ServerHello "
+         "keyed to our ephemeral key (garbage, a blockpage, another protocol)",
+         _failed("noise", {F.NOISE_UNEXPECTED_RESPONSE})),
+    Rule("noise_failed", "inconclusive",
+         "the WhatsApp Noise handshake failed in a way that says nothing about the network",
+         _failed("noise")),
     Rule("mtproxy_sni_filtered", "sni_filtering",
          "the MTProxy fails with its fake-TLS SNI and relays resPQ with a neutral SNI", _proxy_sni),
     Rule("mtproxy_failed", "inconclusive",

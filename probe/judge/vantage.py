@@ -109,6 +109,9 @@ def proof(obs: Observation) -> tuple[str, str] | None:
     if obs.check in ("mtproto", "mtproxy") and obs.ok and obs.address:
         # resPQ echoing our nonce, directly or relayed by an MTProxy: a DC answered
         return obs.address, f"MTProto resPQ with our nonce from {obs.address}:{obs.port} ({obs.target})"
+    if obs.check == "noise" and obs.ok and obs.address:
+        # a ServerHello keyed to our ephemeral key, its chain verified to WhatsApp's root
+        return obs.address, f"WhatsApp Noise certificate chain from {obs.address}:{obs.port} ({obs.target})"
     if obs.check == "dns" and obs.details.get("protocol") == "doh" and "rcode" in obs.details:
         # a parsed reply over verified HTTPS, whatever its rcode: the resolver answered
         address = _doh_address(obs)
@@ -175,7 +178,7 @@ def judge(result: RoundResult, sites: Sequence[Target]) -> None:
 # Attempts that never got an answer: what packet loss produces (and what a blackhole does).
 LOST = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE})
 # The service's steps whose attempts are compared with the baseline's handshakes.
-CONNECT_LEVEL = frozenset({"tcp", "tls", "mtproto"})
+CONNECT_LEVEL = frozenset({"tcp", "tls", "mtproto", "noise"})
 # Degraded: this share of the baseline's attempts timed out, or this share of the segments
 # its handshakes sent had to be retransmitted (the kernel's count, TCP_INFO), or this share
 # of its handshakes needed a retransmission or timed out. The last is the one that sees loss

@@ -33,13 +33,22 @@ SSL_INVALID_CERTIFICATE: Final = "ssl_invalid_certificate"
 SSL_FAILED_HANDSHAKE: Final = "ssl_failed_handshake"
 MTPROTO_UNEXPECTED_RESPONSE: Final = "mtproto_unexpected_response"
 HTTP_UNEXPECTED_STATUS: Final = "http_unexpected_status"
+# WhatsApp's Noise handshake: the answer to the prologue and ClientHello is not a
+# ServerHello keyed to our ephemeral key (garbage, a blockpage, a protocol the middlebox
+# speaks), or it is one whose certificate chain does not lead to WhatsApp's root key (a
+# server that cannot prove WhatsApp's identity: an interceptor). A reset or silence after
+# the prologue keeps OONI's connection_reset / eof_error / generic_timeout, with the
+# operation noise_handshake saying at which stage.
+NOISE_UNEXPECTED_RESPONSE: Final = "noise_unexpected_response"
+NOISE_INVALID_CERTIFICATE: Final = "noise_invalid_certificate"
 UNKNOWN_FAILURE: Final = "unknown_failure"
 
 FAILURES: Final = (
     GENERIC_TIMEOUT, CONNECTION_REFUSED, CONNECTION_RESET, EOF_ERROR, HOST_UNREACHABLE,
     NETWORK_UNREACHABLE, DNS_NXDOMAIN, DNS_NO_ANSWER, DNS_SERVFAIL, DNS_REFUSED, DNS_BOGON,
     SSL_INVALID_HOSTNAME, SSL_UNKNOWN_AUTHORITY, SSL_INVALID_CERTIFICATE, SSL_FAILED_HANDSHAKE,
-    MTPROTO_UNEXPECTED_RESPONSE, HTTP_UNEXPECTED_STATUS, UNKNOWN_FAILURE,
+    MTPROTO_UNEXPECTED_RESPONSE, HTTP_UNEXPECTED_STATUS, NOISE_UNEXPECTED_RESPONSE,
+    NOISE_INVALID_CERTIFICATE, UNKNOWN_FAILURE,
 )
 
 # The operation that failed, paired with every failure string.
@@ -48,6 +57,7 @@ CONNECT: Final = "connect"
 TLS_HANDSHAKE: Final = "tls_handshake"
 MTPROTO_HANDSHAKE: Final = "mtproto_handshake"
 HTTP_ROUND_TRIP: Final = "http_round_trip"
+NOISE_HANDSHAKE: Final = "noise_handshake"
 
 # Failures that a certificate check produces: the peer answered TLS with a certificate
 # we cannot trust for the name (what an intercepting middlebox causes).
@@ -60,6 +70,18 @@ class ProtocolError(Exception):
     """The peer answered, but not in the service's protocol (a middlebox, a wrong host)."""
 
     failure = MTPROTO_UNEXPECTED_RESPONSE
+
+
+class NoiseResponseError(Exception):
+    """The answer to WhatsApp's prologue and ClientHello is not a usable ServerHello."""
+
+    failure = NOISE_UNEXPECTED_RESPONSE
+
+
+class NoiseCertificateError(Exception):
+    """A ServerHello whose certificate chain does not prove WhatsApp's key."""
+
+    failure = NOISE_INVALID_CERTIFICATE
 
 
 class UnexpectedStatus(Exception):

@@ -101,8 +101,11 @@ def probe_config(vantage: str, workdir: Path, ca_file: Path,
                      "confirm": {"attempts": 4, "spacing": 0.5}},
         "tls": {"ca_file": str(ca_file),
                 # Signal's own CA in the lab (tests/lab/topology.py makes it): the pinned anchor
-                **({"trust": {"signal": str(workdir / "signal-ca" / "ca.pem")}}
-                   if "signal" in messengers else {})},
+                # and WhatsApp's Noise root: the lab chat servers' test root (topology writes it)
+                "trust": {**({"signal": str(workdir / "signal-ca" / "ca.pem")}
+                             if "signal" in messengers else {}),
+                          **({"whatsapp": str(workdir / "whatsapp-root.pem")}
+                             if "whatsapp" in messengers else {})}},
         "http": {"max_bytes": 1 << 20, "transfer_seconds": 2},
         "evidence": {"directory": None},
     }

@@ -378,6 +378,9 @@ class Lab:
         LabCA(organization="lab Signal Messenger CA").save(
             self.signal_ca_dir / "ca.pem", self.signal_ca_dir / "ca.key"
         )
+        from tests.support.noiseserver import root_pem
+
+        (self.workdir / "whatsapp-root.pem").write_bytes(root_pem())
         self.set_isp_dns(reload=False)
         _dump_yaml(self.control_dns_config, {"zone": plan.zone(), "behaviour": "answer"})
         (self.workdir / "subject-resolv.conf").write_text(
@@ -496,10 +499,11 @@ class Lab:
 
         web = plan.WHATSAPP_WEB
         return [
-            ServiceSpec("whatsapp-chat", plan.INTERNET, "tcpserver",
+            # WhatsApp's chat servers: the Noise responder, its chain from the lab's test root
+            # (the `whatsapp` anchor of the lab config: tests.support.noiseserver.root_pem)
+            ServiceSpec("whatsapp-chat", plan.INTERNET, "noiseserver",
                         [(a, p) for a in plan.addresses(plan.WHATSAPP_CHAT)
-                         for p in plan.WHATSAPP_CHAT_PORTS],
-                        ["--mode", "http"], service=True),
+                         for p in plan.WHATSAPP_CHAT_PORTS], service=True),
             tls("whatsapp-tls", self.ca_dir, plan.WHATSAPP_FRONTS),
             ServiceSpec("whatsapp-web-http", plan.INTERNET, "tcpserver",
                         [(a, 80) for a in (web.v4, web.v6)],

@@ -32,6 +32,9 @@ CHAT = Target("whatsapp", "e1.whatsapp.net/v4:5222", "chat", "e1.whatsapp.net", 
               "e1.whatsapp.net", None, "e1.whatsapp.net", "system",
               (StepSpec(check="dns"), StepSpec(check="tcp")),
               (ipaddress.ip_network("157.240.0.0/16"),))
+# The same endpoint with WhatsApp's own handshake proving the service.
+NOISE_CHAT = replace(CHAT, trust="whatsapp",
+                     steps=(StepSpec(check="dns"), StepSpec(check="tcp"), StepSpec(check="noise")))
 # A Signal host: no published address space; TLS pinned to Signal's CA.
 SIGNAL = Target("signal", "chat.signal.org/v4", "chat", "chat.signal.org", 4, 443, None,
                 "chat.signal.org", "https://chat.signal.org/", "chat.signal.org", "signal",
@@ -47,7 +50,7 @@ def obs(check: str, failure: str | None = None, role: Role = "primary", address:
         **details: Any) -> Observation:
     operation = {"dns": F.RESOLVE, "tcp": F.CONNECT, "tls": F.TLS_HANDSHAKE,
                  "mtproto": F.MTPROTO_HANDSHAKE, "mtproxy": F.MTPROTO_HANDSHAKE,
-                 "http": F.HTTP_ROUND_TRIP}[check]
+                 "http": F.HTTP_ROUND_TRIP, "noise": F.NOISE_HANDSHAKE}[check]
     return Observation("telegram", "x", check, operation, failure, address, 443, details=details,
                        role=role)
 
@@ -132,6 +135,17 @@ CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
                                                       error="4-byte reply deadbeef is not resPQ")]),
     "mtproto_failed": (DC, ONLINE, [obs("tcp"), obs("mtproto", F.GENERIC_TIMEOUT),
                                     obs("http", F.GENERIC_TIMEOUT, role="differential")]),
+    "noise_certificate_invalid": (NOISE_CHAT, ONLINE, [
+        dns(), obs("tcp"), obs("noise", F.NOISE_INVALID_CERTIFICATE, stage="certificate",
+                               error="the intermediate certificate is not signed by WhatsApp's root key")]),
+    "noise_reset": (NOISE_CHAT, ONLINE, [dns(), obs("tcp"),
+                                         obs("noise", F.CONNECTION_RESET, stage="server_hello")]),
+    "noise_silenced": (NOISE_CHAT, ONLINE, [dns(), obs("tcp"),
+                                            obs("noise", F.GENERIC_TIMEOUT, stage="server_hello")]),
+    "noise_tampered": (NOISE_CHAT, ONLINE, [dns(), obs("tcp"),
+                                            obs("noise", F.NOISE_UNEXPECTED_RESPONSE, stage="server_hello",
+                                                reply_head=b"HTTP/1.1 403".hex())]),
+    "noise_failed": (NOISE_CHAT, ONLINE, [dns(), obs("tcp"), obs("noise", F.UNKNOWN_FAILURE)]),
     "http_failed": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls"), obs("http", F.HTTP_UNEXPECTED_STATUS)]),
     "throughput_below_baseline": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls"),
                                                 obs("http", cut_by_time=True, throughput_bps=1e5)]),
@@ -320,3 +334,13 @@ def test_a_protocol_filter_is_not_read_as_loss() -> None:
                 obs("http", role="differential")]
     verdict = classify_target(TargetView(DC, filtered, ONLINE, [], loss=DROPS))
     assert verdict.rule == "mtproto_silenced"
+
+
+def test_a_verified_noise_handshake_proves_an_answer_outside_the_prefixes() -> None:
+    """A chat endpoint's answer outside AS32934 is the service when the Noise chain to
+    WhatsApp's root verified there: the address-space rule needs no proof it already has."""
+    observations = [dns(answers=(FORGED,), outside_space=[FORGED]),
+                    dns(role="control", answers=("157.240.1.53",)),
+                    obs("tcp", address=FORGED), obs("noise", address=FORGED, stage="verified")]
+    view = TargetView(NOISE_CHAT, observations, ONLINE, [])
+    assert classify_target(view).rule == "all_checks_ok"

@@ -59,7 +59,8 @@ def test_whatsapp_every_endpoint_family_and_port_is_a_target(tmp_path: Path) -> 
     chat = [t for t in whatsapp.targets if t.group == "chat"]
     assert len(chat) == 16 * 2 * 2
     assert {t.name for t in chat} >= {"e1.whatsapp.net/v4:5222", "e16.whatsapp.net/v6:443"}
-    assert all([s.check for s in t.steps] == ["dns", "tcp"] for t in chat)
+    assert all([s.check for s in t.steps] == ["dns", "tcp", "noise"] and t.trust == "whatsapp"
+               for t in chat)
     names = set(whatsapp.target_names)
     assert {"v.whatsapp.net/v4", "web.whatsapp.com/v6:443", "web.whatsapp.com/v4:80"} <= names
     web_http = next(t for t in whatsapp.targets if t.name == "web.whatsapp.com/v4:80")

@@ -100,6 +100,11 @@ class TrustStore:
             self._contexts[name] = context
         return self._contexts[name]
 
+    def anchor_path(self, name: str) -> Path:
+        """The file of one anchor (not a union): the config's, else the bundled one. Checks
+        that verify something other than X.509 (WhatsApp's Noise root key) read it."""
+        return self._anchor(name)
+
     def _anchor(self, name: str) -> Path:
         if name in self._files:
             return self._files[name]

@@ -1,4 +1,4 @@
-"""Hostile MTProto, TLS and HTTP peers on loopback: every check ends within its deadline
+"""Hostile MTProto, WhatsApp Noise, TLS and HTTP peers on loopback: every check ends within its deadline
 with a failure string of the vocabulary, and reads no more than it caps."""
 
 from __future__ import annotations
@@ -14,17 +14,20 @@ from pathlib import Path
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probe.measure.checks.base import TrustStore
 from probe.measure.checks.http import fetch
 from probe.measure.checks.mtproto import parse_reply, req_pq_multi
+from probe.measure.wire import noise as noise_wire
 from probe.model import failures
 from probe.model.observation import Observation
 from tests.hardening._counts import CASES, EXAMPLES
 from tests.hardening.hostile import ScriptedTCP
 from tests.support import checks
+from tests.support import noiseserver as noise_lab
 from tests.support.mtproto import build_res_pq
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -279,3 +282,103 @@ async def test_http_random_responses(response: bytes, end: str) -> None:
     assert time.monotonic() - started <= 1.0 + SLACK
     json.dumps(details)
     await asyncio.sleep(0)
+
+
+# ---- WhatsApp Noise -----------------------------------------------------------------------
+
+NOISE_REQUEST = 4 + 3 + 36  # prologue, frame length, ClientHello
+NOISE_STATIC = X25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+@pytest.fixture(scope="module")
+def noise_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("noise") / "root.pem"
+    path.write_bytes(noise_lab.root_pem())
+    return path
+
+
+@settings(max_examples=EXAMPLES * 20, deadline=None)
+@given(payload=st.binary(max_size=2048))
+def test_noise_parsers_accept_or_raise_their_own_errors(payload: bytes) -> None:
+    CASES["noise/parsers random payloads"] += 1
+    try:
+        hello = noise_wire.parse_server_hello(payload)
+    except noise_wire.NoiseError as exc:
+        assert failures.classify(exc) == failures.NOISE_UNEXPECTED_RESPONSE
+    else:
+        assert len(hello.ephemeral) == 32 and len(hello.static) == 48
+    try:
+        noise_wire.verify_chain(payload, bytes(32), bytes(32))
+    except noise_wire.CertificateError as exc:
+        assert failures.classify(exc) == failures.NOISE_INVALID_CERTIFICATE
+    else:
+        raise AssertionError("a random chain verified")
+
+
+@FUZZ
+@given(data=st.data())
+async def test_noise_hostile_replies(data: st.DataObject, noise_root: Path) -> None:
+    kind = data.draw(st.sampled_from(
+        ["random", "short", "oversized-prefix", "zero-prefix", "truncated", "valid", "mutated",
+         "foreign-root"]))
+
+    def script(request: bytes) -> list[tuple[str, object]]:
+        client_e = request[11:43] if len(request) >= 43 else bytes(32)
+        root = noise_lab.FOREIGN_ROOT if kind == "foreign-root" else noise_lab.TEST_ROOT
+        good = noise_lab.server_hello(request[:4], client_e, NOISE_STATIC, noise_lab.cert_chain(
+            NOISE_STATIC.public_key().public_bytes_raw(), root))
+        if kind == "random":
+            out = data.draw(st.binary(max_size=1500))
+        elif kind == "short":
+            out = data.draw(st.binary(max_size=2))
+        elif kind == "oversized-prefix":
+            length = data.draw(st.integers(noise_wire.MAX_SERVER_HELLO + 1, 2**24 - 1))
+            out = length.to_bytes(3, "big") + good[3:]
+        elif kind == "zero-prefix":
+            out = b"\0\0\0" + good[3:]
+        elif kind == "truncated":
+            out = good[: data.draw(st.integers(0, len(good) - 1))]
+        elif kind == "mutated":
+            framed = bytearray(good)
+            i = data.draw(st.integers(0, len(framed) - 1))
+            framed[i] ^= data.draw(st.integers(1, 255))
+            out = bytes(framed)
+        else:
+            out = good
+        return [("send", out), ("close", None)]
+
+    async with ScriptedTCP(script, read_first=NOISE_REQUEST) as server:
+        started = time.monotonic()
+        (obs,) = await checks.run("noise", checks.target("127.0.0.1", server.port, messenger="whatsapp",
+                                                         trust="whatsapp"),
+                                  checks.env(1.0, trust={"whatsapp": noise_root}))
+    CASES["noise/hostile replies"] += 1
+    sane(obs, started, 1.0)
+    if kind == "valid":
+        assert obs.failure is None, obs.details
+    elif kind == "foreign-root":
+        assert obs.failure == failures.NOISE_INVALID_CERTIFICATE, obs.details
+    elif kind in ("oversized-prefix", "zero-prefix", "mutated"):
+        assert obs.failure is not None, obs.details
+    if kind == "oversized-prefix":
+        assert obs.failure == failures.NOISE_UNEXPECTED_RESPONSE, obs.details
+
+
+@pytest.mark.parametrize("script, expected", [
+    ([("stall", None)], failures.GENERIC_TIMEOUT),                      # tarpit: never reads
+    ([("read", 64), ("stall", None)], failures.GENERIC_TIMEOUT),        # reads, never answers
+    ([("read", 64), ("send", b"\x00\x01\x50"), ("stall", None)], failures.GENERIC_TIMEOUT),
+    ([("read", 64), ("drip", (b"\x00\x01\x50" + b"\0" * 336, 0.05))], failures.GENERIC_TIMEOUT),
+    ([("read", 64), ("reset", None)], failures.CONNECTION_RESET),
+    ([("read", 64), ("close", None)], failures.EOF_ERROR),
+])
+async def test_noise_stalls_and_drops(script: list[tuple[str, object]], expected: str,
+                                      noise_root: Path) -> None:
+    async with ScriptedTCP(script) as server:
+        started = time.monotonic()
+        (obs,) = await checks.run("noise", checks.target("127.0.0.1", server.port, messenger="whatsapp",
+                                                         trust="whatsapp"),
+                                  checks.env(0.5, trust={"whatsapp": noise_root}))
+    CASES["noise/stalls and drops"] += 1
+    sane(obs, started, 0.5)
+    assert obs.failure == expected, obs.details

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from functools import cache, partial
 from importlib import resources
@@ -24,11 +24,11 @@ from probe.inputs.catalog import StepSpec, Target
 from probe.inputs.config import Config
 from probe.inputs.plan import CONFIRMED, baseline_targets, plan
 from probe.judge.classify import classify_round
-from probe.judge.vantage import baseline_up, judge, quality, site_answered
+from probe.judge.vantage import CONNECT_LEVEL, LOST, baseline_up, judge, quality, site_answered
 from probe.measure.checks import REGISTRY
 from probe.measure.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Retry, Step, TrustStore
 from probe.measure.checks.dns import chosen_address, system_resolvers
-from probe.measure.wire.net import Source
+from probe.measure.wire.net import METER, Ledger, Meter, Source, metered_socket_factory
 from probe.model.observation import Attempt, Observation, Role, RoundResult
 
 Progress = Callable[[int, int], None]  # (checks done, checks planned)
@@ -97,14 +97,47 @@ def _deciding(observations: list[Observation], role: Role) -> Observation | None
     return next((o for o in observations if o.role == role), None)
 
 
-class Round:
-    """Runs one round for a config. Create one per round; it is not reusable."""
+def is_transfer(check: str) -> bool:
+    """Whether a check is a transfer (a throughput measurement): the costly kind, run only
+    in rounds that ask for transfers."""
+    return bool(getattr(REGISTRY[check], "transfer", False))
 
-    def __init__(self, config: Config, progress: Progress | None = None) -> None:
+
+def _unsteady(obs: Observation) -> bool:
+    """An attempt that timed out (any step: the loss test weighs every timed-out failure
+    against the baseline) or a connect-level one that needed a retransmission: what makes
+    the loss test need a real sample of the baseline."""
+    if any(a.failure in LOST for a in obs.tries()):
+        return True
+    if obs.check not in CONNECT_LEVEL:
+        return False
+    figures = obs.details.get("samples", [obs.details])
+    return any(int(f.get("tcp_retransmits", 0)) > 0 for f in figures)
+
+
+class Round:
+    """Runs one round for a config. Create one per round; it is not reusable.
+
+    A round may cover part of the plan: `only` names the targets it measures (all when
+    None), `sites` the baseline sites it samples (all when None; the others count as
+    `site_states` last saw them), and `transfers` says
+    whether transfer checks (throughput) run. Bytes on the wire are counted per messenger
+    ("baseline" for the baseline's) in `result.traffic`, and per check in each step's
+    first observation (details bytes_sent / bytes_received).
+    """
+
+    def __init__(self, config: Config, progress: Progress | None = None, *,
+                 only: Collection[str] | None = None, sites: Collection[str] | None = None,
+                 transfers: bool = True, site_states: Mapping[str, bool] | None = None) -> None:
         self.config = config
         self.plans = plan(config)
-        self.targets = [t for p in self.plans for t in p.targets]
-        self.baseline = baseline_targets(config)
+        self.targets = [t for p in self.plans for t in p.targets
+                        if only is None or t.name in only]
+        self.all_sites = baseline_targets(config)
+        self.baseline = [t for t in self.all_sites if sites is None or t.name in sites]
+        self.site_states = dict(site_states or {})
+        self.transfers = transfers
+        self.ledger = Ledger()
         self.env = base_env(config)
         self._envs: dict[str, Env] = {}
         self._semaphore = asyncio.Semaphore(config.schedule.concurrency)
@@ -117,8 +150,19 @@ class Round:
     async def _once(self, check: str, step: Step) -> list[Observation]:
         # Transfers measure throughput: one at a time (the baseline's included), so that
         # a shared bottleneck is not read as the service being throttled.
-        async with self._semaphore, (self._transfers if check == "http" else _NO_LOCK):
-            return await REGISTRY[check].run(step, self._envs[check])
+        meter = Meter(step.target.messenger or "baseline", self.ledger)
+        token = METER.set(meter)
+        try:
+            async with self._semaphore, (self._transfers if check == "http" else _NO_LOCK):
+                got = await REGISTRY[check].run(step, self._envs[check])
+            if check == "http":  # an asyncio transport closes its socket on the next turn
+                await asyncio.sleep(0)
+        finally:
+            METER.reset(token)
+        if got:
+            got[0].details["bytes_sent"] = meter.sent
+            got[0].details["bytes_received"] = meter.received
+        return got
 
     async def _run(self, check: str, step: Step) -> list[Observation]:
         """Run a step; confirm a failure of its primary (or control) observation the way
@@ -173,6 +217,10 @@ class Round:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
         kept = success if success is not None else finished[min(finished)]
+        if kept:  # every finished attempt's bytes, on the observation kept
+            for key in ("bytes_sent", "bytes_received"):
+                kept[0].details[key] = sum(got[0].details.get(key, 0)
+                                           for got in finished.values() if got)
         main = _deciding(kept, step.role)
         if main is not None and len(finished) > 1:
             tries = [_deciding(finished[i], step.role) for i in sorted(finished)]
@@ -190,6 +238,8 @@ class Round:
         for spec in target.steps:
             if REGISTRY[spec.check].needs_address and address is None and target.domain:
                 break  # no resolver gave an address: nothing further can be tried
+            if not self.transfers and is_transfer(spec.check):
+                continue  # a round without transfers: the step is not measured
             needs = _needs(spec, target, earlier)
             earlier.append(spec.check)
             if any(n in earlier and not (n in outcome and outcome[n].ok) for n in needs):
@@ -226,11 +276,8 @@ class Round:
         await asyncio.gather(*(worker() for _ in range(workers)))
         return groups
 
-    async def _sample(self, target: Target) -> list[Observation]:
-        """A baseline site's step, `baseline.samples` times at once (slightly staggered):
-        one observation whose attempts are the samples (the site answered when any did),
-        with the kernel's RTT and retransmissions of each in details["samples"]. The sample
-        is what the vantage's loss is measured on (probe.judge.vantage)."""
+    async def _handshakes(self, target: Target, count: int) -> list[Observation]:
+        """A baseline site's step `count` times at once (slightly staggered)."""
         spec = target.steps[0]
         step = Step(target, spec.check, "control", target.address, spec.options)
 
@@ -238,29 +285,70 @@ class Round:
             await asyncio.sleep(index * SAMPLE_STAGGER)
             return await self._once(spec.check, step)
 
-        got = [g[0] for g in await asyncio.gather(
-            *(one(i) for i in range(self.config.baseline.samples))) if g]
-        self._done += 1
-        if self._progress is not None:
-            self._progress(self._done, self._planned)
+        return [g[0] for g in await asyncio.gather(*(one(i) for i in range(count))) if g]
+
+    async def _sample(self, target: Target, count: int = 1,
+                      earlier: list[Observation] | None = None) -> list[Observation]:
+        """A baseline site's handshakes as one observation whose attempts are the samples
+        (the site answered when any did), with the kernel's RTT and retransmissions of each
+        in details["samples"]. The sample is what the vantage's loss is measured on
+        (probe.judge.vantage). `earlier` are handshakes already made this round, which the
+        new ones add to."""
+        got = [*(earlier or []), *await self._handshakes(target, count)]
+        if earlier is None:
+            self._done += 1
+            if self._progress is not None:
+                self._progress(self._done, self._planned)
         if not got:
             return []
         kept = next((o for o in got if o.ok), got[0])
+        for o in got:
+            if o is not kept:
+                for key in ("bytes_sent", "bytes_received"):
+                    kept.details[key] = kept.details.get(key, 0) + o.details.get(key, 0)
         kept.attempts = [Attempt(o.failure, o.started, o.duration_seconds) for o in got]
         kept.details["samples"] = [
             {k: o.details[k] for k in ("tcp_rtt_seconds", "tcp_retransmits", "tcp_segments_out")
              if k in o.details} for o in got]
         return [kept]
 
-    async def _baseline(self) -> list[Observation]:
-        groups = await self._pool([partial(self._sample, t) for t in self.baseline])
+    async def _first_sample(self) -> list[list[Observation]]:
+        """One handshake per site: when every target answers, that proves the vantage
+        online; more are taken (`_more_samples`) only when the loss test needs them."""
+        return await self._pool([partial(self._sample, t) for t in self.baseline])
+
+    async def _more_samples(self, first: list[list[Observation]],
+                            targets: list[list[Observation]]) -> list[list[Observation]]:
+        """Sample the baseline up to `baseline.samples` handshakes per site when the loss
+        test has something to decide: some connect-level attempt of the service, or a
+        baseline handshake, timed out or needed a retransmission. Otherwise the single
+        handshakes stand: nothing was lost that loss would have to explain."""
+        more = self.config.baseline.samples - 1
+        seen = [o for group in (*first, *targets) for o in group
+                if o.messenger is None or o.primary]
+        if more < 1 or not any(_unsteady(o) for o in seen):
+            return first
+        singles = [[self._single(o) for o in group] for group in first]
+        return list(await asyncio.gather(*(
+            self._sample(t, more, earlier) for t, earlier in zip(self.baseline, singles, strict=True))))
+
+    @staticmethod
+    def _single(obs: Observation) -> Observation:
+        """A site's first handshake as a plain observation again (its sample of one)."""
+        obs.attempts = []
+        obs.details.pop("samples", None)
+        return obs
+
+    async def _baseline(self, groups: list[list[Observation]]) -> list[Observation]:
         observations = [o for group in groups for o in group]
         result = self.result
         network = result.network
         for target, group in zip(self.baseline, groups, strict=True):
             network.baseline_sites[target.name] = site_answered(group)
-        up = baseline_up([(t.family, network.baseline_sites[t.name]) for t in self.baseline],
-                         self.config.baseline.require)
+        # sites this round did not sample count as they were last seen (never seen: down)
+        sites = [(t.family, network.baseline_sites.get(t.name, self.site_states.get(t.name, False)))
+                 for t in self.all_sites]
+        up = baseline_up(sites, self.config.baseline.require)
         result.baseline.ipv4, result.baseline.ipv6 = up[4], up[6]
         network.baseline_ok = result.baseline.ok
         measured = quality(observations)
@@ -268,7 +356,7 @@ class Round:
         network.retransmit_ratio, network.retried_ratio = measured.retransmit_ratio, measured.retried_ratio
         network.degraded = measured.degraded
         url = self.config.baseline.throughput_url
-        if url and result.baseline.ok:
+        if url and result.baseline.ok and self.transfers:
             throughput = Target(None, "baseline-throughput", "baseline", "baseline-throughput",
                                 6 if url.startswith("http://[") else 4, 0, None, None, url, None,
                                 "system", (StepSpec(check="http"),))
@@ -293,18 +381,22 @@ class Round:
         self._planned = sum(len(t.steps) for t in (*self.baseline, *self.targets))
         timeouts = self.config.schedule.timeouts
         async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self.env.trust.context("system"), limit=4)
+            connector=aiohttp.TCPConnector(ssl=self.env.trust.context("system"), limit=4,
+                                           socket_factory=metered_socket_factory)
         ) as session:
             self._envs = {name: replace(self.env, timeout=getattr(timeouts, r.timeout),
                                         session=session)
                           for name, r in REGISTRY.items()}
-            jobs: list[Job] = [self._baseline]
-            jobs += [partial(self._target, t) for t in self.targets]
+            jobs: list[Job] = [partial(self._target, t) for t in self.targets]
             monitor = asyncio.create_task(self._watch_loop_lag())
             try:
-                groups = await self._pool(jobs)
+                first, groups = await asyncio.gather(self._first_sample(), self._pool(jobs))
+                sampled = await self._more_samples(first, groups)
+                groups.insert(0, await self._baseline(sampled))
             finally:
                 monitor.cancel()
+        # the session's pooled connections are closed (and counted) by now
+        self.result.traffic = {k: (v[0], v[1]) for k, v in sorted(self.ledger.totals.items())}
         observations = self.result.observations
         for group in groups:
             for obs in group:
@@ -315,8 +407,12 @@ class Round:
         return self.result
 
 
-async def run_round(config: Config, progress: Progress | None = None) -> RoundResult:
+async def run_round(config: Config, progress: Progress | None = None, *,
+                    only: Collection[str] | None = None, sites: Collection[str] | None = None,
+                    transfers: bool = True,
+                    site_states: Mapping[str, bool] | None = None) -> RoundResult:
     """Run a round and classify it: the whole pipeline short of the sinks."""
-    result = await Round(config, progress).run()
+    result = await Round(config, progress, only=only, sites=sites, transfers=transfers,
+                         site_states=site_states).run()
     result.verdicts = classify_round(result)
     return result

@@ -97,9 +97,14 @@ class Verdict:
     rule: str
     reason: str
     evidence: list[Observation]
+    # when the target was last measured, for a verdict carried between the rounds that
+    # measure it (probe.serve.schedule); None: measured in the round that carries it
+    measured: float | None = None
 
     def to_json(self) -> dict[str, Any]:
+        extra = {} if self.measured is None else {"measured": iso(self.measured)}
         return {
+            **extra,
             "messenger": self.messenger,
             "target": self.target,
             "verdict": self.verdict,
@@ -173,6 +178,9 @@ class RoundResult:
     baseline: Baseline = field(default_factory=Baseline)
     network: VantageNetwork = field(default_factory=VantageNetwork)
     loop_lag_max: float = 0.0  # the longest event-loop lag seen while the round ran
+    # bytes on the wire per messenger ("baseline" for the baseline's): (sent, received)
+    traffic: dict[str, tuple[int, int]] = field(default_factory=dict)
+    tier: str = "full"  # full | sentinel | sweep (probe.serve.schedule)
     observations: list[Observation] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
 

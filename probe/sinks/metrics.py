@@ -163,6 +163,7 @@ class Metrics:
         self._check_labels: dict[Key, bytes] = {}
         self._verdict_labels: dict[tuple[str, str, str], bytes] = {}
         self._round_text = b""
+        self._bytes: dict[tuple[str, str, str], int] = {}  # (vantage, messenger, direction)
 
     def config_loaded(self, vantage: str, ok: bool) -> None:
         self.reload_ok.labels(vantage).set(1 if ok else 0)
@@ -193,6 +194,10 @@ class Metrics:
             if failure:
                 fkey = (*akey, failure)
                 failures[fkey] = failures.get(fkey, 0) + 1
+        for label, pair in getattr(result, "traffic", {}).items():
+            for direction, value in zip(("sent", "received"), pair, strict=True):
+                bkey = (vantage, label, direction)
+                self._bytes[bkey] = self._bytes.get(bkey, 0) + int(value)
         self._round_text = self._render(result, checks)
 
     def _render(self, result: RoundResult, checks: dict[Key, tuple[int, float]]) -> bytes:
@@ -256,6 +261,14 @@ class Metrics:
             if flabels is None:
                 flabels = failure_labels[fkey] = _labels((*AGGREGATE_LABELS, "failure"), fkey).encode()
             put(b"reach_check_failures_total{%s} %d" % (flabels, count))
+
+        put(b"# HELP reach_bytes_total Bytes on the wire of the probe's checks, counted at their "
+            b"sockets (frames as the interface counts them), per messenger (baseline: the "
+            b"baseline's) and direction.")
+        put(b"# TYPE reach_bytes_total counter")
+        for (bv, bm, bd), value in sorted(self._bytes.items()):
+            put(b"reach_bytes_total{%s} %d" % (
+                _labels(("vantage", "messenger", "direction"), (bv, bm, bd)).encode(), value))
 
         put(b"# HELP reach_verdict The latest verdict per target: only the current one is exported.")
         put(b"# TYPE reach_verdict gauge")

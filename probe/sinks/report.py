@@ -27,11 +27,30 @@ def round_json(result: RoundResult) -> dict[str, Any]:
         "finished": iso(result.finished),
         "duration_seconds": round(result.duration, 3),
         "event_loop_lag_max_seconds": round(result.loop_lag_max, 6),
+        "traffic": traffic_json(result),
         "baseline": result.baseline.to_json(),
         "network": result.network.to_json(),
         "observations": [o.to_json() for o in result.observations],
         "verdicts": [verdict.to_json() for verdict in result.verdicts],
     }
+
+
+def traffic_json(result: RoundResult) -> dict[str, Any]:
+    """The round's bytes on the wire, counted at its sockets: in all and per messenger."""
+    traffic = getattr(result, "traffic", {}) or {}
+    return {"tier": getattr(result, "tier", "full"),
+            "bytes_sent": sum(s for s, _ in traffic.values()),
+            "bytes_received": sum(r for _, r in traffic.values()),
+            "by_messenger": {k: {"sent": s, "received": r} for k, (s, r) in traffic.items()}}
+
+
+def traffic_line(result: RoundResult) -> str:
+    """'traffic: 41.2 kB sent, 96.0 kB received (baseline 12.0/30.1 kB, telegram ...)'."""
+    t = traffic_json(result)
+    parts = [f"{k} {v['sent'] / 1000:.1f}/{v['received'] / 1000:.1f} kB"
+             for k, v in t["by_messenger"].items()]
+    return (f"traffic: {t['bytes_sent'] / 1000:.1f} kB sent, {t['bytes_received'] / 1000:.1f} kB "
+            "received" + (f" ({', '.join(parts)})" if parts else ""))
 
 
 def blocked(result: RoundResult) -> bool:
@@ -109,6 +128,7 @@ def print_table(result: RoundResult, console: Console) -> None:
     for verdict in result.verdicts:
         counts[verdict.verdict] = counts.get(verdict.verdict, 0) + 1
     console.print("  ".join(f"{name}: {n}" for name, n in sorted(counts.items())), soft_wrap=True)
+    console.print(traffic_line(result), soft_wrap=True, highlight=False)
 
 
 TSV_COLUMNS = ("vantage", "messenger", "target", "verdict", "rule", "failures")

@@ -21,7 +21,7 @@ import dns.rdatatype
 import dns.resolver
 
 from probe.measure.checks.base import Env, ResolverSpec, Step
-from probe.measure.wire.net import Stopwatch
+from probe.measure.wire.net import TCP_HEADERS, Stopwatch, count, count_udp
 from probe.model import failures
 from probe.model.observation import Observation, Role
 
@@ -91,6 +91,7 @@ async def _udp_query(
                 # As a stub resolver does: the same query again while no reply came (a lost
                 # datagram is not a block). Replies to any copy carry the same id.
                 await loop.sock_sendall(sock, wire_query)
+                count_udp(len(wire_query), 6 if family == socket.AF_INET6 else 4)
                 sent += 1
                 details["queries_sent"] = sent
                 next_send = now + timeout / UDP_SENDS
@@ -106,6 +107,7 @@ async def _udp_query(
             except TimeoutError:
                 continue
             datagrams += 1
+            count_udp(len(wire), 6 if family == socket.AF_INET6 else 4, received=True)
             try:
                 reply = dns.message.from_wire(wire)
                 is_response = query.is_response(reply)
@@ -129,6 +131,18 @@ async def _udp_query(
     if first is None:
         raise TimeoutError(f"no reply from {spec.where}")
     return first, late, garbage
+
+
+# DNS over TCP through dnspython's own socket, whose kernel figures are out of reach: a
+# short exchange of known shape (handshake, one query, one reply, close).
+_DNS_TCP_SEGMENTS = (6, 4)  # out: SYN, ACK, query, ACK, FIN, ACK; in: SYN-ACK, reply, ACK, FIN
+
+
+def count_dns_tcp(query: dns.message.Message, reply: dns.message.Message, family: int) -> None:
+    """Count a DNS-over-TCP exchange as frames on the link (each message has a 2-byte length)."""
+    header = TCP_HEADERS[family]
+    count(len(query.to_wire()) + 2 + _DNS_TCP_SEGMENTS[0] * header,
+          len(reply.to_wire()) + 2 + _DNS_TCP_SEGMENTS[1] * header)
 
 
 async def _doh_query(
@@ -173,6 +187,7 @@ async def _lookup(step: Step, env: Env, spec: ResolverSpec, role: Role) -> Obser
             elif spec.protocol == "tcp":
                 assert spec.address is not None
                 reply = await dns.asyncquery.tcp(query, spec.address, env.timeout, spec.port, bind)
+                count_dns_tcp(query, reply, 6 if ":" in spec.address else 4)
             else:
                 if env.session is None:
                     raise RuntimeError("DoH needs an HTTP session")

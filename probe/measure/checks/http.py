@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from probe.measure.checks.base import Blockpage, Env, Step
-from probe.measure.wire.net import Stopwatch
+from probe.measure.wire.net import Stopwatch, metered_socket_factory
 from probe.model import failures
 from probe.model.observation import Observation
 
@@ -60,6 +60,7 @@ async def fetch(
     connector = aiohttp.TCPConnector(
         ssl=context, resolver=PinnedResolver(address) if address else None,
         local_addr=(source, 0) if source else None, force_close=True, limit=1,
+        socket_factory=metered_socket_factory,
     )
     try:
         async with aiohttp.ClientSession(

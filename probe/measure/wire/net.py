@@ -16,6 +16,7 @@ is resumed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import socket
 import struct
@@ -23,6 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from probe.model import failures
 
@@ -152,7 +154,7 @@ async def connect(
     Raises OSError (ConnectionRefusedError, ...) or TimeoutError as the kernel reports.
     """
     family = _AF_INET6 if ":" in address else _AF_INET
-    sock = socket.socket(family, _SOCK_STREAM)
+    sock = MeteredSocket(family, _SOCK_STREAM)
     try:
         sock.setblocking(False)
         bind = source.ipv6 if family == _AF_INET6 else source.ipv4
@@ -232,3 +234,135 @@ class Stopwatch:
 
 
 
+
+
+# ---------------------------------------------------------------- bytes on the wire
+#
+# What a probe costs its volunteer is bytes on the link, so every socket a check opens is
+# counted: TCP from the kernel's own figures (TCP_INFO, read just before the socket is
+# closed), UDP from the datagrams sent and received. The figure is the frame as the
+# interface counts it (`ip -s link`): payload plus one TCP/IP and Ethernet header per
+# segment (the kernel counts segments too), plus the segments of the close that happen
+# after the socket is gone (FIN out and its ACK, the peer's FIN in).
+
+# struct tcp_info (linux/tcp.h), u64 at 120: tcpi_bytes_acked, 128: tcpi_bytes_received;
+# u32 at 136/140: tcpi_segs_out/in; u64 at 200: tcpi_bytes_sent (Linux >= 4.19, counts
+# retransmitted payload too).
+_TCP_INFO_BYTES_LEN = 208
+_U64 = struct.Struct("<Q").unpack_from
+ETHERNET = 14
+# IPv4 20 / IPv6 40, TCP 20 plus 12 of timestamp option (Linux sends it by default)
+TCP_HEADERS = {4: 14 + 20 + 32, 6: 14 + 40 + 32}
+UDP_HEADERS = {4: 14 + 20 + 8, 6: 14 + 40 + 8}
+CLOSE_SEGMENTS_OUT = 2  # our FIN, the ACK of theirs
+CLOSE_SEGMENTS_IN = 1  # their FIN (with the ACK of ours)
+
+
+class Ledger:
+    """Bytes on the wire per label (a messenger, or "baseline") and direction, for a round."""
+
+    __slots__ = ("totals",)
+
+    def __init__(self) -> None:
+        self.totals: dict[str, list[int]] = {}
+
+    def add(self, label: str, sent: int, received: int) -> None:
+        pair = self.totals.setdefault(label, [0, 0])
+        pair[0] += sent
+        pair[1] += received
+
+    @property
+    def sent(self) -> int:
+        return sum(p[0] for p in self.totals.values())
+
+    @property
+    def received(self) -> int:
+        return sum(p[1] for p in self.totals.values())
+
+
+class Meter:
+    """What one check's sockets sent and received (wire bytes), also added to its round's
+    ledger under the check's label. A socket closed after its check ended (a pooled DoH
+    connection) still reaches the ledger."""
+
+    __slots__ = ("label", "ledger", "received", "sent")
+
+    def __init__(self, label: str, ledger: Ledger | None = None) -> None:
+        self.label = label
+        self.ledger = ledger
+        self.sent = 0
+        self.received = 0
+
+    def add(self, sent: int, received: int) -> None:
+        self.sent += sent
+        self.received += received
+        if self.ledger is not None:
+            self.ledger.add(self.label, sent, received)
+
+
+METER: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("reach_meter", default=None)
+
+
+def _family(sock: socket.socket) -> int:
+    return 6 if sock.family == _AF_INET6 else 4
+
+
+def tcp_wire_bytes(sock: socket.socket) -> tuple[int, int] | None:
+    """(sent, received) of a TCP socket so far plus its close, as frames on the link;
+    None where TCP_INFO is missing."""
+    if _TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(_IPPROTO_TCP, _TCP_INFO, _TCP_INFO_BYTES_LEN)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_SEGS_LEN + 4:
+        return None
+    sent_payload = _U64(info, 200)[0] if len(info) >= _TCP_INFO_BYTES_LEN else _U64(info, 120)[0]
+    received_payload = _U64(info, 128)[0]
+    segs_out, segs_in = _unpack_rtt(info, 136)[0], _unpack_rtt(info, 140)[0]
+    header = TCP_HEADERS[_family(sock)]
+    # ESTABLISHED or CLOSE_WAIT: a close follows; a refused or unanswered connect has none
+    established = info[0] in (1, 8)
+    close_out, close_in = (CLOSE_SEGMENTS_OUT, CLOSE_SEGMENTS_IN) if established else (0, 0)
+    return (sent_payload + (segs_out + close_out) * header,
+            received_payload + (segs_in + close_in) * header)
+
+
+def count(sent: int = 0, received: int = 0) -> None:
+    """Add wire bytes to the running check's meter (nothing outside a metered check)."""
+    meter = METER.get()
+    if meter is not None:
+        meter.add(sent, received)
+
+
+def count_udp(payload: int, family: int, *, received: bool = False) -> None:
+    """One UDP datagram of `payload` bytes, as a frame on the link."""
+    size = payload + UDP_HEADERS[family]
+    count(0, size) if received else count(size, 0)
+
+
+class MeteredSocket(socket.socket):
+    """A socket that adds its TCP bytes to the meter of the check that opened it, when it is
+    closed (by the check, a transport or a connection pool, whichever closes it)."""
+
+    __slots__ = ("_meter",)
+
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
+                 fileno: int | None = None) -> None:
+        super().__init__(family, type, proto, fileno)
+        self._meter = METER.get()
+
+    def close(self) -> None:
+        meter, self._meter = getattr(self, "_meter", None), None
+        if meter is not None and self.fileno() >= 0 and self.type == _SOCK_STREAM:
+            counted = tcp_wire_bytes(self)
+            if counted is not None:
+                meter.add(*counted)
+        super().close()
+
+
+def metered_socket_factory(addr_info: tuple[Any, ...]) -> socket.socket:
+    """aiohttp's `socket_factory`: its connections are counted like the checks' own."""
+    family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
+    return MeteredSocket(family, kind, proto)

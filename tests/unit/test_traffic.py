@@ -1,0 +1,56 @@
+"""What a round costs: bytes counted at the sockets, and a baseline sized to the question."""
+
+from __future__ import annotations
+
+from probe.measure.round import run_round
+from probe.measure.wire.net import TCP_HEADERS, UDP_HEADERS
+from probe.sinks.metrics import Metrics
+from probe.sinks.report import round_json
+from tests.unit.conftest import WEB, World
+
+
+async def test_bytes_are_counted_per_messenger_and_check(world: World) -> None:
+    result = await world.round()
+    traffic = result.traffic
+    assert set(traffic) == {"telegram", "baseline"}
+    sent, received = traffic["telegram"]
+    tls = next(o for o in result.observations if o.check == "tls" and o.target == f"{WEB}/v4"
+               and o.role == "primary")
+    # a TLS handshake: a ClientHello of a few hundred bytes out, a certificate in, and at
+    # least the SYN, its answer and the close as frames on the link
+    assert tls.details["bytes_sent"] > 200 + 3 * TCP_HEADERS[4]
+    assert tls.details["bytes_received"] > 500
+    dns = next(o for o in result.observations if o.check == "dns" and o.role == "primary"
+               and o.target == f"{WEB}/v4")
+    assert dns.details["bytes_sent"] >= 2 * (len(WEB) + 16 + UDP_HEADERS[4])  # two resolvers
+    per_step = sum(o.details.get("bytes_sent", 0) for o in result.observations
+                   if o.messenger == "telegram")
+    # the messenger's total is its steps' (and what attempts cut short by a success sent)
+    assert 0.9 * sent <= per_step <= sent
+    assert received > sent  # certificates and answers are larger than what asks for them
+    out = round_json(result)["traffic"]
+    assert out["bytes_sent"] == sent + traffic["baseline"][0]
+    metrics = Metrics()
+    metrics.record_round(result)
+    metrics.record_round(result)
+    text = metrics.render().decode()
+    assert (f'reach_bytes_total{{vantage="unit",messenger="telegram",direction="sent"}} {2 * sent}'
+            in text)
+
+
+async def test_baseline_one_handshake_when_everything_answers(world: World) -> None:
+    result = await world.round()
+    site = next(o for o in result.observations if o.messenger is None and o.target == "site")
+    assert site.ok and len(site.tries()) == 1
+    assert result.network.loss_ratio == 0.0
+
+
+async def test_baseline_sampled_when_a_step_timed_out(world: World) -> None:
+    world.resolver.set_behaviour("silent")
+    result = await run_round(world.config())
+    site = next(o for o in result.observations if o.messenger is None and o.target == "site")
+    assert len(site.tries()) == 40  # the loss test has something to decide: a full sample
+    assert len(site.details["samples"]) == 40
+    # and the verdict is the one the full sample gives (the control resolver answered)
+    verdict = next(v for v in result.verdicts if v.target == f"{WEB}/v4")
+    assert (verdict.verdict, verdict.rule) == ("dns_blocking", "dns_failure_control_ok")

@@ -389,9 +389,13 @@ RULES: tuple[Rule, ...] = (
     Rule("http_blockpage_fingerprint", "http_blockpage",
          "the HTTP answer matches a known blockpage", _blockpage),
     Rule("connect_timeout", "ip_blocking",
-         "TCP connect timed out or the address is unreachable", _failed("tcp", TIMEOUTS)),
+         "TCP connect timed out or the address is unreachable (a router's ICMP or ICMPv6 "
+         "unreachable, administratively prohibited included)", _failed("tcp", TIMEOUTS)),
     Rule("connect_reset", "tcp_reset",
          "TCP connect was reset or refused", _failed("tcp", RESETS)),
+    Rule("connect_forbidden_locally", "inconclusive",
+         "the vantage's own host refused to send the connect (EPERM: a local firewall), "
+         "which says nothing about the path", _failed("tcp", {F.OPERATION_NOT_PERMITTED})),
     Rule("loss_concentrated_on_service", "ip_blocking",
          "the service's connect-level attempts in this family time out far more often than the "
          f"baseline's (one-sided Fisher exact test, p < {ALPHA_SERVICE:g}), and this target's do "

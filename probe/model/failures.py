@@ -22,6 +22,7 @@ CONNECTION_RESET: Final = "connection_reset"
 EOF_ERROR: Final = "eof_error"
 HOST_UNREACHABLE: Final = "host_unreachable"
 NETWORK_UNREACHABLE: Final = "network_unreachable"
+OPERATION_NOT_PERMITTED: Final = "operation_not_permitted"
 DNS_NXDOMAIN: Final = "dns_nxdomain_error"
 DNS_NO_ANSWER: Final = "dns_no_answer"
 DNS_SERVFAIL: Final = "dns_servfail_error"
@@ -48,7 +49,7 @@ FAILURES: Final = (
     NETWORK_UNREACHABLE, DNS_NXDOMAIN, DNS_NO_ANSWER, DNS_SERVFAIL, DNS_REFUSED, DNS_BOGON,
     SSL_INVALID_HOSTNAME, SSL_UNKNOWN_AUTHORITY, SSL_INVALID_CERTIFICATE, SSL_FAILED_HANDSHAKE,
     MTPROTO_UNEXPECTED_RESPONSE, HTTP_UNEXPECTED_STATUS, NOISE_UNEXPECTED_RESPONSE,
-    NOISE_INVALID_CERTIFICATE, UNKNOWN_FAILURE,
+    NOISE_INVALID_CERTIFICATE, UNKNOWN_FAILURE, OPERATION_NOT_PERMITTED,
 )
 
 # The operation that failed, paired with every failure string.
@@ -90,6 +91,21 @@ class UnexpectedStatus(Exception):
     failure = HTTP_UNEXPECTED_STATUS
 
 
+# Rejects a router sends (ICMP and ICMPv6 destination unreachable) arrive as errnos; Linux
+# converts them (net/ipv4/icmp.c icmp_err_convert, net/ipv6/icmp.c tab_unreach):
+#   ICMP net unreachable / net unknown / net prohibited (9) / net for TOS   -> ENETUNREACH
+#   ICMP host unreachable / host prohibited (10) / communication
+#        administratively prohibited (13, iptables icmp-admin-prohibited) /
+#        precedence violation or cutoff                                    -> EHOSTUNREACH
+#   ICMP host unknown -> EHOSTDOWN; host isolated -> ENONET; protocol unreachable -> ENOPROTOOPT
+#   ICMP port unreachable, ICMPv6 port unreachable                          -> ECONNREFUSED
+#   ICMPv6 no route -> ENETUNREACH; beyond scope / address unreachable      -> EHOSTUNREACH
+#   ICMPv6 administratively prohibited (1), source address failed policy
+#        (5), reject route (6)                                              -> EACCES
+# Every one of them is a router refusing to carry the packet, so every one names the
+# address as unreachable (the classifier's `connect_timeout` rule: ip_blocking); IPv6's
+# admin-prohibited must read as IPv4's does. EPERM is different: it is the vantage's own
+# host refusing to send (a local firewall's DROP/REJECT in OUTPUT), not anything on the path.
 _ERRNO_FAILURES: Final = {
     errno.ECONNREFUSED: CONNECTION_REFUSED,
     errno.ECONNRESET: CONNECTION_RESET,
@@ -97,6 +113,10 @@ _ERRNO_FAILURES: Final = {
     errno.EPIPE: CONNECTION_RESET,
     errno.EHOSTUNREACH: HOST_UNREACHABLE,
     errno.EHOSTDOWN: HOST_UNREACHABLE,
+    errno.EACCES: HOST_UNREACHABLE,
+    errno.ENONET: HOST_UNREACHABLE,
+    errno.ENOPROTOOPT: HOST_UNREACHABLE,
+    errno.EPERM: OPERATION_NOT_PERMITTED,
     errno.ENETUNREACH: NETWORK_UNREACHABLE,
     errno.ENETDOWN: NETWORK_UNREACHABLE,
     errno.EADDRNOTAVAIL: NETWORK_UNREACHABLE,

@@ -105,6 +105,7 @@ CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
                                                  obs("http", blockpage="peyvandha")]),
     "connect_timeout": (DC, ONLINE, [obs("tcp", F.GENERIC_TIMEOUT)]),
     "connect_reset": (DC, ONLINE, [obs("tcp", F.CONNECTION_RESET)]),
+    "connect_forbidden_locally": (DC, ONLINE, [obs("tcp", F.OPERATION_NOT_PERMITTED)]),
     "tls_certificate_invalid": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls", F.SSL_UNKNOWN_AUTHORITY),
                                               obs("tls", role="differential")]),
     "sni_differential": (WEB, ONLINE, [dns(), obs("tcp"), obs("tls", F.CONNECTION_RESET),
@@ -242,6 +243,17 @@ def test_ipv6_proven_alone_still_judges_ipv6() -> None:
     verdict = classify_target(TargetView(DC6, [obs("tcp", F.CONNECTION_RESET, address="2001:b28::a")],
                                          Baseline(), [site(6, F.GENERIC_TIMEOUT)], network))
     assert (verdict.verdict, verdict.rule) == ("tcp_reset", "connect_reset")
+
+
+@pytest.mark.parametrize("errno_", [13, 113, 101], ids=["EACCES", "EHOSTUNREACH", "ENETUNREACH"])
+def test_a_router_reject_is_ip_blocking(errno_: int) -> None:
+    """ICMPv6 administratively prohibited arrives as EACCES, ICMP's as EHOSTUNREACH, a
+    network reject as ENETUNREACH: a router refusing the address, whatever the family."""
+    failure = F.classify(OSError(errno_, "rejected"))
+    verdict = classify_target(TargetView(DC6, [obs("tcp", failure, address="2001:b28::a")],
+                                         ONLINE, [site(6, None)],
+                                         VantageNetwork(online=True, online_ipv6=True)))
+    assert (verdict.verdict, verdict.rule) == ("ip_blocking", "connect_timeout")
 
 
 def test_every_rule_gives_a_known_verdict() -> None:

@@ -18,6 +18,16 @@ from probe.model import failures as F
     (ConnectionResetError(errno.ECONNRESET, "reset"), "connection_reset"),
     (OSError(errno.EHOSTUNREACH, "no route"), "host_unreachable"),
     (OSError(errno.ENETUNREACH, "unreachable"), "network_unreachable"),
+    # ICMPv6 administratively prohibited / source address failed policy / reject route
+    (OSError(errno.EACCES, "Permission denied"), "host_unreachable"),
+    # ICMP communication administratively prohibited, host/net prohibited (Linux: EHOSTUNREACH
+    # and ENETUNREACH), host unknown, host isolated, protocol unreachable
+    (OSError(errno.EHOSTDOWN, "host is down"), "host_unreachable"),
+    (OSError(errno.ENONET, "not on the network"), "host_unreachable"),
+    (OSError(errno.ENOPROTOOPT, "protocol not available"), "host_unreachable"),
+    (OSError(errno.ECONNREFUSED, "port unreachable"), "connection_refused"),
+    # the vantage's own firewall (OUTPUT DROP/REJECT) refused to send
+    (OSError(errno.EPERM, "Operation not permitted"), "operation_not_permitted"),
     (ssl.SSLEOFError(), "eof_error"),
     (ssl.SSLError(1, "handshake failure"), "ssl_failed_handshake"),
     (F.ProtocolError("garbage"), "mtproto_unexpected_response"),

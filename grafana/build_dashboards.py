@@ -527,6 +527,17 @@ def fleet_overview() -> dict[str, Any]:
         w=12,
         h=9,
     )
+    table(
+        b,
+        "Circumvention works",
+        "Per vantage and messenger: whether the apps' own way around a block (Signal's domain "
+        "fronting, a configured WhatsApp proxy) reaches the service: yes, no, or untested. "
+        "A working detour never turns a block into ok: the verdicts above are the service's own.",
+        "reach_circumvention{" + SEL + "} == 1",
+        ["vantage", "messenger", "answer"],
+        w=24,
+        h=6,
+    )
     status_history(
         b,
         "Connectivity per vantage",

@@ -89,6 +89,10 @@ class Group(Strict):
     steps: Steps = Field(min_length=1)
     trust: str = "system"
     description: str = ""
+    # A circumvention path (`domain_fronting`, `whatsapp_proxy`): the way the apps get
+    # around a block. Its targets answer "does circumvention work?" and never count toward
+    # the messenger's own status (a working detour does not make a block `ok`).
+    circumvention: str = Field(default="", pattern=r"^[a-z_]{0,32}$")
 
 
 class Catalog(Strict):
@@ -173,6 +177,7 @@ class Target:
     trust: str
     steps: tuple[StepSpec, ...]
     address_space: tuple[IPNetwork, ...] = ()
+    circumvention: str = ""  # the circumvention path this target measures, if any
 
     def in_address_space(self, address: str) -> bool:
         try:

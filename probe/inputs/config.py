@@ -96,6 +96,17 @@ class Proxy(Strict):
         return self
 
 
+class WhatsappProxy(Strict):
+    """A WhatsApp proxy (github.com/WhatsApp/proxy) to check as WhatsApp's circumvention
+    path. No default: a proxy's address is whatever its operator shares. Its :443 wraps the
+    chat protocol in TLS (a self-signed certificate), :80 and :5222 carry it plain."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    address: IPAddress
+    port: int = Field(default=443, gt=0, lt=65536)
+    tls: bool | None = None  # default: TLS on 443, plain otherwise
+
+
 class MessengerOverrides(Strict):
     """Per-messenger changes to a built-in catalogue (replace, or extend with extra_)."""
 
@@ -115,6 +126,11 @@ class MessengerOverrides(Strict):
     neutral_sni: str | None = None
     groups: dict[str, GroupOverrides] = {}
     proxies: list[Proxy] = []  # MTProxy targets: their own group, `mtproxy`
+    # WhatsApp proxies: circumvention targets of group `proxy` (Noise through the proxy)
+    whatsapp_proxies: list[WhatsappProxy] = []
+    # The catalogue's circumvention groups (Signal's domain fronting): off by default, as
+    # they contact third parties' CDNs (the fronts) every round and add their own targets.
+    circumvention: bool = False
 
     @model_validator(mode="after")
     def _one_space(self) -> MessengerOverrides:

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from probe.inputs import prefixes
 from probe.inputs.catalog import Catalog, Endpoint, Group, StepSpec, Target, load
-from probe.inputs.config import BaselineTarget, Config, Confirm, MessengerOverrides, Proxy, Timeouts
+from probe.inputs.config import (
+    BaselineTarget,
+    Config,
+    Confirm,
+    MessengerOverrides,
+    Proxy,
+    Timeouts,
+    WhatsappProxy,
+)
 from probe.inputs.schema import ConfigError, IPNetwork
 from probe.measure.checks import REGISTRY
 
@@ -94,7 +102,7 @@ def _group_targets(messenger: str, group_name: str, group: Group,
                     targets.append(Target(
                         messenger, f"{endpoint.name}-v{address.version}{suffix}:{port}",
                         group_name, endpoint.name, address.version, port, str(address), None,
-                        endpoint.url, endpoint.sni, trust, steps, space))
+                        endpoint.url, endpoint.sni, trust, steps, space, group.circumvention))
             continue
         for family in (4, 6):
             for port in ports:
@@ -105,7 +113,7 @@ def _group_targets(messenger: str, group_name: str, group: Group,
                 targets.append(Target(
                     messenger, name, group_name, endpoint.name, family, port, None,
                     endpoint.name, endpoint.url, endpoint.sni or endpoint.name, trust, steps,
-                    space))
+                    space, group.circumvention))
     return targets
 
 
@@ -125,11 +133,14 @@ def plan_messenger(name: str, config: Config) -> MessengerPlan:
     groups = _merged_groups(catalog, overrides)
     domain_ports = _domain_ports(groups)
     for group_name, group in groups.items():
+        if group.circumvention and not overrides.circumvention:
+            continue
         with_neutral = group.model_copy(update={"steps": [
             s.model_copy(update={"options": {"neutral_sni": neutral, **s.options}})
             for s in group.steps]})
         targets += _group_targets(name, group_name, with_neutral, space, domain_ports)
     targets += [_proxy_target(name, proxy, neutral, space) for proxy in overrides.proxies]
+    targets += [_whatsapp_proxy_target(name, proxy, space) for proxy in overrides.whatsapp_proxies]
     seen: set[str] = set()
     for target in targets:
         if target.name in seen:
@@ -155,6 +166,19 @@ def _proxy_target(messenger: str, proxy: Proxy, neutral_sni: str,
     return Target(messenger, f"{proxy.name}-v{version}:{proxy.port}", "mtproxy", proxy.name,
                   version, proxy.port, str(proxy.address), None, None, proxy.sni, "system", steps,
                   space)
+
+
+def _whatsapp_proxy_target(messenger: str, proxy: WhatsappProxy,
+                           space: tuple[IPNetwork, ...]) -> Target:
+    """A WhatsApp proxy (github.com/WhatsApp/proxy) as a circumvention target of group
+    `proxy`: TCP, then WhatsApp's Noise handshake through it, the chain verified to the root
+    key (TLS-wrapped, unverified, where the proxy wraps: its :443 by default)."""
+    tls = proxy.tls if proxy.tls is not None else proxy.port == 443
+    steps = (StepSpec(check="tcp"), StepSpec(check="noise", options={"tls": tls}))
+    version = proxy.address.version
+    return Target(messenger, f"{proxy.name}-v{version}:{proxy.port}", "proxy", proxy.name,
+                  version, proxy.port, str(proxy.address), None, None, None, "whatsapp", steps,
+                  space, "whatsapp_proxy")
 
 
 def plan(config: Config) -> list[MessengerPlan]:

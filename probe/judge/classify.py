@@ -525,7 +525,8 @@ def classify_target(view: TargetView) -> Verdict:
             if rule.explain is not None:
                 reason += f"; {rule.explain(view)}"
             return Verdict(view.target.messenger, view.target.name, rule.verdict, rule.id,
-                           reason, [*evidence, *blocked_baseline])
+                           reason, [*evidence, *blocked_baseline],
+                           circumvention=view.target.circumvention)
     raise AssertionError("the last rule always matches")
 
 

@@ -100,6 +100,8 @@ class Verdict:
     # when the target was last measured, for a verdict carried between the rounds that
     # measure it (probe.serve.schedule); None: measured in the round that carries it
     measured: float | None = None
+    # The circumvention path the target measures (domain_fronting, whatsapp_proxy), if any.
+    circumvention: str = ""
 
     def to_json(self) -> dict[str, Any]:
         extra = {} if self.measured is None else {"measured": iso(self.measured)}
@@ -110,6 +112,7 @@ class Verdict:
             "verdict": self.verdict,
             "rule": self.rule,
             "reason": self.reason,
+            **({"circumvention": self.circumvention} if self.circumvention else {}),
             "evidence": [
                 {"observation": o.id, "check": o.check, "role": o.role, "failure": o.failure,
                  "attempts_failed": o.failed_attempts()[0], "attempts": o.failed_attempts()[1]}

@@ -37,6 +37,7 @@ from prometheus_client import (
 )
 
 from probe import __version__
+from probe.judge import circumvention
 from probe.model.observation import RoundResult
 
 # Latency from a vantage: LAN-fast to a slow satellite hop; past 2.5 s a check is slow
@@ -96,6 +97,29 @@ def _field(record: Any, name: str) -> Any:
     if isinstance(record, Mapping):
         return record.get(name)
     return getattr(record, name, None)
+
+
+def circumvention_lines(vantage: str, result: RoundResult) -> str:
+    """The apps' detours (probe.judge.circumvention): per messenger, whether one works
+    (yes/no/untested: only the current answer is exported), and each detour target's verdict."""
+    detours = [v for v in result.verdicts if v.circumvention]
+    messengers = sorted({v.messenger for v in result.verdicts})
+    answers = circumvention.by_messenger(
+        ((v.messenger, v.circumvention, v.verdict) for v in result.verdicts), messengers)
+    lines = ["# HELP reach_circumvention Whether the apps' way around a block works: the current "
+             "answer (yes, no, untested) only, as reach_verdict.",
+             "# TYPE reach_circumvention gauge"]
+    for messenger, current in answers.items():
+        labels = _labels(("vantage", "messenger", "answer"), (vantage, messenger, current))
+        lines.append(f"reach_circumvention{{{labels}}} 1")
+    lines += ["# HELP reach_circumvention_verdict The latest verdict of each circumvention target "
+              "(domain fronting, a WhatsApp proxy); kept out of reach_verdict.",
+              "# TYPE reach_circumvention_verdict gauge"]
+    for v in detours:
+        labels = _labels(("vantage", "messenger", "target", "path", "verdict"),
+                         (vantage, v.messenger, v.target, v.circumvention, v.verdict))
+        lines.append(f"reach_circumvention_verdict{{{labels}}} 1")
+    return "\n".join(lines)
 
 
 def network_lines(vantage: str, network: Any) -> list[str]:
@@ -274,11 +298,14 @@ class Metrics:
         put(b"# TYPE reach_verdict gauge")
         verdict_labels = self._verdict_labels
         for verdict in result.verdicts:
+            if verdict.circumvention:
+                continue  # a detour's verdict is not the service's (reach_circumvention_verdict)
             vkey = (vantage, verdict.messenger, verdict.target)
             prefix = verdict_labels.get(vkey)
             if prefix is None:
                 prefix = verdict_labels[vkey] = _labels(("vantage", "messenger", "target"), vkey).encode()
             put(b'reach_verdict{%s,verdict="%s"} 1' % (prefix, _escape(verdict.verdict).encode()))
+        put(circumvention_lines(vantage, result).encode())
         put(b"")
         return b"\n".join(out)
 

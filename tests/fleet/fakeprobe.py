@@ -209,6 +209,15 @@ class FakeProbe:
             for target in targets:
                 labels = {**v, "messenger": messenger, "target": target, "verdict": self.verdict(target)}
                 lines.append(f"reach_verdict{_fmt_labels(labels)} 1")
+
+        # the apps' detours (probe.judge.circumvention): a fake vantage whose messenger has a
+        # blocked target says the detour works; elsewhere none is tested
+        family("reach_circumvention", "gauge", "Whether the apps' way around a block works.")
+        for messenger, targets in self.targets.items():
+            blocked = any(self.verdict(t) not in ("ok", "vantage_offline", "inconclusive") for t in targets)
+            current = "yes" if blocked else "untested"
+            labels = {**v, "messenger": messenger, "answer": current}
+            lines.append(f"reach_circumvention{_fmt_labels(labels)} 1")
         return "\n".join(lines) + "\n"
 
     @staticmethod

@@ -43,6 +43,7 @@ CONTRACT_METRICS = {
     "reach_vantage_degraded",
     "reach_round_event_loop_lag_seconds",
     "reach_build_info",
+    "reach_circumvention",
 }
 # Exported when measured (a round with baseline attempts, configured baseline sites).
 MEASURED_METRICS = {"reach_vantage_loss_ratio", "reach_vantage_rtt_seconds", "reach_baseline_site_success"}

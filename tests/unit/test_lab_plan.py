@@ -20,6 +20,7 @@ from tests.lab import plan
 from tests.lab.configs import probe_config
 from tests.lab.scenarios import SCENARIOS
 from tests.lab.scenarios_offline import SCENARIOS as OFFLINE_SCENARIOS
+from tests.support.noiseserver import root_pem
 from tests.support.tlsserver import LabCA
 
 LAB_NETS = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32"))
@@ -47,12 +48,14 @@ def test_every_service_name_has_lab_answers() -> None:
 def test_the_lab_configs_are_valid_and_every_target_has_an_expectation(tmp_path: Path) -> None:
     lab_ca = LabCA().write_ca_pem(tmp_path / "ca" / "ca.pem")
     LabCA(organization="lab Signal CA").write_ca_pem(tmp_path / "signal-ca" / "ca.pem")
+    (tmp_path / "whatsapp-root.pem").write_bytes(root_pem())  # the lab's WhatsApp Noise root
     for vantage in (plan.SUBJECT, plan.CONTROL):
         data = probe_config(vantage, tmp_path, lab_ca, plan.MESSENGERS)
         config = parse_config(yaml.safe_dump(data), f"{vantage}.yaml", tmp_path)
         plans = {p.messenger: p for p in make_plan(config)}
         assert sorted(plans) == sorted(plan.MESSENGERS)
         assert config.tls.trust["signal"] == tmp_path / "signal-ca" / "ca.pem"
+        assert config.tls.trust["whatsapp"] == tmp_path / "whatsapp-root.pem"
         names = [t for p in plans.values() for t in p.target_names]
         assert len(names) == 114
         for scenario in (*SCENARIOS, *OFFLINE_SCENARIOS):

@@ -7,7 +7,7 @@ their registry key; a new check is one module plus one line here.
 
 from __future__ import annotations
 
-from probe.measure.checks import dns, http, mtproto, mtproxy, noise, tcp, tls
+from probe.measure.checks import dns, fronting, http, mtproto, mtproxy, noise, tcp, tls
 from probe.measure.checks.base import Registered
 
 REGISTRY: dict[str, Registered] = {
@@ -23,4 +23,5 @@ REGISTRY: dict[str, Registered] = {
     "http_post": Registered(mtproto.plain_http, "mtproto"),
     "http": Registered(http.check, "http"),
     "noise": Registered(noise.check, "tls"),
+    "fronted": Registered(fronting.check, "http"),
 }

@@ -12,6 +12,7 @@ import asyncio
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -54,8 +55,12 @@ async def fetch(
     transfer_seconds: float,
     blockpages: tuple[Blockpage, ...],
     source: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    capture: tuple[str, ...] = (),
 ) -> tuple[str | None, dict[str, Any]]:
-    """GET `url` (pinned to `address` if given); return (failure, evidence)."""
+    """GET `url` (pinned to `address` if given); return (failure, evidence). `headers` are
+    sent besides the usual ones (a fronted request's Host); the response headers named in
+    `capture` go into the evidence (under `headers`, lower-case names)."""
     details: dict[str, Any] = {"url": url}
     connector = aiohttp.TCPConnector(
         ssl=context, resolver=PinnedResolver(address) if address else None,
@@ -66,8 +71,11 @@ async def fetch(
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=timeout),
             headers={"User-Agent": "reach-probe (+https://github.com/reach-probe)"},
-        ) as session, session.get(url, allow_redirects=False) as response:
+        ) as session, session.get(url, allow_redirects=False, headers=dict(headers or {})) as response:
             details["status"] = response.status
+            if capture:
+                details["headers"] = {name.lower(): response.headers[name][:200]
+                                      for name in capture if name in response.headers}
             details["server"] = response.headers.get("Server", "")
             location = response.headers.get("Location", "")
             if location:

@@ -72,7 +72,8 @@ async def _wrap_tls(sock: socket.socket,
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    return await asyncio.open_connection(sock=sock, ssl=context, server_hostname=server_name or None)
+    # no name of ours to send (an empty server_hostname: no SNI) unless the config gives one
+    return await asyncio.open_connection(sock=sock, ssl=context, server_hostname=server_name or "")
 
 
 Send = Callable[[bytes], Awaitable[None]]

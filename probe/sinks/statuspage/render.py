@@ -22,6 +22,7 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import quote
 
+from probe.judge import circumvention
 from probe.model.verdicts import BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
 from probe.sinks.statuspage.history import SLOTS, History, iso, rank
 
@@ -266,7 +267,12 @@ def render_page(round_: Mapping[str, Any] | None, history: History, *, vantage: 
 def _summary(verdicts: list[dict[str, Any]], network: Mapping[str, Any], role: str) -> str:
     by_messenger: dict[str, list[str]] = {}
     for v in verdicts:
-        by_messenger.setdefault(str(v.get("messenger")), []).append(str(v.get("verdict")))
+        names_of = by_messenger.setdefault(str(v.get("messenger")), [])
+        if not v.get("circumvention"):  # a detour's verdict is not the service's status
+            names_of.append(str(v.get("verdict")))
+    detours = circumvention.by_messenger(
+        ((str(v.get("messenger")), str(v.get("circumvention") or ""), str(v.get("verdict")))
+         for v in verdicts), by_messenger)
     cards = []
     for messenger, names in by_messenger.items():
         status = messenger_status(names, network, role)
@@ -280,7 +286,9 @@ def _summary(verdicts: list[dict[str, Any]], network: Mapping[str, Any], role: s
                 else f"{counts.get('ok', 0)} of {len(names)} targets ok")
         cards.append(f"<section class='card' data-messenger='{html.escape(messenger)}'>"
                      f"<h3>{html.escape(messenger)} {_chip(status, 's')}"
-                     f"<span class='small'>{line}</span></h3><div class='counts'>{chips}</div></section>")
+                     f"<span class='small'>{line}</span></h3><div class='counts'>{chips}</div>"
+                     f"<p class='small circumvention' data-circumvention='{detours[messenger]}'>"
+                     f"circumvention works: {detours[messenger]}</p></section>")
     return f"<h2>Summary</h2><div class='cards' id='summary'>{''.join(cards)}</div>"
 
 

@@ -266,6 +266,8 @@ class Evidence(Strict):
     retention_days: float = Field(default=14, gt=0, le=36500)
     # rotate evidence.jsonl when the next line would make it larger than this
     max_file_bytes: int = Field(default=64 << 20, ge=4096, le=1 << 40)
+    # delete the oldest rotated files while the directory holds more than this
+    max_directory_bytes: int = Field(default=1 << 30, ge=8192, le=1 << 50)
 
 
 class Config(Strict):

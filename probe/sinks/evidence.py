@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,7 +44,28 @@ log = logging.getLogger(__name__)
 CURRENT = "evidence.jsonl"
 ROTATED_GLOB = "evidence-*.jsonl"
 MAX_FILE_BYTES = 64 << 20
+MAX_DIRECTORY_BYTES = 1 << 30
 _sequence = itertools.count()
+# O_NOFOLLOW: a symlink swapped in as evidence.jsonl is refused (ELOOP, counted as a write
+# error), never appended through to whatever it names.
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+DIRECTORY_MODE = 0o750
+
+
+def make_directory(path: Path, mode: int = DIRECTORY_MODE) -> None:
+    """Create `path` and its missing parents with `mode` whatever the umask (mkdir's mode is
+    masked by it: a umask of 0 would make them world-writable); existing ones are left."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode)
+            os.chmod(directory, mode, follow_symlinks=False)
 
 
 @dataclass
@@ -53,6 +75,7 @@ class EvidenceLog:
     directory: Path | None
     retention_days: float = 14
     max_file_bytes: int = MAX_FILE_BYTES
+    max_directory_bytes: int = MAX_DIRECTORY_BYTES
     scrubber: Scrubber = field(default_factory=Scrubber)
     write_errors: int = 0
     writes: int = 0
@@ -71,6 +94,7 @@ class EvidenceLog:
         self.directory = e.directory
         self.retention_days = e.retention_days
         self.max_file_bytes = e.max_file_bytes
+        self.max_directory_bytes = e.max_directory_bytes
         self.scrubber.configure(vantage_addresses(v))
 
     def _line(self, result: RoundResult) -> bytes:
@@ -104,16 +128,16 @@ class EvidenceLog:
 
     def _append(self, line: bytes) -> None:
         assert self.directory is not None
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_directory(self.directory)
         path = self.directory / CURRENT
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        fd = os.open(path, _OPEN_FLAGS, 0o640)
         try:
             size = os.fstat(fd).st_size
             if size and size + len(line) > self.max_file_bytes:
                 os.close(fd)
                 fd = -1
                 self._rotate(path)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+                fd = os.open(path, _OPEN_FLAGS, 0o640)
                 size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 # a torn line from a crash: close it so our line stays whole
@@ -146,16 +170,31 @@ class EvidenceLog:
         return target
 
     def prune(self, now: float | None = None) -> list[Path]:
-        """Delete rotated files older than the retention; return what was deleted."""
+        """Delete rotated files older than the retention, then the oldest ones while the
+        directory holds more than `max_directory_bytes`; return what was deleted. The
+        current file is never deleted (it is at most `max_file_bytes`)."""
         if self.directory is None or not self.directory.is_dir():
             return []
         cutoff = (now if now is not None else time.time()) - self.retention_days * 86400
         removed = []
+        rotated: list[tuple[float, int, Path]] = []
         for path in self.directory.glob(ROTATED_GLOB):
             with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime < cutoff:
+                stat = path.lstat()
+                if stat.st_mtime < cutoff:
                     path.unlink(missing_ok=True)
                     removed.append(path)
+                else:
+                    rotated.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in rotated)
+        with contextlib.suppress(FileNotFoundError):
+            total += (self.directory / CURRENT).lstat().st_size
+        for _, size, path in sorted(rotated, key=lambda item: (item[0], item[2].name)):
+            if total <= self.max_directory_bytes:
+                break
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            total -= size
         return removed
 
 
@@ -202,7 +241,7 @@ class TornLine:
 def read_rounds(path: Path, torn: list[TornLine] | None = None) -> Iterator[dict[str, Any]]:
     """Every complete round in a log file; a torn line (a crash mid-write) is reported and skipped."""
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
+        for number, raw in enumerate(_lines(handle), 1):
             if not raw.strip():
                 continue
             try:
@@ -215,6 +254,66 @@ def read_rounds(path: Path, torn: list[TornLine] | None = None) -> Iterator[dict
                     torn.append(TornLine(path, number, len(raw)))
                 continue
             yield data
+
+
+MAX_LINE_BYTES = 256 << 20  # a line longer than this is skipped, never held whole
+
+
+def _lines(handle: Any, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The file's lines; one longer than `limit` is read past in chunks and skipped (a
+    warning), so no line costs more than `limit` bytes of memory."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            skipped = len(line)
+            while True:
+                chunk = handle.readline(1 << 20)
+                skipped += len(chunk)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            log.warning("%s: a line of %d bytes skipped (longer than %d)", handle.name, skipped, limit)
+            continue
+        yield line
+
+
+_VERDICTS = b'"verdicts":'
+_STARTED = b'"started":'
+
+
+def read_verdicts(path: Path) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    """Each round's start time (ISO text) and (messenger, target, verdict) triples, without
+    building the round's observations: the page's history needs nothing else, and the
+    observations are what a hostile network makes large. The top-level "started" is the
+    first key of that name in a line (the vantage before it has none) and "verdicts" the
+    last (round_json puts it last); a line where either is not so is parsed whole."""
+    decoder = json.JSONDecoder()
+    with path.open("rb") as handle:
+        for raw in _lines(handle):
+            try:
+                start, end = raw.find(_STARTED), raw.rfind(_VERDICTS)
+                if start < 0 or end < 0:
+                    raise ValueError("no started or verdicts")
+                head = raw[start + len(_STARTED):start + 200].decode("utf-8", "replace")
+                started, _ = decoder.raw_decode(head)
+                verdicts, _ = decoder.raw_decode(raw[end + len(_VERDICTS):].decode("utf-8"))
+                if not isinstance(started, str) or not isinstance(verdicts, list):
+                    raise ValueError("not a round")
+            except ValueError:
+                if not raw.strip():
+                    continue
+                try:
+                    data = json.loads(raw)
+                    started, verdicts = data["started"], data["verdicts"]
+                    if not isinstance(started, str) or not isinstance(verdicts, list):
+                        continue
+                except (ValueError, KeyError, TypeError):
+                    continue  # torn or damaged: summarise() reports those
+            yield started, [
+                (sys.intern(str(v.get("messenger"))), sys.intern(str(v.get("target"))),
+                 sys.intern(str(v.get("verdict"))))
+                for v in verdicts if isinstance(v, dict)]
 
 
 def log_files(path: Path) -> list[Path]:

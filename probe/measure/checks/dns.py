@@ -27,7 +27,17 @@ from probe.model.observation import Observation, Role
 
 MAX_UDP_REPLIES = 16  # replies we keep per query: a flood must not grow memory
 MAX_UDP_DATAGRAMS = 256  # datagrams we parse per query: a flood must not burn the CPU
+# Datagrams not for us (wrong id) cost a comparison each: many more are read (so a flood
+# of them cannot hide the real answer) but not without end.
+MAX_UDP_DROPPED = 65536
+# Answer records parsed per reply: dnspython's parse is quadratic in an RRset's size (a
+# 64 KB reply of 4,000 A records takes 0.1 to 1.5 s of CPU); the rest are counted, unread.
+MAX_PARSED_RECORDS = 64
 MAX_DOH_BYTES = 65535
+# Addresses kept per list in the evidence (answers, each late answer, bogons, outside the
+# space): a 60 KB reply holds thousands; the first few dozen say what was answered, the
+# count says how much. Judging uses the lists' heads (the first answer), never their tails.
+MAX_KEPT_ADDRESSES = 32
 # UDP queries per lookup, evenly spread over the timeout: glibc and systemd-resolved resend
 # after a second or two; a probe that sends once reports every lost datagram as a block.
 UDP_SENDS = 4
@@ -50,6 +60,32 @@ def _addresses(response: dns.message.Message, rdtype: int) -> list[str]:
     return [
         rr.to_text() for rrset in response.answer if rrset.rdtype == rdtype for rr in rrset
     ]
+
+
+def _answers_us(wire: bytes, query_id: int) -> bool:
+    """Whether a datagram can be a reply to our query, from its first three bytes: our id,
+    the QR bit. A spoofed or stray datagram is dropped before any parsing, so a flood of
+    60 KB wrong-id replies costs a comparison each, not a parse (event-loop time bounded)."""
+    return len(wire) >= 12 and int.from_bytes(wire[:2], "big") == query_id and bool(wire[2] & 0x80)
+
+
+def _cut(wire: bytes) -> tuple[bytes, int | None]:
+    """A reply with more than MAX_PARSED_RECORDS answer records, rewritten to announce only
+    that many (authority and additional dropped), and the count it announced; the wire
+    unchanged and None otherwise."""
+    answers = int.from_bytes(wire[6:8], "big")
+    if answers <= MAX_PARSED_RECORDS:
+        return wire, None
+    header = wire[:6] + MAX_PARSED_RECORDS.to_bytes(2, "big") + bytes(4)
+    return header + wire[12:], answers
+
+
+def _kept(details: dict[str, Any], key: str, values: list[str]) -> None:
+    """details[key] = the first MAX_KEPT_ADDRESSES values; details[key_total] = how many
+    there were, when some were left out."""
+    details[key] = values[:MAX_KEPT_ADDRESSES]
+    if len(values) > MAX_KEPT_ADDRESSES:
+        details[f"{key}_total"] = len(values)
 
 
 async def _udp_query(
@@ -78,7 +114,9 @@ async def _udp_query(
     first: dns.message.Message | None = None
     first_answer: list[str] = []
     late: list[list[str]] = []
-    garbage = datagrams = 0
+    late_seen: set[int] = set()  # hashes of whole late answers: the kept ones are cut short
+    wires_seen: set[int] = set()  # hashes (keyed SipHash) of the datagrams parsed
+    garbage = datagrams = dropped = 0
     wire_query = query.to_wire()
     sent = 0
     try:
@@ -106,10 +144,25 @@ async def _udp_query(
                     wire = await loop.sock_recv(sock, 65535)
             except TimeoutError:
                 continue
-            datagrams += 1
             count_udp(len(wire), 6 if family == socket.AF_INET6 else 4, received=True)
+            if not _answers_us(wire, query.id):
+                dropped += 1
+                if dropped > MAX_UDP_DROPPED:
+                    break
+                garbage += 1
+                details["garbage_replies"] = garbage
+                details.setdefault("garbage_head", wire[:64].hex())
+                continue
+            datagrams += 1
+            digest = hash(wire)
+            if digest in wires_seen:
+                continue  # the same reply again (a resend's answer, a replayed flood)
+            wires_seen.add(digest)
             try:
-                reply = dns.message.from_wire(wire)
+                wire, records = _cut(wire)
+                if records is not None:
+                    details["answer_records_max"] = max(records, details.get("answer_records_max", 0))
+                reply = dns.message.from_wire(wire, ignore_trailing=records is not None)
                 is_response = query.is_response(reply)
             except Exception:  # whatever a hostile peer sends is garbage
                 is_response = False
@@ -124,8 +177,10 @@ async def _udp_query(
                 deadline = min(deadline, loop.time() + race_window)
             else:
                 answer = _addresses(reply, rdtype)
-                if answer != first_answer and answer not in late:
-                    late.append(answer)
+                key = hash(tuple(answer))
+                if answer != first_answer and key not in late_seen:
+                    late_seen.add(key)
+                    late.append(answer[:MAX_KEPT_ADDRESSES])
     finally:
         sock.close()
     if first is None:
@@ -194,12 +249,12 @@ async def _lookup(step: Step, env: Env, spec: ResolverSpec, role: Role) -> Obser
                 reply = await _doh_query(query, spec, env.timeout, env.session)
         answers = _addresses(reply, rdtype)
         details["rcode"] = dns.rcode.to_text(reply.rcode())
-        details["answers"] = answers
+        _kept(details, "answers", answers)
         details["late_answers"] = late
         seen = answers + [a for answer in late for a in answer]
         details["fingerprints"] = sorted({policy.fingerprints[a] for a in seen if a in policy.fingerprints})
-        details["bogons"] = [a for a in seen if policy.is_bogon(a) and not in_space(a)]
-        details["outside_space"] = [a for a in answers if not in_space(a)]
+        _kept(details, "bogons", [a for a in seen if policy.is_bogon(a) and not in_space(a)])
+        _kept(details, "outside_space", [a for a in answers if not in_space(a)])
         if reply.rcode() != dns.rcode.NOERROR:
             failure = failures.rcode_failure(reply.rcode())
         elif details["bogons"] or details["fingerprints"]:

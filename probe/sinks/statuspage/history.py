@@ -18,7 +18,7 @@ from typing import Any
 
 from probe.model.observation import RoundResult
 from probe.model.verdicts import BLOCKING
-from probe.sinks.evidence import log_files, read_rounds
+from probe.sinks.evidence import log_files, read_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -154,23 +154,27 @@ class History:
         return [cell if ran[index] else None for index, cell in enumerate(cells)]
 
     def load(self, directory: Path | None, now: float | None = None) -> int:
-        """Rebuild from the evidence log's rounds of the last window; return how many."""
+        """Rebuild from the evidence log's rounds of the last window; return how many.
+
+        Streams the log and keeps only (time, messenger, target, verdict) of each round
+        (names interned), so memory at start follows targets x rounds, never what the
+        observations hold (a hostile resolver's answers)."""
         if directory is None or not directory.is_dir():
             return 0
         now = time.time() if now is None else now
         cutoff = now - self.window
-        rounds: list[tuple[float, dict[str, Any]]] = []
+        rounds: list[tuple[float, list[tuple[str, str, str]]]] = []
         for path in log_files(directory):
             try:
                 if path.stat().st_mtime < cutoff:
                     continue
-                for data in read_rounds(path):
-                    started = from_iso(data.get("started"))
+                for started_text, verdicts in read_verdicts(path):
+                    started = from_iso(started_text)
                     if started is not None and cutoff <= started <= now:
-                        rounds.append((started, data))
+                        rounds.append((started, verdicts))
             except OSError as exc:
                 log.warning("status page: cannot read %s: %s", path, exc)
-        for _, data in sorted(rounds, key=lambda item: item[0]):
-            self.record_json(data)
+        rounds.sort(key=lambda item: item[0])
+        for started, verdicts in rounds:
+            self.record(started, verdicts)
         return len(rounds)
-

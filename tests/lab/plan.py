@@ -161,8 +161,8 @@ FRONT_NAMES = tuple(f.name for f in FRONTS)
 MESSENGERS = ("telegram", "whatsapp", "signal")
 #: WhatsApp's lab address space: what AS32934's prefixes are in the real catalogue.
 WHATSAPP_SPACE = ("198.18.80.0/20", "2001:db8:80::/48")
-#: Chat endpoints e1-e16: a TCP listener on 443 and 5222 each (WhatsApp's Noise protocol
-#: is not spoken; the probe's plan for them is DNS -> TCP).
+#: Chat endpoints e1-e16: the lab's WhatsApp Noise responder on 443 and 5222 each, its
+#: certificate chain from the lab's test root (tests.support.noiseserver).
 WHATSAPP_CHAT = tuple(Front(f"e{i}.whatsapp.net", f"198.18.80.{i}", f"2001:db8:80::{i:x}")
                       for i in range(1, 17))
 WHATSAPP_CHAT_PORTS = (443, 5222)
@@ -190,6 +190,17 @@ SIGNAL_LAB_CA = (
 WEB_NETS = (("198.18.72.0/24", "2001:db8:64:48::/64"), ("198.18.81.0/24", "2001:db8:80:81::/64"),
             ("198.18.96.0/24", "2001:db8:96::/64"))
 OTHER_HOSTS = (*WHATSAPP_CHAT, *WHATSAPP_FRONTS, *SIGNAL_PINNED_CA, *SIGNAL_LAB_CA)
+#: WhatsApp chat addresses only (not the web fronts): what a censor of the Noise protocol hits.
+WHATSAPP_CHAT_NETS = ("198.18.80.0/24", "2001:db8:80::/64")
+#: Signal's domain fronts (libsignal rust/net/src/env.rs): a CDN in the lab, outside every
+#: service's space, answering the fronted request as Signal's reflector would. Not service
+#: names: the censor's name-based behaviours leave them alone (only circumvention scenarios
+#: configure targets on them).
+SIGNAL_CDN_FRONTS = tuple(
+    Front(name, f"198.18.120.{i}", f"2001:db8:120::{i:x}") for i, name in enumerate(
+        ("github.githubassets.com", "pinterest.com", "www.redditstatic.com", "www.google.com",
+         "android.clients.google.com", "clients3.google.com", "clients4.google.com",
+         "inbox.google.com"), start=1))
 #: Every service name the lab resolvers know, all three messengers.
 SERVICE_NAMES = (*FRONT_NAMES, *(h.name for h in OTHER_HOSTS))
 
@@ -215,6 +226,7 @@ def internet_hosts() -> list[str]:
         *dc_addresses(),
         *front_addresses(),
         *addresses(OTHER_HOSTS),
+        *addresses(SIGNAL_CDN_FRONTS),
         *CONTROL_RESOLVER,
         *CONTROL_ISP_RESOLVER,
         *CONTROL_DOH,
@@ -225,7 +237,7 @@ def internet_hosts() -> list[str]:
 
 def zone() -> dict[str, dict[str, list[str]]]:
     """What the honest resolvers answer: the real names, lab addresses."""
-    z = {f.name: {"A": [f.v4], "AAAA": [f.v6]} for f in (*FRONTS, *OTHER_HOSTS)}
+    z = {f.name: {"A": [f.v4], "AAAA": [f.v6]} for f in (*FRONTS, *OTHER_HOSTS, *SIGNAL_CDN_FRONTS)}
     z[BASELINE_NAME] = {"A": [BASELINE[0]], "AAAA": [BASELINE[1]]}
     return z
 

@@ -14,16 +14,17 @@ probe.inputs.schema.MAX_MESSAGE characters.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, RootModel, ValidationError, field_validator, model_validator
 
 from probe.inputs import prefixes
 from probe.inputs.catalog import (
@@ -39,7 +40,7 @@ from probe.inputs.catalog import (
 from probe.inputs.schema import ConfigError as ConfigError
 from probe.inputs.schema import IPAddress, IPNetwork, Ports
 from probe.inputs.schema import Strict as Strict
-from probe.measure.checks import REGISTRY
+from probe.measure.checks import REGISTRY, timeout_keys
 from probe.measure.checks.base import TrustStore
 
 MAX_CONFIG_BYTES = 16 << 20
@@ -220,12 +221,36 @@ class Baseline(Strict):
         return targets
 
 
-class Timeouts(Strict):
-    dns: float = Field(default=5.0, gt=0, le=120)
-    connect: float = Field(default=10.0, gt=0, le=120)
-    tls: float = Field(default=10.0, gt=0, le=120)
-    mtproto: float = Field(default=10.0, gt=0, le=120)
-    http: float = Field(default=15.0, gt=0, le=300)
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Timeouts(RootModel[dict[str, Seconds]]):
+    """Seconds per timeout key of the check records (probe/measure/checks/__init__.py): a key
+    no record uses is refused, a key not set takes its record's default."""
+
+    root: dict[str, Seconds] = {}
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> Timeouts:
+        keys = timeout_keys()
+        for key, value in self.root.items():
+            spec = keys.get(key)
+            if spec is None:
+                close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+                hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(sorted(keys))})"
+                raise ValueError(f"{key}: no check has this timeout{hint}")
+            if value > spec.timeout_max:
+                raise ValueError(f"{key}: {value:g} is too large: must be at most {spec.timeout_max:g}")
+        self.root = {key: self.root.get(key, spec.timeout_default) for key, spec in keys.items()}
+        return self
+
+    def __getitem__(self, key: str) -> float:
+        return self.root[key]
+
+    def of(self, check: str) -> float:
+        """The timeout a registered check runs under."""
+        spec = REGISTRY[check].spec
+        return self.root.get(spec.timeout, spec.timeout_default)
 
 
 class Confirm(Strict):
@@ -245,7 +270,7 @@ class Schedule(Strict):
     # uvloop (pip install 'reach-probe[fast]') cuts CPU per check by 20-30% (docs/benchmark.md);
     # auto = uvloop when installed. Read at start-up: a reload does not switch loops.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
-    timeouts: Timeouts = Timeouts()
+    timeouts: Timeouts = Field(default_factory=lambda: Timeouts.model_validate({}))
     confirm: Confirm = Confirm()
 
 

@@ -26,10 +26,6 @@ from probe.inputs.config import (
 from probe.inputs.schema import ConfigError, IPNetwork
 from probe.measure.checks import REGISTRY
 
-# Checks whose failure is confirmed by repeating the step (probe.measure.round): every one whose
-# failure can feed a blocking verdict. A failed transfer only ever says "inconclusive".
-CONFIRMED = frozenset(REGISTRY) - {"http"}
-
 
 @dataclass(frozen=True, slots=True)
 class MessengerPlan:
@@ -207,15 +203,11 @@ def step_seconds(step: StepSpec, timeouts: Timeouts, confirm: Confirm | None = N
     confirm a failure (`confirm.attempts` tries started `spacing` apart), the others run
     once."""
     attempts, spacing = (confirm.attempts, confirm.spacing) if confirm else (1, 0.0)
-    if step.check not in CONFIRMED:
+    if not REGISTRY[step.check].spec.confirmed:
         attempts, spacing = 1, 0.0
-
-    def seconds(check: str) -> float:
-        return float(getattr(timeouts, REGISTRY[check].timeout))
-
-    once = sum(seconds(c) for c in (*step.before, *step.differentials))
+    once = sum(timeouts.of(c) for c in (*step.before, *step.differentials))
     # attempts overlap (probe.measure.round): the last starts (attempts - 1) spacings after the first
-    return once + seconds(step.check) + (attempts - 1) * spacing
+    return once + timeouts.of(step.check) + (attempts - 1) * spacing
 
 
 def worst_case_seconds(targets: list[Target], timeouts: Timeouts,
@@ -228,6 +220,6 @@ def worst_case_seconds(targets: list[Target], timeouts: Timeouts,
 
 def transfers_seconds(targets: list[Target], timeouts: Timeouts) -> float:
     """Transfers run one at a time (a shared bottleneck must not read as throttling): the
-    longest they can take together, the baseline's included."""
-    transfers = sum(1 for t in targets for s in t.steps if s.check == "http")
-    return (transfers + 1) * timeouts.http
+    longest they can take together, the baseline's (an http transfer) included."""
+    return timeouts.of("http") + sum(timeouts.of(s.check) for t in targets for s in t.steps
+                                     if REGISTRY[s.check].spec.transfer)

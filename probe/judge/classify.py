@@ -18,12 +18,13 @@ from probe.inputs.catalog import Target
 from probe.judge.vantage import (
     ALPHA_SERVICE,
     ALPHA_TARGET,
-    CONNECT_LEVEL,
     LOST,
     LossContext,
+    connect_level,
     describe,
     lost_counts,
 )
+from probe.measure.checks import spec_of
 from probe.model import failures as F
 from probe.model.observation import Baseline, Observation, RoundResult, VantageNetwork, Verdict
 
@@ -38,9 +39,6 @@ TARGET_SHARE_ALPHA = 0.05
 
 TIMEOUTS = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE})
 RESETS = frozenset({F.CONNECTION_RESET, F.CONNECTION_REFUSED})
-# Checks whose success proves the service itself answered (a verified certificate, an
-# MTProto answer with our nonce); a TCP connect proves nothing about who answered.
-AUTHENTICATING = frozenset({"tls", "mtproto", "noise"})
 DNS_ERRORS = frozenset({F.DNS_NXDOMAIN, F.DNS_SERVFAIL, F.DNS_REFUSED, F.DNS_NO_ANSWER,
                         F.GENERIC_TIMEOUT})
 
@@ -153,13 +151,20 @@ def _dns_outside_space(v: TargetView) -> Evidence:
     return [suspect[0], *later] if suspect is not None and later else None
 
 
+def _authenticates(check: str) -> bool:
+    """A step whose success proves the service itself answered (a verified certificate, an
+    MTProto answer with our nonce); a TCP connect proves nothing about who answered."""
+    spec = spec_of(check)
+    return spec is not None and spec.authenticates
+
+
 def _dns_outside_unverified(v: TargetView) -> Evidence:
     """A suspect answer that no step could prove to be the service (a plan of dns and tcp
     only: WhatsApp's chat endpoints), which the control resolvers did not give either."""
     suspect, controls = _suspect_answer(v), _control_answers(v)
     if suspect is None or not controls or suspect[1] in controls:
         return None
-    proven = [o for o in v.observations if o.check in AUTHENTICATING and o.address == suspect[1]]
+    proven = [o for o in v.observations if _authenticates(o.check) and o.address == suspect[1]]
     return None if proven else [suspect[0]]
 
 
@@ -290,7 +295,7 @@ def _lost_unexplained(v: TargetView) -> bool:
     timed out as well. (A filter on a name or a protocol times out every attempt while
     its differential passes.)"""
     for obs in v.observations:
-        if not obs.primary or obs.check not in CONNECT_LEVEL:
+        if not obs.primary or not connect_level(obs.check):
             continue
         lost = [a for a in obs.tries() if a.failure in LOST]
         if not lost:
@@ -312,7 +317,7 @@ def _loss_concentrated(v: TargetView) -> Evidence:
     p_service = v.loss.service_p(v.target.messenger, family)
     if p_service is None or p_service >= ALPHA_SERVICE or not _lost_unexplained(v):
         return None
-    mine = [o for o in v.observations if o.primary and o.check in CONNECT_LEVEL]
+    mine = [o for o in v.observations if o.primary and connect_level(o.check)]
     p_target = v.loss.target_p(family, lost_counts(mine))
     if p_target is None or p_target >= TARGET_SHARE_ALPHA:
         return None
@@ -484,7 +489,7 @@ def _loss_comparison(v: TargetView, failed_only: bool) -> str:
         return ""
     family = v.target.family
     mine = [o for o in v.observations if o.primary
-            and (not o.ok if failed_only else o.check in CONNECT_LEVEL)]
+            and (not o.ok if failed_only else connect_level(o.check))]
     ref = v.loss.baseline.get(family, (0, 0))
     service = v.loss.service.get((v.target.messenger, family), (0, 0))
     return (f"target: {describe(lost_counts(mine), ref)}; the service in IPv{family}: "

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from probe.measure.checks import spec_of
 from probe.model import failures as F
 from probe.model.observation import Observation
 
@@ -101,23 +102,28 @@ def _doh_address(obs: Observation) -> str | None:
 
 
 def proof(obs: Observation) -> tuple[str, str] | None:
-    """(address, why) if this observation proves that something outside answered."""
-    if obs.check == "tls" and obs.ok and obs.role != "differential" and obs.address:
-        # primary or control: verified against the target's anchors (differentials are not)
-        name = obs.details.get("sni") or obs.target
-        return obs.address, f"verified TLS {obs.address}:{obs.port} ({name})"
-    if obs.check in ("mtproto", "mtproxy") and obs.ok and obs.address:
-        # resPQ echoing our nonce, directly or relayed by an MTProxy: a DC answered
-        return obs.address, f"MTProto resPQ with our nonce from {obs.address}:{obs.port} ({obs.target})"
-    if obs.check == "noise" and obs.ok and obs.address:
-        # a ServerHello keyed to our ephemeral key, its chain verified to WhatsApp's root
-        return obs.address, f"WhatsApp Noise certificate chain from {obs.address}:{obs.port} ({obs.target})"
-    if obs.check == "dns" and obs.details.get("protocol") == "doh" and "rcode" in obs.details:
-        # a parsed reply over verified HTTPS, whatever its rcode: the resolver answered
-        address = _doh_address(obs)
-        if address is not None:
+    """(address, why) if this observation proves that something outside answered: a success
+    of a check whose record says it proves the vantage online (probe/measure/checks)."""
+    spec = spec_of(obs.check)
+    if spec is None or not spec.proves_online:
+        return None
+    if obs.check == "dns":
+        # only a parsed reply over verified HTTPS, whatever its rcode: the resolver answered
+        address = _doh_address(obs) if obs.details.get("protocol") == "doh" else None
+        if address is not None and "rcode" in obs.details:
             return address, f"authenticated DoH answer from {obs.details['resolver_address']}"
-    return None
+        return None
+    if not obs.ok or not obs.address or (obs.check == "tls" and obs.role == "differential"):
+        return None  # TLS differentials are unverified handshakes: anyone could have answered
+    name = obs.details.get("sni") or obs.target
+    return obs.address, spec.proof_words.format(address=obs.address, port=obs.port,
+                                                target=obs.target, name=name)
+
+
+def connect_level(check: str) -> bool:
+    """The service's steps whose attempts are compared with the baseline's handshakes."""
+    spec = spec_of(check)
+    return spec is not None and spec.connect_level
 
 
 def connectivity(observations: Iterable[Observation], public: Sequence[IPNetwork] = (),
@@ -177,8 +183,6 @@ def judge(result: RoundResult, sites: Sequence[Target]) -> None:
 
 # Attempts that never got an answer: what packet loss produces (and what a blackhole does).
 LOST = frozenset({F.GENERIC_TIMEOUT, F.HOST_UNREACHABLE, F.NETWORK_UNREACHABLE})
-# The service's steps whose attempts are compared with the baseline's handshakes.
-CONNECT_LEVEL = frozenset({"tcp", "tls", "mtproto", "noise"})
 # Degraded: this share of the baseline's attempts timed out, or this share of the segments
 # its handshakes sent had to be retransmitted (the kernel's count, TCP_INFO), or this share
 # of its handshakes needed a retransmission or timed out. The last is the one that sees loss
@@ -229,7 +233,7 @@ def lost_counts(observations: Iterable[Observation]) -> Counts:
 
 def baseline_samples(observations: Iterable[Observation], family: int) -> list[Observation]:
     """The baseline's handshakes of one family (not its throughput transfer)."""
-    return [o for o in observations if o.messenger is None and o.check in CONNECT_LEVEL
+    return [o for o in observations if o.messenger is None and connect_level(o.check)
             and family_of(o.address) == family]
 
 
@@ -250,7 +254,7 @@ class LossContext:
         grouped: dict[tuple[str, int], list[Observation]] = defaultdict(list)
         for obs in observations:
             family = family_of(obs.address)
-            if obs.messenger is not None and obs.primary and obs.check in CONNECT_LEVEL and family:
+            if obs.messenger is not None and obs.primary and connect_level(obs.check) and family:
                 grouped[(obs.messenger, family)].append(obs)
         return cls(baseline, {key: lost_counts(group) for key, group in grouped.items()},
                    degraded, max(1, targets))
@@ -293,7 +297,7 @@ def quality(baseline_observations: list[Observation]) -> Quality:
     """Loss ratio (timed-out share of the baseline's attempts), the median kernel RTT of its
     handshakes, the share of their segments retransmitted, the share of handshakes that
     needed a retransmission or timed out, and whether that is degraded."""
-    samples = [o for o in baseline_observations if o.check in CONNECT_LEVEL]
+    samples = [o for o in baseline_observations if connect_level(o.check)]
     lost, tries = lost_counts(samples)
     details = _sample_details(samples)
     loss = round(lost / tries, 4) if tries else None

@@ -22,9 +22,9 @@ import yaml
 
 from probe.inputs.catalog import StepSpec, Target
 from probe.inputs.config import Config
-from probe.inputs.plan import CONFIRMED, baseline_targets, plan
+from probe.inputs.plan import baseline_targets, plan
 from probe.judge.classify import classify_round
-from probe.judge.vantage import CONNECT_LEVEL, LOST, baseline_up, judge, quality, site_answered
+from probe.judge.vantage import LOST, baseline_up, connect_level, judge, quality, site_answered
 from probe.measure.checks import REGISTRY
 from probe.measure.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Retry, Step, TrustStore
 from probe.measure.checks.dns import chosen_address, system_resolvers
@@ -100,7 +100,7 @@ def _deciding(observations: list[Observation], role: Role) -> Observation | None
 def is_transfer(check: str) -> bool:
     """Whether a check is a transfer (a throughput measurement): the costly kind, run only
     in rounds that ask for transfers."""
-    return bool(getattr(REGISTRY[check], "transfer", False))
+    return REGISTRY[check].spec.transfer
 
 
 def _unsteady(obs: Observation) -> bool:
@@ -109,7 +109,7 @@ def _unsteady(obs: Observation) -> bool:
     the loss test need a real sample of the baseline."""
     if any(a.failure in LOST for a in obs.tries()):
         return True
-    if obs.check not in CONNECT_LEVEL:
+    if not connect_level(obs.check):
         return False
     figures = obs.details.get("samples", [obs.details])
     return any(int(f.get("tcp_retransmits", 0)) > 0 for f in figures)
@@ -152,10 +152,11 @@ class Round:
         # a shared bottleneck is not read as the service being throttled.
         meter = Meter(step.target.messenger or "baseline", self.ledger)
         token = METER.set(meter)
+        transfer = is_transfer(check)
         try:
-            async with self._semaphore, (self._transfers if check == "http" else _NO_LOCK):
+            async with self._semaphore, (self._transfers if transfer else _NO_LOCK):
                 got = await REGISTRY[check].run(step, self._envs[check])
-            if check == "http":  # an asyncio transport closes its socket on the next turn
+            if transfer:  # an asyncio transport closes its socket on the next turn
                 await asyncio.sleep(0)
         finally:
             METER.reset(token)
@@ -173,7 +174,7 @@ class Round:
         timeouts. The observation kept carries every attempt that finished, in the order
         they started; when all failed it is the first (the most telling: a reset that later
         attempts only see as a residual drop)."""
-        if check not in CONFIRMED or step.role == "differential" or self.env.retry.attempts < 2:
+        if not REGISTRY[check].spec.confirmed or step.role == "differential" or self.env.retry.attempts < 2:
             observations = await self._once(check, step)
         else:
             observations = await self._confirmed(check, step)
@@ -384,9 +385,8 @@ class Round:
             connector=aiohttp.TCPConnector(ssl=self.env.trust.context("system"), limit=4,
                                            socket_factory=metered_socket_factory)
         ) as session:
-            self._envs = {name: replace(self.env, timeout=getattr(timeouts, r.timeout),
-                                        session=session)
-                          for name, r in REGISTRY.items()}
+            self._envs = {name: replace(self.env, timeout=timeouts.of(name), session=session)
+                          for name in REGISTRY}
             jobs: list[Job] = [partial(self._target, t) for t in self.targets]
             monitor = asyncio.create_task(self._watch_loop_lag())
             try:

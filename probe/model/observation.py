@@ -16,9 +16,6 @@ if TYPE_CHECKING:
     from probe.inputs.catalog import Target
     from probe.inputs.config import Config
 
-# The `check` label of metrics: what kind of step an observation is.
-CHECKS: tuple[str, ...] = ("dns", "tcp", "tls", "mtproto", "mtproxy", "http", "noise")
-
 # primary: the step that speaks for the target (its metrics, its verdict); differential: a
 # step that explains a primary failure (neutral SNI, plain HTTP to a DC, the rejected
 # certificate); control: a reference believed untampered (control resolver, baseline site).

@@ -108,7 +108,7 @@ async def test_bad_reload_keeps_config_in_process(tmp_path: Path, caplog: pytest
         await service.run_one()  # the old config still runs
     loopback_config(path, dc_port=9, timeout=0.3)
     assert service.reload() == (True, "reloaded")
-    assert service.config.schedule.timeouts.dns == 0.3
+    assert service.config.schedule.timeouts["dns"] == 0.3
     assert metric(service.metrics.render().decode(), "reach_config_last_reload_successful") == 1
 
 

@@ -20,6 +20,7 @@ import aiohttp
 
 from probe.inputs.catalog import Target
 from probe.measure.wire.net import Source, Stopwatch
+from probe.model.checkspec import CheckSpec
 from probe.model.observation import Attempt, Observation, Role
 
 
@@ -199,9 +200,11 @@ Check = Callable[[Step, Env], Awaitable[list[Observation]]]
 
 @dataclass(frozen=True, slots=True)
 class Registered:
-    """A check in the registry: its function, and which config timeout it runs under."""
+    """A check in the registry: its record and the function that runs it."""
 
+    spec: CheckSpec
     run: Check
-    timeout: str  # a field of config.schedule.timeouts
-    # True when the check needs an address from an earlier step (all but dns).
-    needs_address: bool = True
+
+    @property
+    def needs_address(self) -> bool:
+        return self.spec.needs_address

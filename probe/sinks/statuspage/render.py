@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from probe.judge import circumvention
+from probe.measure.checks import spec_of
 from probe.model.verdicts import BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
 from probe.sinks.statuspage.history import SLOTS, History, iso, rank
 
@@ -105,7 +106,8 @@ def _evidence_line(o: Mapping[str, Any]) -> str:
         elif failure:
             parts.append(f"DNS {resolver}: {failure}")
     else:
-        label = {"tcp": "TCP", "tls": "TLS", "mtproto": "MTProto", "http": "HTTP"}.get(str(check), str(check))
+        spec = spec_of(str(check))
+        label = spec.label if spec is not None else str(check)
         where = _where(o)
         if details.get("sni"):
             where += f" SNI {details['sni']}"

@@ -58,6 +58,8 @@ class Farm:
     tls_ports: list[int] = field(default_factory=lambda: list(range(21000, 21010)))
     mtproto_addresses: int = 50
     mtproto_ports: list[int] = field(default_factory=lambda: [22000, 22001, 22002, 22003])
+    #: nginx's stub_status (its count of accepted connections: the bench's self-check)
+    status_port: int = 20999
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -114,6 +116,10 @@ http {{
     location / {{ return 204; }}
   }}
   server {{
+    listen 127.0.0.1:{self.status_port};
+    location / {{ stub_status; }}
+  }}
+  server {{
 {tls}
     server_name {SNI};
     ssl_certificate {w}/server.pem;
@@ -160,6 +166,18 @@ http {{
                         text = log.read_text() if log.exists() else ""
                         raise RuntimeError(f"nginx did not start: {text}") from None
                     time.sleep(0.05)
+
+    def accepted(self) -> int:
+        """Connections nginx has accepted so far, on every listener (its stub_status
+        "accepts"; the request that reads it counts as one)."""
+        with socket.create_connection(("127.0.0.1", self.status_port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: status\r\n\r\n")
+            body = b""
+            while chunk := sock.recv(4096):
+                body += chunk
+        lines = body.decode().split("\r\n\r\n", 1)[-1].splitlines()
+        # "Active connections: 1" / "server accepts handled requests" / " 12 12 12"
+        return int(lines[2].split()[0])
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -45,6 +45,10 @@ def cycle(items: list[Endpoint], n: int) -> list[Endpoint]:
 
 
 def reach_config(workload: str, n: int, farm: Farm, concurrency: int, timeout: float) -> dict[str, Any]:
+    """The probe config of one pass. The TCP and TLS workloads' targets are baseline sites
+    (plain TCP and TLS handshakes, nothing else), so the baseline's samples are set to 1:
+    one handshake per check, as blackbox_exporter makes one per probe. The farm's count of
+    accepted connections proves it on every pass (self_check)."""
     baseline_site = {"name": "base", "address": farm.tcp[0].address, "port": farm.tcp[0].port}
     telegram: dict[str, Any] = {"datacenters": [], "domains": [], "address_space": ["127.0.0.0/8"]}
     if workload == "tcp":
@@ -65,7 +69,7 @@ def reach_config(workload: str, n: int, farm: Farm, concurrency: int, timeout: f
         "vantage": {"name": "bench", "country": "ZZ", "network": "loopback benchmark"},
         "messengers": {"telegram": telegram},
         "resolvers": {"system": False},
-        "baseline": {"targets": baseline},
+        "baseline": {"targets": baseline, "samples": 1},
         "schedule": {"concurrency": concurrency, "timeouts": {
             "dns": timeout, "connect": timeout, "tls": timeout, "mtproto": timeout, "http": timeout}},
         "tls": {"ca_file": str(farm.ca_file)},
@@ -182,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, farm_cpus)  # this driver runs beside the farm, not the tool
     stop_at = time.monotonic() + 60 * args.max_minutes
     raw: list[dict[str, Any]] = []
+    failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="reach-bench-") as tmp:
         workdir = Path(tmp)
         off = args.port_offset
         farm = Farm(workdir, cpus=farm_cpus,
                     tcp_ports=[p + off for p in range(20000, 20010)],
                     tls_ports=[p + off for p in range(21000, 21010)],
-                    mtproto_ports=[p + off for p in range(22000, 22004)])
+                    mtproto_ports=[p + off for p in range(22000, 22004)], status_port=20999 + off)
         farm.start()
         exporter = Exporter(workdir, farm.ca_file, SNI, args.timeout, cpus=tool_cpus)
         try:
@@ -215,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                             ctx = (sampler(kind, endpoints if workload != "dc" else farm.tcp, farm,
                                            workdir, farm_cpus, truth)
                                    if workload != "dc" else contextlib.nullcontext())
+                            accepted0 = farm.accepted()
                             with ctx:
                                 if tool == "blackbox":
                                     record.update(exporter.run_pass(
@@ -234,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
                                 start, end = record["window"]
                                 record["truth"] = [d for d, t in zip(truth["samples"], truth["stamps"],
                                                                      strict=True) if start <= t <= end]
+                            record["farm_accepted"] = farm.accepted() - accepted0 - 1
+                            record["sampler_attempts"] = truth.get("attempts", 0)
+                            problem = self_check(record)
+                            if problem:
+                                failures.append(problem)
+                                print(f"# SELF-CHECK FAILED: {problem}", file=sys.stderr, flush=True)
                             raw.append(record)
                             print(f"# {workload} N={n} {tool} #{rep}: wall {record['wall']:.2f}s "
                                   f"cpu {record['cpu']:.2f}s ok {record['ok']}/{record['checks']}",
@@ -246,7 +258,27 @@ def main(argv: list[str] | None = None) -> int:
         slim = [{k: v for k, v in r.items() if k not in ("reported", "truth")} for r in raw]
         args.json.write_text(json.dumps(slim, indent=1))
     incomplete = [r for r in raw if r["ok"] != r["checks"]]
-    return 1 if incomplete else 0
+    for problem in failures:
+        print(f"SELF-CHECK FAILED: {problem}", file=sys.stderr)
+    return 1 if incomplete or failures else 0
+
+
+def handshakes_expected(record: dict[str, Any]) -> int:
+    """Connections the farm's nginx must have accepted during a pass: one per check in the
+    TCP and TLS workloads (plus the timing sampler's); in the DC workload the checks go to
+    the MTProto responder and nginx sees the baseline site's one sample."""
+    own = 1 if record["workload"] == "dc" else record["checks"]
+    return int(own + record.get("sampler_attempts", 0))
+
+
+def self_check(record: dict[str, Any]) -> str | None:
+    """None when the farm accepted exactly the connections the pass's checks account for."""
+    want, got = handshakes_expected(record), record["farm_accepted"]
+    if want == got:
+        return None
+    return (f"{record['workload']} N={record['N']} {record['tool']} #{record['repeat']}: "
+            f"{record['checks']} checks (+{record.get('sampler_attempts', 0)} sampler) should be "
+            f"{want} accepted connections at the farm, nginx accepted {got}")
 
 
 def report(raw: list[dict[str, Any]], sizes: list[int], workloads: list[str], loops: list[str],
@@ -381,7 +413,71 @@ def report(raw: list[dict[str, Any]], sizes: list[int], workloads: list[str], lo
             ms = 1e3 * med(p["render_seconds"] for p in dc)
             goal(f"/metrics at {big} targets < 250 ms", tool, f"{ms:.0f} ms", ms < 250)
     out += ["", "## Targets", "", table(targets, ("target", "tool", "measured", "met"))]
+    out = ["## Side by side with blackbox_exporter, and the goals", "",
+           headline(groups, fidelity, sizes, loops), "", *out]
+    checks = []
+    for (workload, n, tool), passes in groups.items():
+        checks.append({"workload": workload, "N": n, "tool": tool, "passes": len(passes),
+                       "checks": sum(p["checks"] for p in passes),
+                       "expected_accepts": sum(handshakes_expected(p) for p in passes),
+                       "farm_accepts": sum(p["farm_accepted"] for p in passes),
+                       "self_check": "passed" if all(self_check(p) is None for p in passes)
+                       else "FAILED"})
+    out += ["", "## Self-check: connections the farm's nginx accepted vs the checks counted "
+            "(+ the timing sampler's; DC workload: the baseline's one)", "",
+            table(checks, ("workload", "N", "tool", "passes", "checks", "expected_accepts",
+                           "farm_accepts", "self_check"))]
     return "\n".join(out)
+
+
+def headline(groups: dict[tuple[str, int, str], list[dict[str, Any]]],
+             fidelity: list[dict[str, Any]], sizes: list[int], loops: list[str]) -> str:
+    """The figures the goals are about, per reach event loop, beside blackbox_exporter's."""
+    med = statistics.median
+    big = max(sizes)
+    rows: list[dict[str, Any]] = []
+
+    def cpu_us(passes: list[dict[str, Any]]) -> float:
+        return 1e6 * med(p["cpu"] / p["checks"] for p in passes)
+
+    def rss_mb(passes: list[dict[str, Any]]) -> float:
+        return med(p["rss_peak_kb"] / 1024 for p in passes)
+
+    def row(measure: str, reach: float, bb: float | None, goal: str, met: bool | None,
+            tool: str, unit: str = "") -> None:
+        rows.append({"measure": measure, "tool": tool, "reach": f"{reach:.1f}{unit}",
+                     "blackbox": "-" if bb is None else f"{bb:.1f}{unit}",
+                     "ratio": "-" if not bb else f"{reach / bb:.2f}x", "goal": goal,
+                     "met": "-" if met is None else ("yes" if met else "NO")})
+
+    for loop in loops:
+        tool = f"reach/{loop}"
+        for workload, limit in (("tcp", 0.3), ("tls", 0.6)):
+            a, b = groups.get((workload, big, tool)), groups.get((workload, big, "blackbox"))
+            if a and b:
+                r, x = cpu_us(a), cpu_us(b)
+                row(f"{workload.upper()} CPU per check, N={big}", r, x, f"<= {limit}x blackbox",
+                    r <= limit * x, tool, " us")
+        for workload in ("tcp", "tls"):
+            for n in sizes:
+                a, b = groups.get((workload, n, tool)), groups.get((workload, n, "blackbox"))
+                if a and b:
+                    r, x = rss_mb(a), rss_mb(b)
+                    at_goal = n >= 10000
+                    row(f"peak RSS, {workload.upper()} N={n}", r, x,
+                        "<= 1.5x blackbox" if at_goal else "", (r <= 1.5 * x) if at_goal else None,
+                        tool, " MB")
+        dc = groups.get(("dc", big, tool))
+        if dc:
+            r, at_goal = rss_mb(dc), big >= 10000
+            row(f"production-shaped round, {big} targets ({dc[0]['checks']} checks, classify, "
+                "metrics)", r, None, "<= 100 MB" if at_goal else "", (r <= 100) if at_goal else None,
+                tool, " MB")
+        for f in fidelity:
+            if f["tool"] == tool and f["N"] == big:
+                row(f"p99 latency inflation, {f['workload'].upper()} N={big}", f["inflation_p99_ms"],
+                    None, "< 5 ms", f["inflation_p99_ms"] < 5, tool, " ms")
+    return table(rows, ("measure", "tool", "reach", "blackbox", "ratio", "goal", "met"))
 
 
 if __name__ == "__main__":

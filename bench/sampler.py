@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         samples.append(elapsed)
         stamps.append(time.time())
         time.sleep(0.001)  # a light sampler: it must not load the targets itself
-    json.dump({"samples": samples, "stamps": stamps, "errors": errors}, sys.stdout)
+    # attempts: every connect tried (the farm's count of accepted connections includes them)
+    json.dump({"samples": samples, "stamps": stamps, "errors": errors, "attempts": i}, sys.stdout)
     sys.stdout.write("\n")
     return 0
 

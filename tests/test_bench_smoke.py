@@ -68,3 +68,15 @@ def test_bench_smoke(tmp_path: Path) -> None:
                                               ("tls", "reach/asyncio / blackbox")}
     for heading in ("## reach cost growth", "## Timing fidelity", "## DC rounds", "## Targets"):
         assert heading in proc.stdout
+    # one handshake per check: nginx accepted exactly the connections the checks account for
+    check_header, checks = _table(proc.stdout, "## Self-check")
+    assert check_header == ["workload", "N", "tool", "passes", "checks", "expected_accepts",
+                            "farm_accepts", "self_check"]
+    assert {(r[0], r[2]) for r in checks} == got
+    for r in checks:
+        assert r[7] == "passed" and r[5] == r[6], r
+        if r[0] != "dc":
+            assert int(r[6]) >= int(r[4])  # every check was a connection nginx accepted
+    header, goals = _table(proc.stdout, "## Side by side")
+    assert header == ["measure", "tool", "reach", "blackbox", "ratio", "goal", "met"]
+    assert any(g[0].startswith("TLS CPU per check") for g in goals)

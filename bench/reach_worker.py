@@ -29,17 +29,59 @@ def _hwm_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+class Phases:
+    """tracemalloc snapshots between the phases of one round: what each phase allocated and
+    still holds (by source line), its own peak, and the process's RSS after it."""
+
+    def __init__(self) -> None:
+        import tracemalloc
+
+        self.tm = tracemalloc
+        tracemalloc.start(1)
+        self.rows: list[dict[str, Any]] = []
+        self.last = tracemalloc.take_snapshot()
+
+    def mark(self, phase: str) -> None:
+        tm = self.tm
+        current, peak = tm.get_traced_memory()
+        snap = tm.take_snapshot().filter_traces([tm.Filter(False, tm.__file__)])
+        top = snap.compare_to(self.last, "lineno")[:8]
+        with open("/proc/self/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+        self.rows.append({
+            "phase": phase, "traced_mb": current / 2**20, "phase_peak_mb": peak / 2**20,
+            "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
+            "hwm_mb": int(status["VmHWM"].split()[0]) / 1024,
+            "top": [{"where": f"{s.traceback[0].filename.split('/site-packages/')[-1].split('/wt/perf/')[-1]}"
+                              f":{s.traceback[0].lineno}",
+                     "kb": s.size_diff / 1024, "count": s.count_diff} for s in top if s.size_diff > 0],
+        })
+        self.last = snap
+        tm.reset_peak()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reach_worker")
     parser.add_argument("config")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--metrics", action="store_true", help="classify, record and render")
     parser.add_argument("--lag", action="store_true", help="sample event-loop lag")
+    parser.add_argument("--phases", action="store_true",
+                        help="tracemalloc per phase (imports, config+plan, round, judge, sinks)")
     args = parser.parse_args(argv)
+    phases = Phases() if args.phases else None
 
     from probe.inputs.config import load_config
     from probe.measure.round import Round
 
+    if phases is not None:  # what the service loads for its rounds: the judge and sinks too
+        import importlib
+
+        for module in ("probe.judge.classify", "probe.sinks.evidence", "probe.sinks.metrics",
+                       "probe.sinks.report"):
+            importlib.import_module(module)
+
+        phases.mark("imports")
     config = load_config(args.config)
     if args.loop == "uvloop":
         import uvloop
@@ -65,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         sampler = asyncio.ensure_future(sample_lag(stop)) if args.lag else None
         cpu0, t0 = _cpu(), time.perf_counter()
         window[0] = time.time()
-        result = await Round(config).run()
+        round_ = Round(config)
+        if phases is not None:
+            phases.mark("config+plan")
+        result = await round_.run()
+        del round_
+        if phases is not None:
+            phases.mark("round")
         window[1] = time.time()
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
         stop.set()
@@ -101,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu0, t0 = _cpu(), time.perf_counter()
         result.verdicts = classify_round(result)
         out["classify_seconds"] = time.perf_counter() - t0
+        if phases is not None:
+            phases.mark("judge")
         metrics = Metrics()
         renders = []
         for _ in range(3):
@@ -110,8 +160,17 @@ def main(argv: list[str] | None = None) -> int:
             renders.append(time.perf_counter() - t0)
         out["render_seconds"] = statistics.median(renders)
         out["render_bytes"] = size
+        if phases is not None:
+            # the evidence line's JSON, as the service writes it after every round
+            from probe.sinks.report import round_json
+
+            out["evidence_bytes"] = len(json.dumps(round_json(result), separators=(",", ":"),
+                                                   default=str))
+            phases.mark("sinks")
         out["post_round_cpu"] = _cpu() - cpu0
     out["rss_peak_kb"] = _hwm_kb()
+    if phases is not None:
+        out["phases"] = phases.rows
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0

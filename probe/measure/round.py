@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from functools import cache, partial
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import aiohttp
 import yaml
 
 from probe.inputs.catalog import StepSpec, Target
@@ -30,6 +30,9 @@ from probe.measure.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec
 from probe.measure.checks.dns import chosen_address, system_resolvers
 from probe.measure.wire.net import METER, Ledger, Meter, Source, metered_socket_factory
 from probe.model.observation import Attempt, Observation, Role, RoundResult
+
+if TYPE_CHECKING:
+    import aiohttp
 
 Progress = Callable[[int, int], None]  # (checks done, checks planned)
 Job = Callable[[], Awaitable[list[Observation]]]  # one target's steps (or the baseline's)
@@ -377,14 +380,26 @@ class Round:
             lag = loop.time() - before - tick
             self.result.loop_lag_max = max(self.result.loop_lag_max, lag)
 
-    async def run(self) -> RoundResult:
-        """Run every step; the classifier is applied by the caller's pipeline."""
-        self._planned = sum(len(t.steps) for t in (*self.baseline, *self.targets))
-        timeouts = self.config.schedule.timeouts
+    @contextlib.asynccontextmanager
+    async def _http_session(self) -> AsyncIterator[aiohttp.ClientSession | None]:
+        """The HTTP session DoH resolvers share; None (and aiohttp never imported) when the
+        round has none: the HTTP client is a large part of a round's memory."""
+        if not any(r.protocol == "doh" for r in self.env.resolvers):
+            yield None
+            return
+        import aiohttp
+
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=self.env.trust.context("system"), limit=4,
                                            socket_factory=metered_socket_factory)
         ) as session:
+            yield session
+
+    async def run(self) -> RoundResult:
+        """Run every step; the classifier is applied by the caller's pipeline."""
+        self._planned = sum(len(t.steps) for t in (*self.baseline, *self.targets))
+        timeouts = self.config.schedule.timeouts
+        async with self._http_session() as session:
             self._envs = {name: replace(self.env, timeout=timeouts.of(name), session=session)
                           for name in REGISTRY}
             jobs: list[Job] = [partial(self._target, t) for t in self.targets]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import ssl
+import sys
 from typing import Final
 
-import aiohttp
 import dns.exception
 import dns.rcode
 import dns.resolver
@@ -156,12 +156,16 @@ def classify(exc: BaseException) -> str:
     failure = getattr(exc, "failure", None)
     if isinstance(failure, str) and failure in FAILURES:
         return failure
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return classify(exc.certificate_error)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return classify(exc.os_error)
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return EOF_ERROR
+    # aiohttp is imported only by rounds that make HTTP requests (http steps, DoH): an
+    # exception of its kind can only exist when it was
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return classify(exc.certificate_error)
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return classify(exc.os_error)
+        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+            return EOF_ERROR
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | dns.exception.Timeout):
         return GENERIC_TIMEOUT
     if isinstance(exc, asyncio.IncompleteReadError | EOFError):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, TextIO
 
 from probe.model.observation import RoundResult, Verdict, iso
 from probe.model.verdicts import BLOCKING_VERDICTS
+
+if TYPE_CHECKING:  # rich draws terminal tables only: the service never loads it
+    from rich.console import Console
 
 VERDICT_STYLE = {"ok": "green", "vantage_offline": "yellow", "inconclusive": "yellow"}
 
@@ -60,6 +59,8 @@ def blocked(result: RoundResult) -> bool:
 def make_console(file: TextIO | None = None) -> Console:
     """A console for tables: the terminal's width on a terminal; no width limit in a pipe,
     so that `probe once ... | grep RULE` sees every row on one line, whole."""
+    from rich.console import Console
+
     console = Console(file=file)
     if not console.is_terminal:
         console = Console(file=file, width=UNLIMITED, no_color=True, highlight=False)
@@ -75,6 +76,9 @@ def print_rows(console: Console, header: Sequence[str], rows: Sequence[Sequence[
     copy them); the rest wrap between words, never inside one (a failure string is an
     identifier too). When even that does not fit the terminal, the table is drawn wider than
     it and the terminal wraps lines rather than anything being cut."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(*header, show_lines=False)
     needed = 1 + 3 * len(header)  # borders and padding
     for index, column in enumerate(table.columns):

@@ -14,14 +14,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from probe.inputs.catalog import Target
 from probe.measure.wire.net import Source, Stopwatch
 from probe.model.checkspec import CheckSpec
 from probe.model.observation import Attempt, Observation, Role
+
+if TYPE_CHECKING:  # imported by the rounds that make HTTP requests only
+    import aiohttp
 
 
 @dataclass(frozen=True, slots=True)

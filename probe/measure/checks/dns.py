@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import dns.asyncquery
 import dns.exception
 import dns.message
@@ -24,6 +23,9 @@ from probe.measure.checks.base import Env, ResolverSpec, Step
 from probe.measure.wire.net import TCP_HEADERS, Stopwatch, count, count_udp
 from probe.model import failures
 from probe.model.observation import Observation, Role
+
+if TYPE_CHECKING:
+    import aiohttp
 
 MAX_UDP_REPLIES = 16  # replies we keep per query: a flood must not grow memory
 MAX_UDP_DATAGRAMS = 256  # datagrams we parse per query: a flood must not burn the CPU
@@ -203,6 +205,8 @@ def count_dns_tcp(query: dns.message.Message, reply: dns.message.Message, family
 async def _doh_query(
     query: dns.message.Message, spec: ResolverSpec, timeout: float, session: aiohttp.ClientSession
 ) -> dns.message.Message:
+    import aiohttp  # DoH only: a round without it never loads the HTTP client
+
     assert spec.url is not None
     async with session.post(
         spec.url,

@@ -12,11 +12,9 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Mapping
-from typing import Any
-
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from probe.measure.checks.base import Blockpage, Env, Step
 from probe.measure.wire.net import Stopwatch, metered_socket_factory
@@ -26,19 +24,36 @@ from probe.model.observation import Observation
 FINGERPRINT_WINDOW = 65536  # blockpages are small: match the first 64 KiB only
 
 
-class PinnedResolver(AbstractResolver):
-    """Answers every lookup with one address: the one the DNS step chose."""
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
 
-    def __init__(self, address: str) -> None:
-        self._address = address
-        self._family = socket.AF_INET6 if ":" in address else socket.AF_INET
 
-    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
-        return [ResolveResult(hostname=host, host=self._address, port=port,
-                              family=self._family, proto=0, flags=0)]
+@cache
+def _pinned_resolver_class() -> Callable[[str], AbstractResolver]:
+    """The resolver class, made on first use: aiohttp (several MB of modules) is loaded
+    only by the rounds that make HTTP requests."""
+    from aiohttp.abc import AbstractResolver, ResolveResult
 
-    async def close(self) -> None:
-        return None
+    class PinnedResolver(AbstractResolver):
+        """Answers every lookup with one address: the one the DNS step chose."""
+
+        def __init__(self, address: str) -> None:
+            self._address = address
+            self._family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+        async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
+            return [ResolveResult(hostname=host, host=self._address, port=port,
+                                  family=self._family, proto=0, flags=0)]
+
+        async def close(self) -> None:
+            return None
+
+    return PinnedResolver
+
+
+def PinnedResolver(address: str) -> AbstractResolver:  # used like the class it makes
+    """A resolver that answers every lookup with ``address``."""
+    return _pinned_resolver_class()(address)
 
 
 def match_blockpage(text: str, blockpages: tuple[Blockpage, ...]) -> str | None:
@@ -61,6 +76,8 @@ async def fetch(
     """GET `url` (pinned to `address` if given); return (failure, evidence). `headers` are
     sent besides the usual ones (a fronted request's Host); the response headers named in
     `capture` go into the evidence (under `headers`, lower-case names)."""
+    import aiohttp
+
     details: dict[str, Any] = {"url": url}
     connector = aiohttp.TCPConnector(
         ssl=context, resolver=PinnedResolver(address) if address else None,

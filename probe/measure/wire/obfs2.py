@@ -24,8 +24,10 @@ import os
 import struct
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+if TYPE_CHECKING:  # loaded on first use: only MTProxy checks need AES
+    from cryptography.hazmat.primitives.ciphers import CipherContext
 
 TAG_INTERMEDIATE = b"\xee\xee\xee\xee"
 TAG_ABRIDGED = b"\xef\xef\xef\xef"
@@ -46,6 +48,8 @@ def forbidden(init: bytes | bytearray) -> bool:
 
 
 def _ctr(key: bytes, iv: bytes) -> CipherContext:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     return Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
 
 

@@ -1,0 +1,41 @@
+"""A round loads only what it uses: the HTTP client (aiohttp), the terminal table library
+(rich) and the AES of MTProxy (cryptography) are several MB of resident memory each, and a
+round of DNS/TCP/TLS/MTProto checks uses none of them (docs/benchmark.md, memory)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("aiohttp", "rich", "cryptography")
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = code + "\nimport sys\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    return set(out.split())
+
+
+def test_a_round_and_its_sinks_do_not_load_the_http_client_rich_or_cryptography() -> None:
+    loaded = _loaded_after(
+        "from probe.inputs.config import load_config\n"
+        "from probe.measure.round import Round\n"
+        "from probe.judge.classify import classify_round\n"
+        "from probe.sinks.metrics import Metrics\n"
+        "from probe.sinks.evidence import EvidenceLog\n"
+        "from probe.sinks.report import round_json\n")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_the_checks_that_need_them_still_load_them() -> None:
+    loaded = _loaded_after(
+        "from probe.measure.checks.http import PinnedResolver\n"
+        "from probe.measure.wire.obfs2 import ObfuscatedInit\n"
+        "PinnedResolver('192.0.2.1')\n"
+        "ObfuscatedInit.make(b'\\xee\\xee\\xee\\xee', 2)\n"
+        "from probe.sinks.report import make_console\n"
+        "make_console()\n")
+    assert set(HEAVY) <= loaded

@@ -272,6 +272,48 @@ class Schedule(Strict):
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts.model_validate({}))
     confirm: Confirm = Confirm()
+    # Tiers (probe.serve.schedule): every `interval` a few sentinel targets per messenger;
+    # every endpoint at least once per `sweep` seconds (a slice each interval); transfer
+    # checks at most once per `transfers` seconds, and on suspicion. A change seen by a
+    # sentinel or a sweep runs that messenger's full round at once.
+    sweep: float = Field(default=600.0, ge=1, le=7 * 86400)
+    transfers: float = Field(default=6 * 3600.0, ge=1, le=30 * 86400)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(value: Any) -> int | None:
+    """'30MB', '500 kB', '1.5GB', '2GiB' or a number of bytes; 'unlimited' is None.
+    ValueError with what was expected otherwise."""
+    if isinstance(value, str) and value.strip().lower() == "unlimited":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 30MB, or unlimited")
+    if isinstance(value, int | float):
+        number, unit, binary = float(value), "", ""
+    else:
+        match = _SIZE.match(str(value))
+        if match is None:
+            raise ValueError(f"expected a size like 30MB, or unlimited (got {str(value)[:40]!r})")
+        number, unit, binary = float(match[1]), match[2].lower(), match[3]
+    size = int(number * (1024 ** "kmgt".index(unit) * 1024 if binary and unit else _UNITS[unit]))
+    if size < 100_000:
+        raise ValueError(f"{size} bytes a day is less than one round needs (at least 100kB)")
+    return size
+
+
+class Budget(Strict):
+    """What the vantage may spend on the wire a day (probe.serve.schedule): work is shed
+    in a stated order when it runs short, transfers and sweeps first, sentinels last."""
+
+    bytes_per_day: int | None = 30_000_000  # None: unlimited
+
+    @field_validator("bytes_per_day", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int | None:
+        return parse_size(value)
 
 
 class TLS(Strict):
@@ -304,6 +346,7 @@ class Config(Strict):
     tls: TLS = TLS()
     http: HTTP = HTTP()
     evidence: Evidence = Evidence()
+    budget: Budget = Budget()
 
 
 class _DuplicateKey(yaml.constructor.ConstructorError):

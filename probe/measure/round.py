@@ -149,6 +149,7 @@ class Round:
         self._done = 0
         self._planned = 0
         self.result = RoundResult(config, self.targets, time.time())
+        self.result.transfers_ran = transfers
 
     async def _once(self, check: str, step: Step) -> list[Observation]:
         # Transfers measure throughput: one at a time (the baseline's included), so that
@@ -333,8 +334,13 @@ class Round:
         if more < 1 or not any(_unsteady(o) for o in seen):
             return first
         singles = [[self._single(o) for o in group] for group in first]
-        return list(await asyncio.gather(*(
-            self._sample(t, more, earlier) for t, earlier in zip(self.baseline, singles, strict=True))))
+        # sites this round had left out are sampled too: the loss test needs every family's
+        unsampled = [t for t in self.all_sites if t not in self.baseline]
+        got = await asyncio.gather(
+            *(self._sample(t, more, earlier) for t, earlier in zip(self.baseline, singles, strict=True)),
+            *(self._sample(t, more + 1, []) for t in unsampled))
+        self.baseline = [*self.baseline, *unsampled]
+        return list(got)
 
     @staticmethod
     def _single(obs: Observation) -> Observation:
@@ -350,8 +356,10 @@ class Round:
         for target, group in zip(self.baseline, groups, strict=True):
             network.baseline_sites[target.name] = site_answered(group)
         # sites this round did not sample count as they were last seen (never seen: down)
-        sites = [(t.family, network.baseline_sites.get(t.name, self.site_states.get(t.name, False)))
-                 for t in self.all_sites]
+        for t in self.all_sites:
+            if t.name not in network.baseline_sites and t.name in self.site_states:
+                network.baseline_sites[t.name] = self.site_states[t.name]
+        sites = [(t.family, network.baseline_sites.get(t.name, False)) for t in self.all_sites]
         up = baseline_up(sites, self.config.baseline.require)
         result.baseline.ipv4, result.baseline.ipv6 = up[4], up[6]
         network.baseline_ok = result.baseline.ok

@@ -181,6 +181,8 @@ class RoundResult:
     # bytes on the wire per messenger ("baseline" for the baseline's): (sent, received)
     traffic: dict[str, tuple[int, int]] = field(default_factory=dict)
     tier: str = "full"  # full | sentinel | sweep (probe.serve.schedule)
+    transfers_ran: bool = True  # whether transfer checks were part of the round
+    budget: dict[str, Any] | None = None  # the traffic budget's state (probe run only)
     observations: list[Observation] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
 

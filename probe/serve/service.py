@@ -23,6 +23,7 @@ from probe.inputs.config import Config, ConfigError, load_config
 from probe.inputs.plan import baseline_targets, plan, transfers_seconds, worst_case_seconds
 from probe.measure.round import run_round
 from probe.model.observation import RoundResult
+from probe.serve.schedule import Bucket, Planner, Work
 from probe.sinks.evidence import EvidenceCollector, EvidenceLog
 from probe.sinks.metrics import Metrics
 from probe.sinks.scrub import Scrubber, vantage_addresses
@@ -64,6 +65,7 @@ class Service:
         self._reload_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Future[tuple[bool, str]]] = set()
         self.metrics.config_loaded(config.vantage.name, True)
+        self.planner = Planner(config, Bucket(config.budget.bytes_per_day))
 
     def reload(self) -> tuple[bool, str]:
         """Load the config file again; keep the old config if the new one is bad."""
@@ -99,6 +101,7 @@ class Service:
 
     def _apply(self, config: Config) -> tuple[bool, str]:
         self.config = config
+        self.planner.configure(config)
         self.scrubber.configure(vantage_addresses(config.vantage))
         self.evidence.configure(config)
         self.last_reload_error = None
@@ -133,16 +136,46 @@ class Service:
         return (config.schedule.interval + worst_case_seconds(targets, t, config.schedule.confirm)
                 + transfers_seconds(targets, t))
 
-    async def run_one(self) -> RoundResult:
-        config = self.config
+    async def _measure(self, config: Config, work: Work) -> RoundResult:
+        planner = self.planner
         async with asyncio.timeout(self._round_budget(config)):
-            result = await run_round(config)
+            result = await run_round(config, only=work.only, sites=work.sites,
+                                     transfers=work.transfers, site_states=planner.site_states)
+        result.tier = work.tier
+        planner.bucket.spend(sum(s + r for s, r in result.traffic.values()))
+        return result
+
+    async def run_one(self) -> RoundResult | None:
+        """One interval's work (probe.serve.schedule): a full round while targets are
+        unknown, else the sentinels and a sweep slice, and at once the full round of any
+        messenger in which they saw a change. None when the budget skipped the interval."""
+        config = self.config
+        planner = self.planner
+        started = time.time()
+        work = planner.next_work(started)
+        if work is None:
+            self.metrics.record_budget(config.vantage.name, planner.report(planner.bucket.shed()))
+            log.warning("traffic budget spent: interval skipped (sentinels shed)")
+            return None
+        fresh = [await self._measure(config, work)]
+        shed = planner.bucket.shed()
+        changed = planner.absorb(fresh[0], full=work.tier == "full",
+                                 accept="full_rounds" in shed)
+        if changed and "full_rounds" not in shed:
+            # a change is a suspicion: the full round runs the transfers too
+            full = Work("full", planner.messenger_targets(changed), None, "transfers" not in shed)
+            log.info("change seen (%s): full round", ", ".join(sorted(changed)))
+            fresh.append(await self._measure(config, full))
+            planner.absorb(fresh[-1], full=True)
+        result = planner.merged(started, fresh, planner.bucket.shed())
         self.latest = result
         self.rounds += 1
         for listener in self.round_listeners:
             listener(result)
         try:
             self.metrics.record_round(result)
+            if result.budget is not None:
+                self.metrics.record_budget(config.vantage.name, result.budget)
         finally:  # evidence is kept even when the metrics cannot be recorded
             await asyncio.to_thread(self.evidence.append_round, result)
         return result
@@ -153,8 +186,11 @@ class Service:
             started = self.round_started_at = time.time()
             try:
                 result = await self.run_one()
-                log.info("round %d: %d targets in %.1fs, baseline %s", self.rounds,
-                         len(result.verdicts), result.duration, "ok" if result.baseline.ok else "DOWN")
+                if result is not None:
+                    log.info("round %d (%s): %d targets in %.1fs, baseline %s, %d bytes", self.rounds,
+                             result.tier, len(result.verdicts), result.duration,
+                             "ok" if result.baseline.ok else "DOWN",
+                             sum(s + r for s, r in result.traffic.values()))
             except TimeoutError:
                 log.error("round did not finish within its budget; starting the next one")
             except Exception:

@@ -188,6 +188,8 @@ class Metrics:
         self._verdict_labels: dict[tuple[str, str, str], bytes] = {}
         self._round_text = b""
         self._bytes: dict[tuple[str, str, str], int] = {}  # (vantage, messenger, direction)
+        self._checks: dict[Key, tuple[int, float]] = {}  # kept between the rounds measuring them
+        self._budget_text = b""
 
     def config_loaded(self, vantage: str, ok: bool) -> None:
         self.reload_ok.labels(vantage).set(1 if ok else 0)
@@ -197,8 +199,11 @@ class Metrics:
     def record_round(self, result: RoundResult) -> None:
         """Fold a round into the accumulated metrics and re-render the round text."""
         vantage = result.config.vantage.name
-        # (success, duration) per target and check; a repeated step keeps its last result
-        checks: dict[Key, tuple[int, float]] = {}
+        # (success, duration) per target and check; a repeated step keeps its last result.
+        # A target measured in an earlier round keeps its last figures (a round measures
+        # part of the plan: probe.serve.schedule); one no longer planned is dropped.
+        planned = {t.name for t in result.targets}
+        checks = {k: v for k, v in self._checks.items() if k[0] == vantage and k[2] in planned}
         histograms = self._histograms
         failures = self._failures
         for obs in result.observations:
@@ -210,6 +215,8 @@ class Metrics:
             failure = obs.failure
             duration = obs.duration_seconds
             checks[(vantage, messenger, obs.target, check)] = (0 if failure else 1, duration)
+            if obs.started < result.started:
+                continue  # carried with a verdict from an earlier round: counted then
             akey = (vantage, messenger, check)
             histogram = histograms.get(akey)
             if histogram is None:
@@ -222,7 +229,29 @@ class Metrics:
             for direction, value in zip(("sent", "received"), pair, strict=True):
                 bkey = (vantage, label, direction)
                 self._bytes[bkey] = self._bytes.get(bkey, 0) + int(value)
+        self._checks = checks
         self._round_text = self._render(result, checks)
+
+    def record_budget(self, vantage: str, budget: Mapping[str, Any]) -> None:
+        """The traffic budget's state (probe.serve.schedule): the daily allowance, today's
+        use, and which kinds of work are being shed."""
+        v = f'vantage="{_escape(vantage)}"'
+        lines = []
+        if budget.get("bytes_per_day") is not None:
+            lines += ["# HELP reach_budget_bytes_per_day The traffic budget: bytes a day on the wire.",
+                      "# TYPE reach_budget_bytes_per_day gauge",
+                      f"reach_budget_bytes_per_day{{{v}}} {int(budget['bytes_per_day'])}"]
+        lines += ["# HELP reach_budget_used_today_bytes Bytes on the wire since midnight (UTC).",
+                  "# TYPE reach_budget_used_today_bytes gauge",
+                  f"reach_budget_used_today_bytes{{{v}}} {int(budget.get('used_today', 0))}",
+                  "# HELP reach_budget_shedding Whether this kind of work is being shed to stay "
+                  "within the traffic budget (shed in the order transfers, sweeps, full_rounds, "
+                  "sentinels).",
+                  "# TYPE reach_budget_shedding gauge"]
+        shed = set(budget.get("shedding", []))
+        for work in ("transfers", "sweeps", "full_rounds", "sentinels"):
+            lines.append(f'reach_budget_shedding{{{v},work="{work}"}} {int(work in shed)}')
+        self._budget_text = ("\n".join(lines) + "\n").encode()
 
     def _render(self, result: RoundResult, checks: dict[Key, tuple[int, float]]) -> bytes:
         v = result.config.vantage
@@ -311,4 +340,4 @@ class Metrics:
 
     def render(self) -> bytes:
         """The full exposition: live registry metrics, then the latest round's."""
-        return generate_latest(self.registry) + self._round_text
+        return generate_latest(self.registry) + self._round_text + self._budget_text

@@ -27,6 +27,7 @@ def round_json(result: RoundResult) -> dict[str, Any]:
         "duration_seconds": round(result.duration, 3),
         "event_loop_lag_max_seconds": round(result.loop_lag_max, 6),
         "traffic": traffic_json(result),
+        **({"budget": result.budget} if getattr(result, "budget", None) is not None else {}),
         "baseline": result.baseline.to_json(),
         "network": result.network.to_json(),
         "observations": [o.to_json() for o in result.observations],

@@ -225,10 +225,33 @@ def _banners(round_: Mapping[str, Any], network: Mapping[str, Any], verdicts: li
             f"median RTT {rtt * 1000:.0f} ms" if isinstance(rtt, int | float) else "") if x)
         out.append("<strong>This vantage's network is degraded</strong>"
                    f"{f' ({numbers})' if numbers else ''}: loss the baseline shares is not a block.")
+    shed = (round_.get("budget") or {}).get("shedding") or []
+    if shed:
+        out.append("<strong>Work is being shed to stay within the traffic budget</strong> ("
+                   f"{html.escape(', '.join(str(w).replace('_', ' ') for w in shed))}): changes are "
+                   "seen later than the schedule says until the budget recovers.")
     if reload_error:
         out.append(f"<strong>The last config reload was refused</strong>; the running config stays: "
                    f"{html.escape(reload_error)}")
     return out
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def budget_line(round_: Mapping[str, Any]) -> str:
+    """'Traffic today: 12.3 MB of 30.0 MB (41%); this round 8 kB.' (or unlimited)."""
+    budget = round_.get("budget")
+    if not isinstance(budget, Mapping):
+        return ""
+    used = float(budget.get("used_today") or 0)
+    allowed = budget.get("bytes_per_day")
+    traffic = round_.get("traffic") or {}
+    this = float(traffic.get("bytes_sent", 0)) + float(traffic.get("bytes_received", 0))
+    of = (f" of {_size(float(allowed))} ({used / float(allowed):.0%})"
+          if isinstance(allowed, int | float) and allowed else " (budget unlimited)")
+    return f"Traffic today (UTC): {_size(used)}{of}; this round {_size(this)}."
 
 
 def render_page(round_: Mapping[str, Any] | None, history: History, *, vantage: Mapping[str, Any],
@@ -260,6 +283,9 @@ def render_page(round_: Mapping[str, Any] | None, history: History, *, vantage: 
                  + (f", {duration:.1f} s" if isinstance(duration, int | float) else "") + ".</p>")
     parts.extend(f"<div class='banner' role='alert'>{b}</div>"
                  for b in _banners(round_, network, verdicts, reload_error))
+    traffic = budget_line(round_)
+    if traffic:
+        parts.append(f"<p class='meta'>{html.escape(traffic)}</p>")
     parts.append(_summary(verdicts, network, str(vantage.get("role", "subject"))))
     parts.append(_table(verdicts, observations, history, now))
     parts.append(_footer(next_round))

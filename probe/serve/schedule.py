@@ -1,0 +1,296 @@
+"""What `probe run` measures each interval, within the vantage's traffic budget.
+
+A vantage is often a volunteer's home line or a metered mobile plan where the messengers
+are blocked: measuring everything every 30 s costs gigabytes a day and is a burst of
+handshakes towards blocked services from one address. So the work comes in tiers:
+
+- **sentinels**, every `schedule.interval`: per messenger, a few cheap targets covering
+  both families and the main mechanisms (the first fixed-address target of each family,
+  a DC for Telegram, and the first target with a DNS step, which compares resolvers);
+- **sweeps**: every target and baseline site at least once per `schedule.sweep`, a slice
+  each interval (an even trickle, not a burst);
+- **full rounds**: a messenger's every target with the whole baseline sample, at once when
+  a sentinel or a sweep saw a target change (its steps' outcomes differ from the last
+  time it was measured), for that messenger only; transfers (throughput checks) run in
+  them, and otherwise at most once per `schedule.transfers`.
+
+Between the rounds that measure it a target keeps its last verdict, stamped with when it
+was measured (`Verdict.measured`), so boards and rules see every target every interval.
+
+The budget (`budget.bytes_per_day`) is a token bucket filled at bytes_per_day / 86400 a
+second and holding an hour's worth. Work is shed as it empties, in this order: transfers,
+then sweeps, then full rounds, sentinels last (at an empty bucket an interval is skipped).
+Shedding is never silent: it is on the metrics, the status page and a ticket alert.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from probe.inputs.catalog import Target
+from probe.inputs.config import Config
+from probe.inputs.plan import baseline_targets, plan
+from probe.model.observation import Observation, RoundResult, VantageNetwork, Verdict
+
+SHED_ORDER = ("transfers", "sweeps", "full_rounds", "sentinels")
+# the bucket's fill (share of its capacity) below which each kind of work is shed
+SHED_BELOW = {"transfers": 0.75, "sweeps": 0.5, "full_rounds": 0.25, "sentinels": 0.0}
+BUCKET_SECONDS = 3600  # the bucket holds an hour of the daily budget
+
+Signature = tuple[tuple[str, str, str], ...]
+
+
+def signature(observations: Iterable[Observation]) -> Signature:
+    """What a target's measurement came to, step by step: (check, role, failure) of its
+    primary and control observations. Differentials only explain a failure; a change of
+    the failure already shows in the primary."""
+    return tuple(sorted({(o.check, o.role, o.failure or "") for o in observations
+                         if o.role != "differential"}))
+
+
+def sentinels(targets: Iterable[Target]) -> dict[str, list[str]]:
+    """Per messenger: the first fixed-address target of each family and the first target
+    with a DNS step of each family (or the first targets at all, for a messenger with
+    neither)."""
+    chosen: dict[str, list[str]] = {}
+    by_messenger: dict[str, list[Target]] = {}
+    for t in targets:
+        if t.messenger is not None:
+            by_messenger.setdefault(t.messenger, []).append(t)
+    for messenger, group in by_messenger.items():
+        names: list[str] = []
+        for family in (4, 6):
+            mine = [t for t in group if t.family == family]
+            fixed = next((t for t in mine if t.address is not None), None)
+            dns = next((t for t in mine if any(s.check == "dns" for s in t.steps)), None)
+            for pick in (fixed, dns):
+                if pick is not None and pick.name not in names:
+                    names.append(pick.name)
+        chosen[messenger] = names or [group[0].name]
+    return chosen
+
+
+class Bucket:
+    """The daily budget as a token bucket, and what was spent since midnight (UTC)."""
+
+    def __init__(self, bytes_per_day: int | None, now: float | None = None) -> None:
+        self.bytes_per_day = bytes_per_day
+        self.capacity = None if bytes_per_day is None else bytes_per_day * BUCKET_SECONDS / 86400
+        self.tokens = self.capacity or 0.0
+        self.updated = time.time() if now is None else now
+        self.day = self._day(self.updated)
+        self.used_today = 0
+
+    @staticmethod
+    def _day(now: float) -> str:
+        return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+    def refill(self, now: float) -> None:
+        if self.capacity is not None and self.bytes_per_day is not None:
+            self.tokens = min(self.capacity,
+                              self.tokens + (now - self.updated) * self.bytes_per_day / 86400)
+        self.updated = now
+        day = self._day(now)
+        if day != self.day:
+            self.day, self.used_today = day, 0
+
+    def spend(self, nbytes: int) -> None:
+        self.used_today += nbytes
+        if self.capacity is not None:
+            self.tokens -= nbytes
+
+    @property
+    def fill(self) -> float:
+        """How full the bucket is, 0..1 (1 when unlimited)."""
+        if self.capacity is None:
+            return 1.0
+        return max(0.0, self.tokens / self.capacity)
+
+    def shed(self) -> list[str]:
+        """The kinds of work shed now, in SHED_ORDER."""
+        if self.capacity is None:
+            return []
+        fill = self.tokens / self.capacity
+        return [w for w in SHED_ORDER if fill <= SHED_BELOW[w] if w != "sentinels" or fill <= 0]
+
+    def adopt(self, bytes_per_day: int | None) -> None:
+        """A reload changed the budget: keep today's use, rescale the bucket."""
+        if bytes_per_day == self.bytes_per_day:
+            return
+        fill = self.fill
+        self.bytes_per_day = bytes_per_day
+        self.capacity = None if bytes_per_day is None else bytes_per_day * BUCKET_SECONDS / 86400
+        self.tokens = (self.capacity or 0.0) * fill
+
+
+@dataclass
+class Known:
+    """A target's last measurement: its verdict, the steps' outcomes, and when."""
+
+    verdict: Verdict
+    signature: Signature
+    measured: float
+
+
+@dataclass
+class Work:
+    """One round to run: which targets and baseline sites, with or without transfers."""
+
+    tier: str
+    only: set[str] | None
+    sites: set[str] | None
+    transfers: bool
+
+
+@dataclass
+class Planner:
+    """The scheduler's state across intervals (kept over a reload of the same plan)."""
+
+    config: Config
+    bucket: Bucket
+    known: dict[str, Known] = field(default_factory=dict)
+    site_states: dict[str, bool] = field(default_factory=dict)
+    network: VantageNetwork | None = None  # the last measured loss figures
+    cursor: int = 0
+    last_transfers: float = 0.0
+    last_sweep_slice: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.configure(self.config)
+
+    def configure(self, config: Config) -> None:
+        self.config = config
+        self.targets = [t for p in plan(config) for t in p.targets]
+        self.by_name = {t.name: t for t in self.targets}
+        self.sites = [t.name for t in baseline_targets(config)]
+        self.sentinels = sentinels(self.targets)
+        self.rotation = [*self.sites, *(t.name for t in self.targets)]
+        names = set(self.by_name)
+        self.known = {k: v for k, v in self.known.items() if k in names}
+        self.bucket.adopt(config.budget.bytes_per_day)
+
+    def messenger_targets(self, messengers: Iterable[str]) -> set[str]:
+        wanted = set(messengers)
+        return {t.name for t in self.targets if t.messenger in wanted}
+
+    def slice_size(self) -> int:
+        """Rotation entries per interval for every one to come round once per sweep."""
+        s = self.config.schedule
+        return max(1, math.ceil(len(self.rotation) * s.interval / s.sweep))
+
+    def transfers_due(self, now: float) -> bool:
+        return now - self.last_transfers >= self.config.schedule.transfers
+
+    def next_work(self, now: float) -> Work | None:
+        """This interval's round: a full one while anything is unknown, else sentinels plus
+        a sweep slice. None when the budget is spent (the interval is skipped)."""
+        self.bucket.refill(now)
+        shed = self.bucket.shed()
+        transfers = self.transfers_due(now) and "transfers" not in shed
+        if any(t.name not in self.known for t in self.targets):
+            if "sentinels" in shed:
+                return None
+            return Work("full", None, None, transfers)
+        if "sentinels" in shed:
+            return None
+        only = {n for names in self.sentinels.values() for n in names}
+        sites: set[str] = set()
+        if "sweeps" not in shed:
+            size = self.slice_size()
+            for i in range(size):
+                name = self.rotation[(self.cursor + i) % len(self.rotation)]
+                (sites if name in self.sites else only).add(name)
+            self.cursor = (self.cursor + size) % len(self.rotation)
+        tier = "sentinel" if "sweeps" in shed else "sweep"
+        return Work(tier, only, sites, False)
+
+    def absorb(self, result: RoundResult, full: bool, accept: bool = False) -> set[str]:
+        """Take a round's outcome in; return the messengers with a target that changed.
+        A full round's verdicts replace the known ones; a partial round's only restamp a
+        target whose steps came to the same as before (a changed one is for the full round
+        that follows to judge, in context), unless `accept` (full rounds are shed: the
+        partial round's verdict is the best there is)."""
+        now = result.finished
+        self.site_states.update(result.network.baseline_sites)
+        if any(o.messenger is None for o in result.observations):
+            self.network = result.network
+        by_target: dict[str, list[Observation]] = {}
+        for obs in result.observations:
+            if obs.messenger is not None:
+                by_target.setdefault(obs.target, []).append(obs)
+        changed: set[str] = set()
+        for verdict in result.verdicts:
+            sig = signature(by_target.get(verdict.target, []))
+            known = self.known.get(verdict.target)
+            if full or known is None:
+                self.known[verdict.target] = Known(verdict, sig, now)
+            elif known.signature == sig:
+                known.measured = now
+            else:
+                changed.add(verdict.messenger)
+                if accept:
+                    self.known[verdict.target] = Known(verdict, sig, now)
+        if result.transfers_ran:
+            self.last_transfers = now
+        return changed
+
+    def merged(self, started: float, fresh: list[RoundResult], shed: list[str]) -> RoundResult:
+        """The interval as the sinks see it: every planned target's current verdict (carried
+        ones stamped with when they were measured, their evidence with them), this
+        interval's observations, the network as last measured."""
+        last = fresh[-1]
+        result = RoundResult(self.config, list(self.targets), started)
+        result.finished = last.finished
+        result.baseline = last.baseline
+        result.network = replace(last.network)
+        measured_network = next((r.network for r in reversed(fresh)
+                                 if any(o.messenger is None for o in r.observations)), None)
+        if measured_network is None and self.network is not None:
+            for name in ("degraded", "loss_ratio", "rtt_seconds", "retransmit_ratio",
+                         "retried_ratio"):
+                setattr(result.network, name, getattr(self.network, name))
+        result.loop_lag_max = max(r.loop_lag_max for r in fresh)
+        result.tier = "+".join(dict.fromkeys(r.tier for r in fresh))
+        traffic: dict[str, tuple[int, int]] = {}
+        for r in fresh:
+            for label, (s, rcv) in r.traffic.items():
+                old = traffic.get(label, (0, 0))
+                traffic[label] = (old[0] + s, old[1] + rcv)
+        result.traffic = dict(sorted(traffic.items()))
+        observations: list[Observation] = []
+        for r in fresh:
+            observations += r.observations
+        copies: dict[int, Observation] = {}
+        verdicts: list[Verdict] = []
+        fresh_ids = {id(o) for o in observations}
+        for t in self.targets:
+            known = self.known.get(t.name)
+            if known is None:
+                continue
+            verdict = known.verdict
+            evidence = []
+            for obs in verdict.evidence:
+                if id(obs) in fresh_ids:
+                    evidence.append(obs)
+                    continue
+                copy = copies.get(id(obs))
+                if copy is None:
+                    copy = copies[id(obs)] = replace(obs)
+                    observations.append(copy)
+                evidence.append(copy)
+            verdicts.append(replace(verdict, evidence=evidence, measured=known.measured))
+        for index, obs in enumerate(observations):
+            obs.id = index
+        result.observations = observations
+        result.verdicts = verdicts
+        result.budget = self.report(shed)
+        return result
+
+    def report(self, shed: list[str]) -> dict[str, object]:
+        b = self.bucket
+        return {"bytes_per_day": b.bytes_per_day, "used_today": b.used_today,
+                "day": b.day, "fill": round(b.fill, 4), "shedding": list(shed)}

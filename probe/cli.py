@@ -169,6 +169,7 @@ def run(
     try:
         host, port = parse_listen(listen)
         cfg = load_config(config)
+        plan.plan(cfg)  # a plan the config allows but that cannot be made (two same targets)
         web_cfg = load_web_config(web_config_file) if web_config_file is not None else None
     except (ConfigError, ValueError) as exc:
         fail(str(exc))

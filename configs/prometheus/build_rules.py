@@ -288,6 +288,14 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
               "At least 3 rounds of vantage {{ $labels.vantage }} in 15 minutes took longer than the "
               "probe interval: verdicts arrive late and the stated onset-to-page time no longer "
               "holds. Raise the interval, lower the timeouts, or give the probe more CPU."),
+        alert("ProbeBudgetShedding", "ticket",
+              f"max by (vantage, work) (reach_budget_shedding{s()}) == 1", "30m", "15m",
+              "The probe at {{ $labels.vantage }} sheds {{ $labels.work }} to stay within its "
+              "traffic budget",
+              "Vantage {{ $labels.vantage }} has been shedding {{ $labels.work }} for 30 minutes "
+              "(shed in the order transfers, sweeps, full_rounds, sentinels): changes are seen "
+              "later than its schedule says. Raise budget.bytes_per_day, or lengthen "
+              "schedule.sweep / schedule.interval so the work fits (docs/traffic.md)."),
     ]
 
 

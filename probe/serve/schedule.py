@@ -136,6 +136,16 @@ class Known:
     measured: float
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What the scheduler derives from a config's plan."""
+
+    targets: list[Target]
+    sites: list[str]
+    sentinels: dict[str, list[str]]
+    rotation: list[str]
+
+
 @dataclass
 class Work:
     """One round to run: which targets and baseline sites, with or without transfers."""
@@ -162,14 +172,22 @@ class Planner:
     def __post_init__(self) -> None:
         self.configure(self.config)
 
-    def configure(self, config: Config) -> None:
+    @staticmethod
+    def prepare(config: Config) -> Prepared:
+        """The plan-derived part of the state: heavy for a big config, so a reload makes it
+        in a thread."""
+        targets = [t for p in plan(config) for t in p.targets]
+        sites = [t.name for t in baseline_targets(config)]
+        return Prepared(targets, sites, sentinels(targets), [*sites, *(t.name for t in targets)])
+
+    def configure(self, config: Config, prepared: Prepared | None = None) -> None:
         self.config = config
-        self.targets = [t for p in plan(config) for t in p.targets]
-        self.by_name = {t.name: t for t in self.targets}
-        self.sites = [t.name for t in baseline_targets(config)]
-        self.sentinels = sentinels(self.targets)
-        self.rotation = [*self.sites, *(t.name for t in self.targets)]
-        names = set(self.by_name)
+        ready = prepared or self.prepare(config)
+        self.targets = ready.targets
+        self.sites = ready.sites
+        self.sentinels = ready.sentinels
+        self.rotation = ready.rotation
+        names = {t.name for t in self.targets}
         self.known = {k: v for k, v in self.known.items() if k in names}
         self.bucket.adopt(config.budget.bytes_per_day)
 

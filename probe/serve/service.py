@@ -23,7 +23,7 @@ from probe.inputs.config import Config, ConfigError, load_config
 from probe.inputs.plan import baseline_targets, plan, transfers_seconds, worst_case_seconds
 from probe.measure.round import run_round
 from probe.model.observation import RoundResult
-from probe.serve.schedule import Bucket, Planner, Work
+from probe.serve.schedule import Bucket, Planner, Prepared, Work
 from probe.sinks.evidence import EvidenceCollector, EvidenceLog
 from probe.sinks.metrics import Metrics
 from probe.sinks.scrub import Scrubber, vantage_addresses
@@ -71,9 +71,10 @@ class Service:
         """Load the config file again; keep the old config if the new one is bad."""
         try:
             config = load_config(self.path)
+            prepared = Planner.prepare(config)
         except ConfigError as exc:
             return self._refuse(exc)
-        return self._apply(config)
+        return self._apply(config, prepared)
 
     async def reload_async(self) -> tuple[bool, str]:
         """`reload`, with the file read and parsed in a thread; one reload at a time."""
@@ -84,7 +85,11 @@ class Service:
                 config = await asyncio.to_thread(load_config, self.path)
             except ConfigError as exc:
                 return self._refuse(exc)
-            return self._apply(config)
+            try:
+                prepared = await asyncio.to_thread(Planner.prepare, config)
+            except ConfigError as exc:  # a plan the config allows but that cannot be made
+                return self._refuse(exc)
+            return self._apply(config, prepared)
 
     def reload_soon(self) -> None:
         """For the SIGHUP handler: a reload task, kept until it ends."""
@@ -99,9 +104,9 @@ class Service:
         log.error("reload refused, keeping the running config: %s", message)
         return False, message
 
-    def _apply(self, config: Config) -> tuple[bool, str]:
+    def _apply(self, config: Config, prepared: Prepared | None = None) -> tuple[bool, str]:
         self.config = config
-        self.planner.configure(config)
+        self.planner.configure(config, prepared)
         self.scrubber.configure(vantage_addresses(config.vantage))
         self.evidence.configure(config)
         self.last_reload_error = None

@@ -53,7 +53,7 @@ def test_rule_files_exist() -> None:
 def test_promtool_check_rules() -> None:
     result = run([tool("promtool"), "check", "rules", *map(str, RULE_FILES)])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
     assert "SUCCESS: 16 rules found" in result.stdout
 
 
@@ -176,6 +176,7 @@ def test_alerts_have_severity_annotations_and_runbook() -> None:
         "ProbeConfigReloadFailed",
         "ProbeEvidenceWriteErrors",
         "ProbeRoundsOverrun",
+        "ProbeBudgetShedding",
     }
     for alert in alerts:
         assert alert["labels"]["severity"] in {"page", "ticket"}
@@ -216,6 +217,7 @@ def test_amtool_check_config() -> None:
         (["alertname=BaselineBlocked", "severity=ticket", "vantage=ir-lab"], "ticket"),
         (["alertname=VantageDegraded", "severity=ticket", "vantage=ir-lab"], "ticket"),
         (["alertname=ProbeRoundsOverrun", "severity=ticket", "vantage=ir-lab"], "ticket"),
+        (["alertname=ProbeBudgetShedding", "severity=ticket", "vantage=ir-lab"], "ticket"),
     ],
 )
 def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:

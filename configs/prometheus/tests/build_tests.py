@@ -127,7 +127,7 @@ class Scenario:
 
 ALL_ALERTS = ("MessengerBlocked", "MessengerOutage", "VantageOffline", "BaselineBlocked",
               "VantageDegraded", "ProbeAbsent", "ProbeConfigReloadFailed",
-              "ProbeEvidenceWriteErrors", "ProbeRoundsOverrun")
+              "ProbeEvidenceWriteErrors", "ProbeRoundsOverrun", "ProbeBudgetShedding")
 DCS = ("dc1-v4:443", "dc2-v4:443")
 WEB = "web.telegram.org/v4"
 
@@ -424,6 +424,35 @@ def probe_health() -> Scenario:
     return s
 
 
+def budget_shedding() -> Scenario:
+    """Shedding for a few minutes after a burst is the budget working; for 30 minutes it is
+    a ticket, per kind of work shed."""
+    s = Scenario("a vantage that keeps shedding work to stay within its traffic budget", 90)
+    s.vantage("ir-mci", "IR", "subject")
+    for target in (*DCS, WEB):
+        s.target("ir-mci", target, rounds("ok", 1))
+    control(s)
+    v = f'{JOB},instance="ir-mci",vantage="ir-mci"'
+    # transfers shed for 20 minutes (a burst), recovered; from minute 40 transfers and sweeps
+    per_minute = 60 // SCRAPE
+    n = s.samples - 1
+    s.add(f'reach_budget_shedding{{{v},work="transfers"}}',
+          f"1x{20 * per_minute} 0x{20 * per_minute - 1} 1x{n - 40 * per_minute}")
+    s.add(f'reach_budget_shedding{{{v},work="sweeps"}}',
+          f"0x{40 * per_minute - 1} 1x{n - 40 * per_minute}")
+    s.add(f'reach_budget_shedding{{{v},work="sentinels"}}', f"0x{n}")
+    s.none("35m", "ProbeBudgetShedding")
+    labels = {"severity": "ticket", "vantage": "ir-mci"}
+    s.alert("ProbeBudgetShedding", "75m", *(({**labels, "work": work}, {
+        "summary": f"The probe at ir-mci sheds {work} to stay within its traffic budget",
+        "description": f"Vantage ir-mci has been shedding {work} for 30 minutes (shed in the "
+                       "order transfers, sweeps, full_rounds, sentinels): changes are seen later "
+                       "than its schedule says. Raise budget.bytes_per_day, or lengthen "
+                       "schedule.sweep / schedule.interval so the work fits (docs/traffic.md).",
+        "runbook_url": f"{RUNBOOK}#probebudgetshedding"}) for work in ("sweeps", "transfers")))
+    return s
+
+
 def probe_absent() -> Scenario:
     s = Scenario("a silent probe fires ProbeAbsent, and a blocked vantage that goes silent stops paging",
                  30)
@@ -443,7 +472,8 @@ def probe_absent() -> Scenario:
 
 
 SCENARIOS = (iran_block, onset_to_page, intermittent, blip, lossy, blocked_baseline, uplink_cut,
-             old_probe_offline, outage, no_control, country_precedence, probe_health, probe_absent)
+             old_probe_offline, outage, no_control, country_precedence, probe_health, probe_absent,
+             budget_shedding)
 
 
 def render() -> str:

@@ -131,7 +131,8 @@ class Round:
 
     def __init__(self, config: Config, progress: Progress | None = None, *,
                  only: Collection[str] | None = None, sites: Collection[str] | None = None,
-                 transfers: bool = True, site_states: Mapping[str, bool] | None = None) -> None:
+                 transfers: bool = True, site_states: Mapping[str, bool] | None = None,
+                 transfer_bytes: int | None = None) -> None:
         self.config = config
         self.plans = plan(config)
         self.targets = [t for p in self.plans for t in p.targets
@@ -142,6 +143,8 @@ class Round:
         self.transfers = transfers
         self.ledger = Ledger()
         self.env = base_env(config)
+        if transfer_bytes is not None:  # a budget caps what each transfer reads
+            self.env = replace(self.env, http_max_bytes=min(self.env.http_max_bytes, transfer_bytes))
         self._envs: dict[str, Env] = {}
         self._semaphore = asyncio.Semaphore(config.schedule.concurrency)
         self._transfers = asyncio.Lock()
@@ -432,10 +435,10 @@ class Round:
 
 async def run_round(config: Config, progress: Progress | None = None, *,
                     only: Collection[str] | None = None, sites: Collection[str] | None = None,
-                    transfers: bool = True,
-                    site_states: Mapping[str, bool] | None = None) -> RoundResult:
+                    transfers: bool = True, site_states: Mapping[str, bool] | None = None,
+                    transfer_bytes: int | None = None) -> RoundResult:
     """Run a round and classify it: the whole pipeline short of the sinks."""
     result = await Round(config, progress, only=only, sites=sites, transfers=transfers,
-                         site_states=site_states).run()
+                         site_states=site_states, transfer_bytes=transfer_bytes).run()
     result.verdicts = classify_round(result)
     return result

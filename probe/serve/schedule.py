@@ -34,12 +34,17 @@ from datetime import UTC, datetime
 from probe.inputs.catalog import Target
 from probe.inputs.config import Config
 from probe.inputs.plan import baseline_targets, plan
+from probe.measure.round import is_transfer
 from probe.model.observation import Observation, RoundResult, VantageNetwork, Verdict
 
 SHED_ORDER = ("transfers", "sweeps", "full_rounds", "sentinels")
 # the bucket's fill (share of its capacity) below which each kind of work is shed
 SHED_BELOW = {"transfers": 0.75, "sweeps": 0.5, "full_rounds": 0.25, "sentinels": 0.0}
 BUCKET_SECONDS = 3600  # the bucket holds an hour of the daily budget
+# Under a finite budget a transfer reads at most this much: enough to match a blockpage
+# (probe.measure.checks.http matches the first 64 KiB) and to tell a throttled path (cut by
+# time) from a free one; a full-size transfer is what `budget: unlimited` buys.
+BUDGET_TRANSFER_BYTES = 64 << 10
 
 Signature = tuple[tuple[str, str, str], ...]
 
@@ -47,9 +52,10 @@ Signature = tuple[tuple[str, str, str], ...]
 def signature(observations: Iterable[Observation]) -> Signature:
     """What a target's measurement came to, step by step: (check, role, failure) of its
     primary and control observations. Differentials only explain a failure; a change of
-    the failure already shows in the primary."""
+    the failure already shows in the primary. Transfers are left out: most rounds do not
+    run them."""
     return tuple(sorted({(o.check, o.role, o.failure or "") for o in observations
-                         if o.role != "differential"}))
+                         if o.role != "differential" and not is_transfer(o.check)}))
 
 
 def sentinels(targets: Iterable[Target]) -> dict[str, list[str]]:
@@ -171,6 +177,15 @@ class Planner:
 
     def __post_init__(self) -> None:
         self.configure(self.config)
+        if self.bucket.bytes_per_day is not None:
+            # on a budget the first transfers wait for the schedule (or a suspicion): a
+            # probe restarted often must not pay for them at every start
+            self.last_transfers = self.bucket.updated
+
+    @property
+    def transfer_bytes(self) -> int | None:
+        """What each transfer may read: capped under a finite budget."""
+        return None if self.bucket.bytes_per_day is None else BUDGET_TRANSFER_BYTES
 
     @staticmethod
     def prepare(config: Config) -> Prepared:

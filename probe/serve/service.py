@@ -145,7 +145,8 @@ class Service:
         planner = self.planner
         async with asyncio.timeout(self._round_budget(config)):
             result = await run_round(config, only=work.only, sites=work.sites,
-                                     transfers=work.transfers, site_states=planner.site_states)
+                                     transfers=work.transfers, site_states=planner.site_states,
+                                     transfer_bytes=planner.transfer_bytes)
         result.tier = work.tier
         planner.bucket.spend(sum(s + r for s, r in result.traffic.values()))
         return result

@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from probe.measure.checks.base import Blockpage, Env, Step
@@ -82,7 +82,9 @@ async def fetch(
     connector = aiohttp.TCPConnector(
         ssl=context, resolver=PinnedResolver(address) if address else None,
         local_addr=(source, 0) if source else None, force_close=True, limit=1,
-        socket_factory=metered_socket_factory,
+        # a receive buffer no larger than what is read: the kernel would otherwise take in
+        # megabytes past max_bytes (the window was open) before the socket is closed
+        socket_factory=partial(metered_socket_factory, receive_buffer=min(max_bytes, 1 << 20)),
     )
     try:
         async with aiohttp.ClientSession(

@@ -16,6 +16,7 @@ is resumed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import errno
 import socket
@@ -362,7 +363,12 @@ class MeteredSocket(socket.socket):
         super().close()
 
 
-def metered_socket_factory(addr_info: tuple[Any, ...]) -> socket.socket:
-    """aiohttp's `socket_factory`: its connections are counted like the checks' own."""
+def metered_socket_factory(addr_info: tuple[Any, ...], receive_buffer: int | None = None) -> socket.socket:
+    """aiohttp's `socket_factory`: its connections are counted like the checks' own; with
+    `receive_buffer`, the kernel takes in no more than that ahead of the reader."""
     family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
-    return MeteredSocket(family, kind, proto)
+    sock = MeteredSocket(family, kind, proto)
+    if receive_buffer is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(_SOL_SOCKET, socket.SO_RCVBUF, max(4096, receive_buffer // 2))
+    return sock

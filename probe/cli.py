@@ -114,6 +114,9 @@ def once(
         plan.plan(cfg)  # a plan the config allows but that cannot be made (two same targets)
     except ConfigError as exc:
         fail(str(exc))
+    from probe.sinks import scrub
+
+    scrub.shared.configure(scrub.vantage_addresses(cfg.vantage))  # the checks' raw bytes too
     err = Console(stderr=True)
     if format is RoundFormat.table and err.is_terminal:
         with err.status("probing...") as status:

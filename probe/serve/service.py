@@ -24,9 +24,10 @@ from probe.inputs.plan import baseline_targets, plan, transfers_seconds, worst_c
 from probe.measure.round import run_round
 from probe.model.observation import RoundResult
 from probe.serve.schedule import Bucket, Planner, Prepared, Work
+from probe.sinks import scrub
 from probe.sinks.evidence import EvidenceCollector, EvidenceLog
 from probe.sinks.metrics import Metrics
-from probe.sinks.scrub import Scrubber, vantage_addresses
+from probe.sinks.scrub import vantage_addresses
 
 log = logging.getLogger("probe")
 
@@ -47,7 +48,8 @@ class Service:
         self.path = path
         self.config = config
         self.metrics = metrics or Metrics()
-        self.scrubber = Scrubber.for_vantage(config.vantage)
+        self.scrubber = scrub.shared  # the checks' raw() scrubs with the same addresses
+        self.scrubber.configure(vantage_addresses(config.vantage))
         self.evidence = EvidenceLog.for_config(config)
         self.evidence.scrubber = self.scrubber
         self.metrics.registry.register(

@@ -4,16 +4,23 @@ the client's address (in a `Location` header) must not get the vantage's own add
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import urllib.parse
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from probe.inputs.config import load_config
 from probe.serve.server import make_app
 from probe.serve.service import Service
 from probe.sinks.scrub import SCRUBBED, Scrubber, ScrubFilter, host_addresses
+from tests.hardening._counts import CASES, EXAMPLES
 from tests.hardening.hostile import ScriptedUDP
 from tests.hardening.test_fuzz_dns import good_reply
 from tests.hardening.util import loopback_config
@@ -67,7 +74,8 @@ async def test_an_echoed_address_reaches_no_output(tmp_path: Path) -> None:
 
     async def echo(request: web.Request) -> web.Response:
         peers.append(str(request.remote))
-        return web.Response(status=302, headers={"Location": f"http://portal.example/?ip={request.remote}"})
+        return web.Response(status=302, headers={
+            "Location": f"http://portal.example/{request.remote}/?ip={request.remote}"})
 
     app = web.Application()
     app.router.add_get("/", echo)
@@ -91,7 +99,8 @@ async def test_an_echoed_address_reaches_no_output(tmp_path: Path) -> None:
         await runner.cleanup()
     assert OWN in peers  # the echo really carried the vantage's address
     raw = str([o.to_json() for o in service.latest.observations])  # type: ignore[union-attr]
-    assert OWN in raw  # ... into the observations: only the outputs are scrubbed
+    # ... and the check scrubbed it as it was captured (the query is not kept at all)
+    assert OWN not in raw and f"portal.example/{SCRUBBED}/" in raw and "?ip=" not in raw
     async with TestClient(TestServer(make_app(service))) as client:
         for url in ("/api/status", "/", "/metrics"):
             response = await client.get(url)
@@ -120,7 +129,7 @@ def test_probe_once_prints_no_own_address(tmp_path: Path) -> None:
     class Echo(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # http.server's name for it
             self.send_response(302)
-            self.send_header("Location", f"http://portal.example/?ip={self.client_address[0]}")
+            self.send_header("Location", f"http://portal.example/{self.client_address[0]}/?ip={self.client_address[0]}")
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -162,6 +171,126 @@ def test_probe_once_prints_no_own_address(tmp_path: Path) -> None:
         web_server.shutdown()
         resolver.close()
     assert result.returncode == 0, result.stderr
-    assert OWN not in result.stdout and "portal.example/?ip=[vantage]" in result.stdout
+    assert OWN not in result.stdout and "portal.example/[vantage]/" in result.stdout
     json.loads(result.stdout)
     assert table.returncode == 0 and OWN not in table.stdout
+
+
+# ---- the address echoed in every spelling a server might use ---------------------------
+
+def spellings(address: str) -> dict[str, bytes]:
+    """The forms a hostile server can echo an IPv4 address in (the review's list)."""
+    import base64
+    import ipaddress
+    import urllib.parse
+
+    ip = ipaddress.IPv4Address(address)
+    o = list(ip.packed)
+    mapped = ipaddress.IPv6Address(f"::ffff:{address}")
+    text = address.encode()
+    return {
+        "dotted": text,
+        "dashed host": f"ip-{o[0]}-{o[1]}-{o[2]}-{o[3]}.pool.example".encode(),
+        "underscored": "_".join(map(str, o)).encode(),
+        "zero-padded": ".".join(f"{x:03d}" for x in o).encode(),
+        "percent-encoded": urllib.parse.quote(address, safe="").replace(".", "%2E").encode(),
+        "reverse dns": f"{o[3]}.{o[2]}.{o[1]}.{o[0]}.in-addr.arpa".encode(),
+        "decimal": str(int(ip)).encode(),
+        "hex": f"0x{ip.packed.hex()}".encode(),
+        "bare hex upper": ip.packed.hex().upper().encode(),
+        "dotted hex": ".".join(f"0x{x:x}" for x in o).encode(),
+        "v4-mapped": f"::ffff:{address}".encode(),
+        "v4-mapped hex": mapped.compressed.encode() if ":" in mapped.compressed.split("ffff:")[-1]
+        else f"::ffff:{ip.packed[:2].hex()}:{ip.packed[2:].hex()}".encode(),
+        "v4-mapped exploded": mapped.exploded.encode(),
+        "v4-mapped percent": f"%3A%3Affff%3A{address}".encode(),
+        "base64 text": base64.b64encode(text),
+        "base64 text shifted": base64.b64encode(b"ip=" + text)[4:],
+        "base64 packed": base64.b64encode(b"\x00" + ip.packed),
+        "hex of text": text.hex().encode(),
+        "packed": ip.packed,
+    }
+
+
+def needles(address: str) -> dict[str, str]:
+    """What must not appear in any output: each spelling's text (the packed bytes as the
+    hex and base64 an output would show them)."""
+    import base64
+
+    found = {name: form.decode("latin-1") for name, form in spellings(address).items() if name != "packed"}
+    packed = spellings(address)["packed"]
+    found["packed as hex"] = packed.hex()
+    found["packed as base64"] = base64.b64encode(packed).decode().rstrip("=")
+    found["base64 text"] = found["base64 text"].rstrip("=")
+    found["base64 packed"] = base64.b64encode(packed).decode().rstrip("=")
+    return found
+
+
+@settings(max_examples=max(3, min(EXAMPLES, 12)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_fuzz_an_echo_in_any_spelling_reaches_no_output(
+        data: st.DataObject, tmp_path_factory: pytest.TempPathFactory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every server the round talks to (web, data centres, resolver) echoes the vantage's
+    address in spellings drawn from the list, in the Location header, the body and raw
+    bytes; no output (evidence, /api/status, /api/target, the page, /metrics, the log)
+    holds any of them."""
+    tmp_path = tmp_path_factory.mktemp("echo")
+    forms = spellings(OWN)
+    chosen = data.draw(st.lists(st.sampled_from(sorted(forms)), min_size=3, max_size=len(forms), unique=True))
+    # (digits run together are one number: no empty glue)
+    glue = data.draw(st.sampled_from([b" ", b"/", b"=", b"\x00", b"&ip=", b","]))
+    echoed = [forms[name] for name in chosen]
+    CASES["scrub/echoed spellings"] += len(echoed)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")[0]
+        payload = glue.join(spellings(peer)[name] for name in chosen)
+        with contextlib.suppress(asyncio.TimeoutError, OSError):
+            await asyncio.wait_for(reader.read(4096), 2)
+        path = urllib.parse.quote(payload, safe="/=&:%")
+        writer.write(b"HTTP/1.1 302 Found " + payload.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n"
+                     b"Location: http://portal.example/" + path.encode() + b"?ip=" + path.encode() + b"\r\n"
+                     b"X-Your-Address: " + path.encode() + b"\r\n"
+                     b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    def resolve(query: bytes) -> list[bytes]:
+        garbage = query[:2] + b"\x81\x80" + glue.join(echoed)  # our id: parsed, then garbage
+        wrong = bytes([query[0] ^ 0xFF]) + query[1:2] + glue.join(echoed)
+        return [wrong, garbage, good_reply(query, "127.0.0.1")]
+
+    udp = ScriptedUDP(resolve)
+    caplog.set_level(logging.DEBUG)
+    try:
+        async with udp:
+            path = loopback_config(
+                tmp_path / "probe.yaml", dc_port=port, source=OWN, evidence=tmp_path / "ev",
+                resolvers=[{"name": "udp", "address": "127.0.0.1", "port": udp.port}],
+                domains=[{"name": "web.telegram.org", "url": f"http://web.telegram.org:{port}/",
+                          "port": port}],
+                timeout=1)
+            service = Service(path, load_config(path))
+            await service.run_one()
+            outputs: dict[str, str] = {}
+            async with TestClient(TestServer(make_app(service))) as client:
+                for url in ("/api/status", "/", "/metrics", "/api/target/telegram/dc0",
+                            "/api/target/telegram/web.telegram.org/v4"):
+                    response = await client.get(url)
+                    outputs[url] = f"{response.status} {dict(response.headers)} {await response.text()}"
+    finally:
+        server.close()
+        await server.wait_closed()
+    outputs["evidence"] = (tmp_path / "ev" / "evidence.jsonl").read_text()
+    outputs["log"] = "\n".join(logging.Formatter().format(r) for r in caplog.records)
+    for where, text in outputs.items():
+        for name, needle in needles(OWN).items():
+            at = text.lower().find(needle.lower())
+            assert at < 0, (name, needle, where, text[max(0, at - 300):at + 100])
+    assert SCRUBBED in outputs["evidence"]

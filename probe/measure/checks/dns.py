@@ -23,6 +23,7 @@ from probe.measure.checks.base import Env, ResolverSpec, Step
 from probe.measure.wire.net import TCP_HEADERS, Stopwatch, count, count_udp
 from probe.model import failures
 from probe.model.observation import Observation, Role
+from probe.sinks import scrub
 
 if TYPE_CHECKING:
     import aiohttp
@@ -153,7 +154,7 @@ async def _udp_query(
                     break
                 garbage += 1
                 details["garbage_replies"] = garbage
-                details.setdefault("garbage_head", wire[:64].hex())
+                details.setdefault("garbage_head", scrub.raw(wire[:80])[:64].hex())
                 continue
             datagrams += 1
             digest = hash(wire)
@@ -171,7 +172,7 @@ async def _udp_query(
             if not is_response:
                 garbage += 1
                 details["garbage_replies"] = garbage
-                details.setdefault("garbage_head", wire[:64].hex())
+                details.setdefault("garbage_head", scrub.raw(wire[:80])[:64].hex())
                 continue
             if first is None:
                 first = reply

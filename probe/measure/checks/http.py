@@ -20,6 +20,7 @@ from probe.measure.checks.base import Blockpage, Env, Step
 from probe.measure.wire.net import Stopwatch, metered_socket_factory
 from probe.model import failures
 from probe.model.observation import Observation
+from probe.sinks import scrub
 
 FINGERPRINT_WINDOW = 65536  # blockpages are small: match the first 64 KiB only
 
@@ -97,8 +98,8 @@ async def fetch(
                                       for name in capture if name in response.headers}
             details["server"] = response.headers.get("Server", "")
             location = response.headers.get("Location", "")
-            if location:
-                details["location"] = location
+            if location:  # where it sent us; not the query a portal may echo us in
+                details["location"] = scrub.shared.text(location.split("?", 1)[0].split("#", 1)[0][:512])
             body = bytearray()
             first_byte = time.perf_counter()
             deadline = first_byte + transfer_seconds
@@ -129,7 +130,7 @@ async def fetch(
                 raise failures.UnexpectedStatus(f"HTTP {response.status}")
         return None, details
     except Exception as exc:
-        details["error"] = str(exc)[:200]
+        details["error"] = scrub.shared.text(str(exc)[:200])
         return failures.classify(exc), details
 
 

@@ -28,6 +28,7 @@ from probe.measure.checks.base import Env, Step
 from probe.measure.wire.net import converse
 from probe.model import failures
 from probe.model.observation import Observation
+from probe.sinks import scrub
 
 INTERMEDIATE_TAG = obfs2.TAG_INTERMEDIATE
 REQ_PQ_MULTI = 0xBE7E8EF1
@@ -228,7 +229,7 @@ async def exchange(channel: Channel, opening: bytes, tag: bytes, nonce: bytes,
         raise
     finally:
         if channel.raw_head:
-            details["reply_head"] = bytes(channel.raw_head).hex()
+            details["reply_head"] = scrub.raw(bytes(channel.raw_head)).hex()
     server_msg_id = evidence.pop("server_msg_id")
     assert isinstance(server_msg_id, int)
     details.update(evidence)
@@ -299,7 +300,8 @@ async def _post_empty(sock: socket.socket, details: dict[str, object]) -> None:
     head = await loop.sock_recv(sock, 512)
     if not head:
         raise asyncio.IncompleteReadError(b"", 1)
-    details["reply_head"] = head[:64].decode("latin-1")
+    # the status line only (what answered), never the headers a server may echo us in
+    details["reply_head"] = scrub.raw(head[:64]).split(b"\r\n", 1)[0].decode("latin-1")
     if not head.startswith(b"HTTP/"):
         raise failures.UnexpectedStatus("the answer to HTTP is not HTTP")
 

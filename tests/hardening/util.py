@@ -53,6 +53,9 @@ def loopback_config(
                      "confirm": {"attempts": 1},
                      "timeouts": {k: timeout for k in ("dns", "connect", "tls", "mtproto", "http")}},
         "evidence": {"directory": str(evidence) if evidence else None},
+        # no traffic budget: every round runs every step (these tests are about the probe's
+        # defences, not its scheduler's tiers)
+        "budget": {"bytes_per_day": "unlimited"},
         **extra,
     }
     path.write_text(yaml.safe_dump(data, sort_keys=False))

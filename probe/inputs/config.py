@@ -583,10 +583,36 @@ def _validation_message(exc: ValidationError, text: str, source: str, model: typ
     return message
 
 
+def _check_no_secrets(text: str, source: str, config: Config) -> None:
+    """A value that looks like a secret, anywhere in the config, is refused naming its key
+    only: secrets live in the file `secret_file` names or the variable `secret_env` names,
+    and a config is shared, logged and shown (an MTProxy secret put in `secret_env` used to
+    pass check-config and reach the evidence and /api/status in every round's error)."""
+    from probe.inputs.config_errors import looks_secret
+
+    def walk(value: Any, at: tuple[str | int, ...]) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*at, key))
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                walk(item, (*at, index))
+        elif isinstance(value, Path):
+            walk(value.name, at)
+        elif looks_secret(value):
+            raise ConfigError(
+                f"{source}:{_line_at(text, at)}: {_key_path(at)}: looks like a secret (an MTProxy "
+                "secret or a key): put it in a file named by secret_file or a variable named by "
+                "secret_env, never in the config (the value is not shown)")
+
+    walk(config.model_dump(), ())
+
+
 def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
     """Parse and validate config text; raise ConfigError naming the source, line and key."""
     config = validate_yaml(text, source, Config,
                            empty="the config must be a YAML mapping with a 'vantage' key")
+    _check_no_secrets(text, source, config)
     config = _resolve_relative(config, base or Path.cwd())
     for name, overrides in config.messengers.items():
         catalogue = overrides.catalog or name

@@ -8,7 +8,10 @@ config.py adds the file, line and key path; this module only words the problem.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
+import re
 import types
 from collections.abc import Sequence
 from typing import Any, Union, get_args, get_origin
@@ -42,7 +45,33 @@ BOUND_WORDS: dict[str, tuple[str, str]] = {
 }
 
 
+_HEX_SECRET = re.compile(r"(?:[0-9a-fA-F]{2}){16,}")
+_BASE64_SECRET = re.compile(r"[A-Za-z0-9+/_-]{22,}={0,2}")
+
+
+def looks_secret(value: object) -> bool:
+    """Whether a config value looks like a key or an MTProxy secret (16 bytes or more as
+    hex, or base64 of 16 bytes, or of dd/ee + 16 bytes + a domain): such a value is never
+    repeated in an error, and refused where the config expects a name."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    if _HEX_SECRET.fullmatch(text):
+        return True
+    if not _BASE64_SECRET.fullmatch(text):
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_").rstrip("=")
+                                       + "=" * (-len(text.rstrip("=")) % 4))
+    except (ValueError, binascii.Error):
+        return False
+    mixed = all(any(test(c) for c in text) for test in (str.isupper, str.islower, str.isdigit))
+    return (len(raw) == 16 and mixed) or (len(raw) >= 17 and raw[0] in (0xDD, 0xEE))
+
+
 def _show(value: Any) -> str:
+    if looks_secret(value):
+        return "the value (it looks like a secret: not shown)"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,17 +38,39 @@ class SecretUnavailable(Exception):
     failure = failures.UNKNOWN_FAILURE
 
 
+def _read_secret_file(path: Path) -> str:
+    """A secret file's text. Opened without blocking (a FIFO swapped in must not freeze the
+    probe in open()), a regular file only, at most MAX_SECRET_FILE bytes; errors name the
+    file and what is wrong, never a byte of what it holds."""
+    def refuse(reason: str) -> SecretUnavailable:
+        return SecretUnavailable(f"cannot read the MTProxy secret file {path}: {reason}")
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise refuse(exc.strerror or type(exc).__name__) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise refuse("not a regular file (a FIFO, device, socket or directory)")
+        data = os.read(fd, MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise refuse(exc.strerror or type(exc).__name__) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_FILE:
+        raise refuse(f"larger than {MAX_SECRET_FILE} bytes")
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise refuse("not ASCII text") from None
+
+
 def read_secret(options: Mapping[str, Any]) -> obfs2.ProxySecret:
     """The proxy secret from `secret_file` or `secret_env` (never from the config itself).
     Errors name where the secret should be, never what it is."""
     if options.get("secret_file"):
         path = Path(str(options["secret_file"]))
-        try:
-            with path.open("rb") as handle:
-                text = handle.read(MAX_SECRET_FILE).decode("ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not ASCII"
-            raise SecretUnavailable(f"cannot read the MTProxy secret file {path}: {reason}") from None
+        text = _read_secret_file(path)
         where = f"file {path}"
     else:
         name = str(options.get("secret_env", ""))

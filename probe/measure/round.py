@@ -28,7 +28,7 @@ from probe.judge.vantage import LOST, baseline_up, connect_level, judge, quality
 from probe.measure.checks import REGISTRY
 from probe.measure.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Retry, Step, TrustStore
 from probe.measure.checks.dns import chosen_address, system_resolvers
-from probe.measure.wire.net import METER, Ledger, Meter, Source, metered_socket_factory
+from probe.measure.wire.net import METER, Ledger, Meter, Source, metered_socket_factory, settle_all
 from probe.model.observation import Attempt, Observation, Role, RoundResult
 
 if TYPE_CHECKING:
@@ -421,6 +421,7 @@ class Round:
                 groups.insert(0, await self._baseline(sampled))
             finally:
                 monitor.cancel()
+                settle_all()  # the session's pooled connections, before they are closed
         # the session's pooled connections are closed (and counted) by now
         self.result.traffic = {k: (v[0], v[1]) for k, v in sorted(self.ledger.totals.items())}
         observations = self.result.observations

@@ -20,7 +20,7 @@ import dns.rdatatype
 import dns.resolver
 
 from probe.measure.checks.base import Env, ResolverSpec, Step
-from probe.measure.wire.net import TCP_HEADERS, Stopwatch, count, count_udp
+from probe.measure.wire.net import TCP_HEADERS, Stopwatch, count, count_udp, settle_all
 from probe.model import failures
 from probe.model.observation import Observation, Role
 from probe.sinks import scrub
@@ -218,6 +218,7 @@ async def _doh_query(
         if response.status != 200:
             raise failures.UnexpectedStatus(f"DoH server answered HTTP {response.status}")
         wire = await response.content.read(MAX_DOH_BYTES)
+        settle_all()  # count the pooled connection now: uvloop may close it uncounted
     return dns.message.from_wire(wire)
 
 

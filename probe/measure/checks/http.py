@@ -9,15 +9,16 @@ throttling apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
-from functools import cache, partial
+from collections.abc import AsyncIterator, Callable, Mapping
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from probe.measure.checks.base import Blockpage, Env, Step
-from probe.measure.wire.net import Stopwatch, metered_socket_factory
+from probe.measure.wire.net import MeteredSocket, Stopwatch, metered_socket_factory
 from probe.model import failures
 from probe.model.observation import Observation
 from probe.sinks import scrub
@@ -57,6 +58,16 @@ def PinnedResolver(address: str) -> AbstractResolver:  # used like the class it 
     return _pinned_resolver_class()(address)
 
 
+@contextlib.asynccontextmanager
+async def _settled(sockets: list[MeteredSocket]) -> AsyncIterator[None]:
+    """Count the request's sockets before they are released (probe.measure.wire.net)."""
+    try:
+        yield
+    finally:
+        for sock in sockets:
+            sock.settle()
+
+
 def match_blockpage(text: str, blockpages: tuple[Blockpage, ...]) -> str | None:
     return next((b.name for b in blockpages if b.pattern in text), None)
 
@@ -80,18 +91,27 @@ async def fetch(
     import aiohttp
 
     details: dict[str, Any] = {"url": url}
-    connector = aiohttp.TCPConnector(
-        ssl=context, resolver=PinnedResolver(address) if address else None,
-        local_addr=(source, 0) if source else None, force_close=True, limit=1,
+    created: list[MeteredSocket] = []
+
+    def factory(addr_info: tuple[Any, ...]) -> MeteredSocket:
         # a receive buffer no larger than what is read: the kernel would otherwise take in
         # megabytes past max_bytes (the window was open) before the socket is closed
-        socket_factory=partial(metered_socket_factory, receive_buffer=min(max_bytes, 1 << 20)),
+        sock = metered_socket_factory(addr_info, receive_buffer=min(max_bytes, 1 << 20))
+        created.append(sock)
+        return sock
+
+    # Not force_close: a connection released at the end of its body stays open in the
+    # session's pool until it is counted (_settled); the session is closed right after.
+    connector = aiohttp.TCPConnector(
+        ssl=context, resolver=PinnedResolver(address) if address else None,
+        local_addr=(source, 0) if source else None, limit=1, socket_factory=factory,
     )
     try:
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=timeout),
             headers={"User-Agent": "reach-probe (+https://github.com/reach-probe)"},
-        ) as session, session.get(url, allow_redirects=False, headers=dict(headers or {})) as response:
+        ) as session, session.get(url, allow_redirects=False,
+                                  headers=dict(headers or {})) as response, _settled(created):
             details["status"] = response.status
             if capture:
                 details["headers"] = {name.lower(): response.headers[name][:200]

@@ -23,6 +23,7 @@ import socket
 import struct
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -304,13 +305,13 @@ class Meter:
 METER: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("reach_meter", default=None)
 
 
-def _family(sock: socket.socket) -> int:
+def _family(sock: Any) -> int:
     return 6 if sock.family == _AF_INET6 else 4
 
 
-def tcp_wire_bytes(sock: socket.socket) -> tuple[int, int] | None:
-    """(sent, received) of a TCP socket so far plus its close, as frames on the link;
-    None where TCP_INFO is missing."""
+def tcp_wire_bytes(sock: Any, closing: bool = True) -> tuple[int, int] | None:
+    """(sent, received) of a TCP socket so far (plus its close, when `closing`), as frames
+    on the link; None where TCP_INFO is missing."""
     if _TCP_INFO is None:
         return None
     try:
@@ -324,7 +325,7 @@ def tcp_wire_bytes(sock: socket.socket) -> tuple[int, int] | None:
     segs_out, segs_in = _unpack_rtt(info, 136)[0], _unpack_rtt(info, 140)[0]
     header = TCP_HEADERS[_family(sock)]
     # ESTABLISHED or CLOSE_WAIT: a close follows; a refused or unanswered connect has none
-    established = info[0] in (1, 8)
+    established = closing and info[0] in (1, 8)
     close_out, close_in = (CLOSE_SEGMENTS_OUT, CLOSE_SEGMENTS_IN) if established else (0, 0)
     return (sent_payload + (segs_out + close_out) * header,
             received_payload + (segs_in + close_in) * header)
@@ -344,26 +345,47 @@ def count_udp(payload: int, family: int, *, received: bool = False) -> None:
 
 
 class MeteredSocket(socket.socket):
-    """A socket that adds its TCP bytes to the meter of the check that opened it, when it is
-    closed (by the check, a transport or a connection pool, whichever closes it)."""
+    """A socket that adds its TCP bytes to the meter of the check that opened it: when it
+    is closed, or earlier by `settle` (uvloop takes a socket over and closes its fd without
+    calling close(), so a connection an event loop owns is settled while it is open)."""
 
-    __slots__ = ("_meter",)
+    __slots__ = ("_counted", "_meter")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:
         super().__init__(family, type, proto, fileno)
         self._meter = METER.get()
+        self._counted = (0, 0)  # what was counted so far
+        if self._meter is not None:
+            _LIVE.add(self)
+
+    def settle(self, closing: bool = True) -> None:
+        """Count what the connection carried since it was last counted."""
+        meter = getattr(self, "_meter", None)
+        if meter is None or self.fileno() < 0 or self.type != _SOCK_STREAM:
+            return
+        got = tcp_wire_bytes(self, closing)
+        if got is None:
+            return
+        before, self._counted = self._counted, got
+        meter.add(max(0, got[0] - before[0]), max(0, got[1] - before[1]))
 
     def close(self) -> None:
-        meter, self._meter = getattr(self, "_meter", None), None
-        if meter is not None and self.fileno() >= 0 and self.type == _SOCK_STREAM:
-            counted = tcp_wire_bytes(self)
-            if counted is not None:
-                meter.add(*counted)
+        self.settle()
+        self._meter = None
         super().close()
 
 
-def metered_socket_factory(addr_info: tuple[Any, ...], receive_buffer: int | None = None) -> socket.socket:
+_LIVE: weakref.WeakSet[MeteredSocket] = weakref.WeakSet()
+
+
+def settle_all() -> None:
+    """Settle every metered socket still open (a connection pool about to be closed)."""
+    for sock in list(_LIVE):
+        sock.settle()
+
+
+def metered_socket_factory(addr_info: tuple[Any, ...], receive_buffer: int | None = None) -> MeteredSocket:
     """aiohttp's `socket_factory`: its connections are counted like the checks' own; with
     `receive_buffer`, the kernel takes in no more than that ahead of the reader."""
     family, kind, proto = addr_info[0], addr_info[1], addr_info[2]

@@ -1,0 +1,221 @@
+"""What `probe run` costs on the wire with the shipped defaults, and what it still detects.
+
+`python -m bench traffic [--minutes 12]` (root: it builds the namespace lab). The subject
+and control vantages run `probe run` with the three messengers, the lab's endpoints and
+the shipped schedule and budget (30 MB/day); a real Prometheus scrapes them with the
+shipped rules (unchanged: `for`, windows, 15 s scrapes, 10 s evaluation). Then:
+
+- bytes on the subject's uplink (`ip -s link`, frames as the interface counts them) over
+  the run, extrapolated to a day, next to the probe's own count (reach_bytes_total);
+- at minute 1, one WhatsApp chat endpoint (no sentinel watches it) is blackholed: how long
+  until the probe's verdict for it is a block (the sweep's job);
+- halfway, every Telegram address is blackholed: onset -> MessengerBlocked firing.
+
+Prints a report and writes build/bench-traffic.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.fleet import promstack
+from tests.lab import plan
+from tests.lab.configs import probe_config
+from tests.lab.scenarios import drop_to
+from tests.lab.topology import PROBE_BIN, ROOT, Lab, LabLock, lab_available, ns_exec, ns_run
+
+RESULTS = ROOT / "build" / "bench-traffic.json"
+PORT = 9650
+SCRAPE = "15s"  # configs/prometheus/prometheus.yml
+SINGLE = plan.WHATSAPP_CHAT[6]  # e7.whatsapp.net: no sentinel watches it
+SINGLE_TARGET = f"{SINGLE.name}/v4:443"
+TELEGRAM = [*plan.dc_addresses(), *plan.addresses(plan.FRONTS)]
+
+
+def interface_bytes() -> tuple[int, int]:
+    """(sent, received) bytes of the subject's uplink, as the kernel counts its frames."""
+    out = json.loads(ns_run(plan.SUBJECT, "ip", "-s", "-j", "link", "show", "dev",
+                            plan.SUBJECT_LINK.left_if))
+    stats = out[0]["stats64"]
+    return int(stats["tx"]["bytes"]), int(stats["rx"]["bytes"])
+
+
+def socket_bytes(url: str) -> tuple[int, int]:
+    """(sent, received) summed over reach_bytes_total of a probe's /metrics."""
+    _, body = promstack.http_get(f"{url}/metrics", timeout=10)
+    sent = received = 0
+    for line in body.decode().splitlines():
+        match = re.match(r'reach_bytes_total\{.*direction="(sent|received)".*\} (\d+)', line)
+        if match:
+            if match[1] == "sent":
+                sent += int(match[2])
+            else:
+                received += int(match[2])
+    return sent, received
+
+
+def verdict_of(url: str, target: str) -> tuple[str | None, str | None]:
+    """(verdict, measured) of one target in a probe's /api/status."""
+    status = promstack.http_get_json(f"{url}/api/status", timeout=10)
+    for verdict in ((status.get("round") or {}).get("verdicts") or []):
+        if verdict["target"] == target:
+            return verdict["verdict"], verdict.get("measured")
+    return None, None
+
+
+def shipped_config(vantage: str, lab: Lab, workdir: Path) -> dict[str, Any]:
+    """The lab's config for a vantage with the shipped schedule, budget, baseline sample and
+    HTTP limits (only the endpoints, resolvers and trust anchors are the lab's)."""
+    config = probe_config(vantage, lab.workdir, lab.ca_dir / "ca.pem", plan.MESSENGERS)
+    config.pop("schedule", None)
+    config.pop("http", None)
+    config.pop("budget", None)
+    config["baseline"].pop("samples", None)
+    config["evidence"] = {"directory": str(workdir / "evidence")}
+    return config
+
+
+def start_probe(vantage: str, lab: Lab, workdir: Path) -> promstack.Probe:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "probe.yaml"
+    path.write_text(yaml.safe_dump(shipped_config(vantage, lab, workdir), sort_keys=False))
+    host = plan.mgmt_link(vantage).ns_addr
+    argv = [*ns_exec(vantage), str(PROBE_BIN), "run", "--config", str(path),
+            "--listen", f"{host}:{PORT}"]
+    probe = promstack.Probe(promstack.ManagedProcess(argv, workdir / "probe.log"), PORT, workdir)
+    probe.url = f"http://{host}:{PORT}"
+    return probe
+
+
+def telegram_page_firing(prom: promstack.Prometheus) -> bool:
+    return any(a["labels"].get("vantage") == "lab-subject"
+               and a["labels"].get("messenger") == "telegram"
+               for a in prom.firing("MessengerBlocked"))
+
+
+def run(minutes: float, workdir: Path) -> dict[str, Any]:
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    results: dict[str, Any] = {"minutes": minutes}
+    started: list[Any] = []
+    with LabLock(), Lab() as lab, lab.managed():
+        try:
+            probes = {v: start_probe(v, lab, workdir / v) for v in (plan.SUBJECT, plan.CONTROL)}
+            started += probes.values()
+            for probe in probes.values():
+                probe.wait_ready(timeout=180)  # the first (full) round is done
+            subject = probes[plan.SUBJECT].url
+            first = socket_bytes(subject)
+            results["first_round_socket_bytes"] = sum(first)
+            prom = promstack.start_prometheus(
+                workdir / "prometheus",
+                scrape_configs=[promstack.scrape_job(
+                    "reach", [f"{plan.mgmt_link(v).ns_addr}:{PORT}" for v in probes], SCRAPE)],
+                evaluation_interval=SCRAPE)
+            started.append(prom)
+            promstack.load_rules_once_scraping(prom, sorted(promstack.RULES_DIR.glob("*.yml")), 2)
+            t0 = time.monotonic()
+            iface0, socket0 = interface_bytes(), socket_bytes(subject)
+            single_onset = telegram_onset = None
+            single_seen = telegram_paged = None
+            telegram_at = minutes * 60 / 2
+            while True:
+                now = time.monotonic() - t0
+                if single_onset is None and now >= 60:
+                    lab.censor(drop_to([SINGLE.v4]))
+                    single_onset = now
+                    print(f"[{now:6.0f}s] blackholed {SINGLE_TARGET} ({SINGLE.v4})", flush=True)
+                if telegram_onset is None and now >= telegram_at:
+                    lab.censor(drop_to(TELEGRAM))
+                    telegram_onset = now
+                    print(f"[{now:6.0f}s] blackholed every Telegram address", flush=True)
+                if single_onset is not None and single_seen is None:
+                    with contextlib.suppress(OSError, ValueError):
+                        verdict, measured = verdict_of(subject, SINGLE_TARGET)
+                        if verdict not in (None, "ok"):
+                            single_seen = now
+                            print(f"[{now:6.0f}s] {SINGLE_TARGET}: {verdict} "
+                                  f"(measured {measured})", flush=True)
+                if telegram_onset is not None and telegram_paged is None:
+                    with contextlib.suppress(OSError, promstack.StackError):
+                        if telegram_page_firing(prom):
+                            telegram_paged = now
+                            print(f"[{now:6.0f}s] MessengerBlocked firing for telegram", flush=True)
+                done = now >= minutes * 60 and telegram_paged is not None and single_seen is not None
+                if done or now >= minutes * 60 + 20 * 60:
+                    break
+                time.sleep(2)
+            iface1, socket1 = interface_bytes(), socket_bytes(subject)
+            elapsed = time.monotonic() - t0
+        finally:
+            for server in reversed(started):
+                with contextlib.suppress(Exception):
+                    server.stop()
+    iface = (iface1[0] - iface0[0], iface1[1] - iface0[1])
+    sock = (socket1[0] - socket0[0], socket1[1] - socket0[1])
+    per_day = sum(iface) / elapsed * 86400
+    results.update({
+        "seconds": round(elapsed, 1),
+        "interface_bytes": {"sent": iface[0], "received": iface[1]},
+        "socket_bytes": {"sent": sock[0], "received": sock[1]},
+        "socket_vs_interface": round(sum(sock) / sum(iface), 4) if sum(iface) else None,
+        "bytes_per_day": round(per_day),
+        "single_endpoint": {"target": SINGLE_TARGET,
+                            "detected_seconds": None if single_seen is None or single_onset is None
+                            else round(single_seen - single_onset, 1)},
+        "telegram_block": {"onset_to_page_seconds": None if telegram_paged is None
+                           or telegram_onset is None else round(telegram_paged - telegram_onset, 1)},
+    })
+    return results
+
+
+def report(r: dict[str, Any]) -> str:
+    iface, sock = r["interface_bytes"], r["socket_bytes"]
+    single = r["single_endpoint"]["detected_seconds"]
+    page = r["telegram_block"]["onset_to_page_seconds"]
+    return "\n".join([
+        "traffic: probe run, shipped defaults (interval 30 s, sweep 600 s, budget 30 MB/day), "
+        "three messengers, lab",
+        f"  run                      {r['seconds'] / 60:.1f} min after the first full round "
+        f"(that round: {r['first_round_socket_bytes'] / 1e3:.0f} kB by the sockets)",
+        f"  interface (ip -s link)   {iface['sent'] / 1e3:.0f} kB sent, "
+        f"{iface['received'] / 1e3:.0f} kB received",
+        f"  sockets (reach_bytes)    {sock['sent'] / 1e3:.0f} kB sent, "
+        f"{sock['received'] / 1e3:.0f} kB received "
+        f"({r['socket_vs_interface']:.1%} of the interface's count)",
+        f"  bytes per day            {r['bytes_per_day'] / 1e6:.1f} MB (interface count, extrapolated;"
+        " goal <= 30 MB)",
+        f"  single endpoint blocked  {r['single_endpoint']['target']}: "
+        + (f"verdict changed after {single:.0f} s (goal <= 900 s)" if single is not None
+           else "NOT detected"),
+        "  whole Telegram blocked   onset -> MessengerBlocked firing "
+        + (f"{page:.0f} s (goal <= 180 s)" if page is not None else "NOT firing"),
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench traffic", description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=12.0, help="run length (>= 10)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-traffic")
+    args = parser.parse_args(argv)
+    reason = lab_available()
+    if reason:
+        print(f"bench traffic: the lab cannot run here: {reason}")
+        return 2
+    if not promstack.have_prometheus():
+        print("bench traffic: no prometheus binary (Debian package prometheus)")
+        return 2
+    results = run(args.minutes, args.workdir)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(report(results))
+    return 0

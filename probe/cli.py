@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import os
+import select
 import sys
 from collections.abc import Coroutine
 from enum import StrEnum
@@ -47,6 +50,37 @@ app = typer.Typer(
 )
 EXIT_BAD_INPUT = 2
 T = TypeVar("T")
+
+
+EXIT_OUTPUT = 74  # EX_IOERR: the output could not be written whole
+
+
+class OutputError(Exception):
+    """stdout refused part of the output: never exit 0 with half a document."""
+
+
+def write_stdout(text: str) -> None:
+    """Write `text` to stdout whole, or raise OutputError. A short write is continued; a
+    pipe that another process set O_NONBLOCK (the description is shared) answers EAGAIN when
+    full, which is waited out, not dropped (this once cut `probe once --format json` at
+    exactly 64 KiB with exit 0); any other failure is an error."""
+    data = text.encode(sys.stdout.encoding or "utf-8", "replace")
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
+    fd = sys.stdout.fileno()
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except (BlockingIOError, InterruptedError):
+            select.select([], [fd], [])  # full: wait for the reader
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot write to stdout: {exc.strerror or exc} after "
+                              f"{len(data) - len(view)} of {len(data)} bytes") from None
+        view = view[written:]
 
 
 def fail(message: str) -> NoReturn:
@@ -142,7 +176,7 @@ def once(
         with console.capture() as captured:
             print_table(result, console)
         out.write(captured.get())
-    sys.stdout.write(Scrubber.for_vantage(cfg.vantage).text(out.getvalue()))
+    write_stdout(Scrubber.for_vantage(cfg.vantage).text(out.getvalue()))
     if fail_on_block and blocked(result):
         raise typer.Exit(1)
 
@@ -305,11 +339,28 @@ def refresh_prefixes(
     print(f"{path}: {count} prefixes")
 
 
+def _output_failed(exc: BaseException) -> NoReturn:
+    message = str(exc) if isinstance(exc, OutputError) else \
+        f"cannot write to stdout: {getattr(exc, 'strerror', None) or exc}"
+    print(f"probe: error: {message}", file=sys.stderr)
+    with contextlib.suppress(OSError):  # nothing more to flush at exit (no second message)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_OUTPUT)
+
+
 def main() -> None:
     """Entry point: typer without tracebacks, and usage errors as one line, exit 2."""
     try:
         code = app(standalone_mode=False)
+        sys.stdout.flush()  # print()ed output: a failed write is an error, not lost at exit
+    except (OutputError, OSError) as exc:
+        _output_failed(exc)
     except typer.Exit as exc:
+        try:
+            sys.stdout.flush()
+        except OSError as flush_error:
+            _output_failed(flush_error)
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # click's usage errors: bad option, missing argument
         message = exc.format_message().replace("Value error, ", "")

@@ -1,6 +1,7 @@
 """WhatsApp's own protocol and the apps' detours (tests/lab/scenarios_messengers.py) with
 real `probe once` runs in both vantages: the prologue reset, the ServerHello dropped, the
-handshake intercepted with another root, and Signal blocked while its domain fronting works.
+handshake intercepted with another root, and Signal blocked while its domain fronting works;
+a WhatsApp proxy that still works while WhatsApp's own chat endpoints are blocked.
 
 Run: ``sudo .venv/bin/pytest -m lab tests/lab/test_messenger_scenarios.py``; the records go
 to build/lab-messengers-results.json.
@@ -53,3 +54,9 @@ def test_messenger_scenario(messengers_lab: Lab, case: MessengerScenario) -> Non
                if v["messenger"] == "signal" and not v.get("circumvention")}
         assert own == {"ip_blocking"}, own
         assert record["circumvention"][plan.SUBJECT]["signal"] == "yes"
+    if case.id == "w1-noise-prologue-reset":
+        # WhatsApp's chat endpoints blocked, the configured proxy's handshake verified
+        proxies = [v for v in results[plan.SUBJECT]["verdicts"]
+                   if v.get("circumvention") == "whatsapp_proxy"]
+        assert {v["verdict"] for v in proxies} == {"ok"}, proxies
+        assert record["circumvention"][plan.SUBJECT]["whatsapp"] == "yes"

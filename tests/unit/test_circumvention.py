@@ -5,8 +5,8 @@ status."""
 
 from __future__ import annotations
 
-import asyncio
-import ssl
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,14 @@ from probe.inputs.config import ConfigError, parse_config
 from probe.inputs.plan import plan
 from probe.judge.circumvention import answer, by_messenger
 from probe.model import failures as F
-from probe.sinks.statuspage import messenger_status
+from probe.model.observation import RoundResult, Verdict
+from probe.sinks.metrics import Metrics
+from probe.sinks.statuspage import History, messenger_status, render_page
 from tests.support import checks
 from tests.support._common import HttpSpec
 from tests.support.noiseserver import NoiseServer, root_pem
 from tests.support.tlsserver import LabCA, TlsServer
+from tests.support.waproxy import WhatsappProxy
 
 FRONT = "github.githubassets.com"
 REFLECTOR = "reflector-signal.global.ssl.fastly.net"
@@ -87,51 +90,58 @@ def test_a_whatsapp_proxy_needs_an_address(tmp_path: Path) -> None:
 async def test_noise_through_a_whatsapp_proxy(tmp_path: Path, tls: bool) -> None:
     root = tmp_path / "root.pem"
     root.write_bytes(root_pem())
-    async with NoiseServer() as chat:
-        relay = _Relay(chat.port, tls, tmp_path)
-        async with relay:
-            config = parse_config(_proxy_config(tmp_path, root, relay.port, tls))
-            (target,) = [t for p in plan(config) for t in p.targets if t.circumvention]
-            assert (target.name, target.group, target.circumvention) == (
-                "wa-proxy-v4:" + str(relay.port), "proxy", "whatsapp_proxy")
-            (obs,) = await checks.run("noise", target, checks.env(3.0, trust={"whatsapp": root}),
-                                      options=target.steps[-1].options)
+    async with NoiseServer() as chat, WhatsappProxy(upstream=("127.0.0.1", chat.port), tls=tls) as relay:
+        config = parse_config(_proxy_config(tmp_path, root, relay.port, tls))
+        (target,) = [t for p in plan(config) for t in p.targets if t.circumvention]
+        assert (target.name, target.group, target.circumvention) == (
+            "wa-proxy-v4:" + str(relay.port), "proxy", "whatsapp_proxy")
+        (obs,) = await checks.run("noise", target, checks.env(3.0, trust={"whatsapp": root}),
+                                  options=target.steps[-1].options)
     assert obs.failure is None, obs.details
     assert len(chat.hellos) == 1  # the handshake went through the relay to the chat server
 
 
-class _Relay:
-    """A WhatsApp proxy in miniature: a TCP (optionally TLS-terminating) relay to the chat
-    server, as github.com/WhatsApp/proxy's HAProxy does."""
+def _round_json(verdicts: list[dict[str, object]]) -> dict[str, object]:
+    return {"started": "2026-11-25T04:00:00+00:00", "verdicts": verdicts, "observations": [],
+            "network": {"online": True}}
 
-    def __init__(self, upstream: int, tls: bool, tmp_path: Path) -> None:
-        self.upstream = upstream
-        self.port = 0
-        self._context: ssl.SSLContext | None = None
-        if tls:
-            ca = LabCA()
-            self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ca.ca.issue_cert("proxy.example").configure_cert(self._context)
-        self._server: asyncio.Server | None = None
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
+def test_the_status_card_says_whether_circumvention_works() -> None:
+    verdicts: list[dict[str, object]] = [
+        {"messenger": "signal", "target": "chat.signal.org/v4", "rule": "r", "evidence": [],
+         "verdict": "ip_blocking"},
+        {"messenger": "signal", "target": "www.google.com/v4", "rule": "r", "evidence": [],
+         "verdict": "ok", "circumvention": "domain_fronting"},
+        {"messenger": "telegram", "target": "dc1-v4:443", "rule": "r", "evidence": [],
+         "verdict": "ok"},
+    ]
+    page = render_page(_round_json(verdicts), History(), vantage={"name": "s", "role": "subject"},
+                       now=1_800_000_000.0)
+    cards = dict(re.findall(r"<section class='card' data-messenger='(\w+)'>(.*?)</section>", page))
+    assert "1 of 1 targets blocked" in cards["signal"]  # the detour is not one of Signal's targets
+    assert "data-status='blocked'" in cards["signal"]
+    assert "circumvention works: yes" in cards["signal"]
+    assert "circumvention works: untested" in cards["telegram"]
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer),
-                             return_exceptions=True)
 
-    async def __aenter__(self) -> _Relay:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._context)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
+def test_metrics_keep_detours_out_of_reach_verdict() -> None:
+    now = time.time()
+    result = RoundResult(config=parse_config("vantage: {name: v}\n"), targets=[], started=now - 1,
+                         finished=now)
+    result.verdicts = [
+        Verdict("signal", "chat.signal.org/v4", "ip_blocking", "connect_timeout", "", []),
+        Verdict("signal", "www.google.com/v4", "ok", "all_checks_ok", "", [],
+                circumvention="domain_fronting"),
+        Verdict("whatsapp", "wa-proxy-v4:443", "tcp_reset", "noise_reset", "", [],
+                circumvention="whatsapp_proxy"),
+    ]
+    metrics = Metrics()
+    metrics.record_round(result)
+    text = metrics.render().decode()
+    verdict_lines = [line for line in text.splitlines() if line.startswith("reach_verdict{")]
+    assert verdict_lines == ['reach_verdict{vantage="v",messenger="signal",target="chat.signal.org/v4",'
+                             'verdict="ip_blocking"} 1']
+    assert 'reach_circumvention{vantage="v",messenger="signal",answer="yes"} 1' in text
+    assert 'reach_circumvention{vantage="v",messenger="whatsapp",answer="no"} 1' in text
+    assert ('reach_circumvention_verdict{vantage="v",messenger="signal",target="www.google.com/v4",'
+            'path="domain_fronting",verdict="ok"} 1') in text

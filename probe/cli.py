@@ -220,8 +220,17 @@ def run(
 
 
 @app.command("check-config", cls=_Command)
-def check_config(path: Annotated[Path, typer.Argument(help="Config file to validate.")]) -> None:
-    """Validate a config; print a summary, or the error with file, line and key (exit 2)."""
+def check_config(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Probe config (YAML).")] = None,
+    file: Annotated[Path | None, typer.Argument(help="The config, as the older positional form.",
+                                                show_default=False)] = None,
+) -> None:
+    """Validate a config (-c PATH, as once and run take it); print a summary, or the error
+    with file, line and key (exit 2)."""
+    if (config is None) == (file is None):
+        fail("check-config: give the config once, as -c PATH (or as PATH)")
+    path = config or file
+    assert path is not None
     try:
         cfg = load_config(path)
         plans = plan.plan(cfg)

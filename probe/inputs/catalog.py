@@ -19,11 +19,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BeforeValidator, Field
 
 from probe.inputs import prefixes
 from probe.inputs.schema import ConfigError, IPAddress, IPNetwork, Ports, Strict
+from probe.inputs.yamlfile import read_text, validate_yaml
 
 
 class Endpoint(Strict):
@@ -112,19 +112,23 @@ class Catalog(Strict):
         return [*self.address_space, *(n for asn in self.address_space_asn for n in prefixes.load(asn))]
 
 
+#: Where the built-in catalogues are (the package's catalogs/ folder).
+BUILTIN = Path(str(resources.files("probe") / "catalogs"))
+
+
 def available() -> list[str]:
     """Names of the built-in catalogues."""
-    folder = resources.files("probe") / "catalogs"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name.removesuffix(".yaml") for p in BUILTIN.iterdir() if p.name.endswith(".yaml"))
 
 
 @cache
 def builtin(name: str) -> Catalog:
-    """Load a built-in catalogue by messenger name."""
+    """Load a built-in catalogue by messenger name, read as a config is: a fault in it is
+    one ConfigError naming its file, line and key."""
     if name not in available():
         raise ConfigError(f"unknown messenger catalogue {name!r} (built in: {', '.join(available())})")
-    text = (resources.files("probe") / "catalogs" / f"{name}.yaml").read_text(encoding="utf-8")
-    return Catalog.model_validate(yaml.safe_load(text))
+    path = BUILTIN / f"{name}.yaml"
+    return validate_yaml(read_text(path), str(path), Catalog)
 
 
 def is_file_reference(ref: str) -> bool:
@@ -134,13 +138,13 @@ def is_file_reference(ref: str) -> bool:
 
 @cache
 def _from_file(path: Path, mtime_ns: int) -> Catalog:
-    return Catalog.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return validate_yaml(read_text(path), str(path), Catalog)
 
 
 def load(ref: str) -> Catalog:
     """A built-in catalogue by name, or a catalogue file by path: the fourth messenger can
-    be one YAML file next to the config, without a new image. (The config validates the
-    file with file/line errors first; this is the round's cheap, cached read.)"""
+    be one YAML file next to the config, without a new image. Read once per file version
+    (cached by path and modification time); its errors name its own file and lines."""
     if not is_file_reference(ref):
         return builtin(ref)
     path = Path(ref)
@@ -155,13 +159,13 @@ def describe(name: str) -> dict[str, Any]:
     return builtin(name).model_dump(mode="json", exclude_defaults=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
     """One endpoint in one address family on one port: the unit of a verdict.
 
     `address` is fixed for endpoints with addresses (a data centre); for a domain it is
     None and the plan's dns step finds it. Baseline sites are targets too, with no
-    messenger.
+    messenger. Built by keyword only: fourteen fields by position are a bug waiting.
     """
 
     messenger: str | None
@@ -170,12 +174,12 @@ class Target:
     endpoint: str
     family: int
     port: int
-    address: str | None
-    domain: str | None
-    url: str | None
-    sni: str | None
-    trust: str
-    steps: tuple[StepSpec, ...]
+    address: str | None = None
+    domain: str | None = None
+    url: str | None = None
+    sni: str | None = None
+    trust: str = "system"
+    steps: tuple[StepSpec, ...] = ()
     address_space: tuple[IPNetwork, ...] = ()
     circumvention: str = ""  # the circumvention path this target measures, if any
 

@@ -1,30 +1,18 @@
-"""The probe's YAML config: schema, defaults, and errors that name file, line and key.
-
-Validation is pydantic's; this module only adds what pydantic cannot know: where in the
-YAML file a bad value stands. A ConfigError's message is the one line the CLI prints.
-
-A config file is input like any other, and a reload reads it inside a running probe, so
-loading it is bounded (docs/reliability.md section 4): only regular files are read (a FIFO
-would block forever), at most MAX_CONFIG_BYTES; YAML aliases may not expand the document
-past MAX_YAML_NODES (a 488-byte alias bomb took 4.3 s and 335 MB); at most MAX_TARGETS
-targets; every string must be encodable (a lone surrogate from a "\ud800" escape would
-pass here and then break every round's metrics); an error message is one line of at most
-probe.inputs.schema.MAX_MESSAGE characters.
+"""The probe's config: its schema and defaults, and the checks across keys and files that
+the schema alone cannot make (catalogue groups and checks, trust anchors, files that must
+exist, at most MAX_TARGETS targets). Reading the YAML is probe.inputs.yamlfile's: every
+error is one line naming file, line and key, the line the CLI prints.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
-import json
-import os
 import re
-import stat
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, Field, RootModel, ValidationError, field_validator, model_validator
+from pydantic import Field, RootModel, field_validator, model_validator
 
 from probe.inputs import prefixes
 from probe.inputs.catalog import (
@@ -32,6 +20,7 @@ from probe.inputs.catalog import (
     Datacenter,
     Domain,
     Endpoint,
+    Group,
     Steps,
     available,
     is_file_reference,
@@ -40,11 +29,11 @@ from probe.inputs.catalog import (
 from probe.inputs.schema import ConfigError as ConfigError
 from probe.inputs.schema import IPAddress, IPNetwork, Ports
 from probe.inputs.schema import Strict as Strict
+from probe.inputs.yamlfile import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
+from probe.inputs.yamlfile import key_path, line_at, read_text, validate_yaml
 from probe.measure.checks import REGISTRY, timeout_keys
 from probe.measure.checks.base import TrustStore
 
-MAX_CONFIG_BYTES = 16 << 20
-MAX_YAML_NODES = 1_000_000  # after alias expansion; a 50,000-target config has about 400,000
 MAX_TARGETS = 50_000
 
 
@@ -138,6 +127,38 @@ class MessengerOverrides(Strict):
         if self.address_space is not None and self.address_space_file is not None:
             raise ValueError("give at most one of address_space and address_space_file")
         return self
+
+    def merged(self, catalog: Catalog) -> dict[str, Group]:
+        """The catalogue's groups with these changes applied (groups left without endpoints
+        dropped): what probe.inputs.plan builds targets from, and what the config's size
+        check counts."""
+        overrides = self
+        groups = dict(catalog.groups)
+        legacy: dict[str, tuple[list[Endpoint] | None, list[Endpoint], list[int] | None]] = {
+            "datacenters": (
+                None if overrides.datacenters is None else [d.endpoint() for d in overrides.datacenters],
+                [d.endpoint() for d in overrides.extra_datacenters], overrides.ports),
+            "domains": (
+                None if overrides.domains is None else [d.endpoint() for d in overrides.domains],
+                [d.endpoint() for d in overrides.extra_domains], None),
+        }
+        for name, (endpoints, extra, ports) in legacy.items():
+            if name in groups and (endpoints is not None or extra or ports is not None):
+                group = groups[name]
+                groups[name] = group.model_copy(update={
+                    "endpoints": [*(group.endpoints if endpoints is None else endpoints), *extra],
+                    "ports": group.ports if ports is None else ports,
+                })
+        for name, change in overrides.groups.items():
+            group = groups[name]
+            groups[name] = group.model_copy(update={
+                "endpoints": [*(group.endpoints if change.endpoints is None else change.endpoints),
+                              *change.extra_endpoints],
+                "ports": group.ports if change.ports is None else change.ports,
+                "steps": group.steps if change.steps is None else change.steps,
+                "trust": change.trust or group.trust,
+            })
+        return {name: group for name, group in groups.items() if group.endpoints}
 
 
 class Resolver(Strict):
@@ -349,74 +370,6 @@ class Config(Strict):
     budget: Budget = Budget()
 
 
-class _DuplicateKey(yaml.constructor.ConstructorError):
-    def __init__(self, key: str, first: int, mark: yaml.Mark) -> None:
-        super().__init__(None, None, f"duplicate key (first at line {first})", mark)
-        self.key = key
-
-
-class _StrictMappings:
-    """Refuses duplicate keys (YAML would silently keep the last one: a pasted block must
-    not override the one above without a word)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            if key is None:
-                continue
-            if key in seen:
-                raise _DuplicateKey(str(key), seen[key], key_node.start_mark)
-            seen[key] = key_node.start_mark.line + 1
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)  # type: ignore[misc]
-        return mapping
-
-
-class _LineLoader(_StrictMappings, yaml.SafeLoader):
-    """The pure-Python loader: its error messages are the clearer ones."""
-
-
-# libyaml's parser when PyYAML has it: a 10,000-target config parses several times faster.
-_FastLoader: type[yaml.SafeLoader] = type(
-    "_FastLoader", (_StrictMappings, getattr(yaml, "CSafeLoader", yaml.SafeLoader)), {})
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
-    """The 1-based line of the deepest node that `loc` reaches."""
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if key_node.value == part:
-                    line, node = key_node.start_mark.line + 1, value_node
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return line
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _line_at(text: str, loc: tuple[int | str, ...]) -> int:
-    """Where `loc` stands in the YAML text. Composed only for an error: nodes cost memory."""
-    return _line_of(yaml.compose(text, Loader=_LineLoader), loc)
-
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part not in ("function-after", "function-before") and "[" not in str(part):
-            path += f".{part}" if path else str(part)
-    return path or "(top level)"
-
-
 def _resolve_relative(config: Config, base: Path) -> Config:
     """Make file paths in the config relative to the config file, as users expect."""
     def fix(path: Path | None) -> Path | None:
@@ -441,148 +394,6 @@ def _resolve_relative(config: Config, base: Path) -> Config:
     })
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def read_text(path: Path) -> str:
-    """A config file's text; every failure is a one-line ConfigError. Only a regular file
-    of at most MAX_CONFIG_BYTES is read: a FIFO or a device must not block or flood us."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if stat.S_ISDIR(info.st_mode):
-                raise ConfigError(f"{path}: is a directory, not a config file")
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError(f"{path}: not a regular file (a FIFO, device or socket); "
-                                  "a config is a YAML text file")
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, the limit for a config")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
-                          "a config is a YAML text file") from None
-
-
-def _expanded_size(text: str, source: str) -> None:
-    """Refuse a document whose aliases expand it past MAX_YAML_NODES, from the parser's
-    events (no expansion happens here: each anchor's size is counted once)."""
-    sizes: dict[str, int] = {}
-    stack: list[list[Any]] = []
-    total = 0
-    for event in yaml.parse(text, Loader=_FastLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            stack.append([1, event.anchor])
-            continue
-        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            size, anchor = stack.pop()
-            if anchor is not None:
-                sizes[anchor] = size
-        elif isinstance(event, yaml.ScalarEvent):
-            size = 1
-            if event.anchor:
-                sizes[event.anchor] = 1
-        elif isinstance(event, yaml.AliasEvent):
-            size = sizes.get(event.anchor or "", 1)
-        else:
-            continue
-        if stack:
-            stack[-1][0] += size
-            size = stack[-1][0]
-        else:
-            total += size
-            size = total
-        if size > MAX_YAML_NODES:
-            line = event.start_mark.line + 1 if event.start_mark is not None else 1
-            raise ConfigError(f"{source}:{line}: YAML aliases expand the "
-                              f"document past {MAX_YAML_NODES:,} nodes (an alias bomb?)")
-
-
-def _unencodable(data: Any, loc: tuple[int | str, ...] = ()) -> tuple[int | str, ...] | None:
-    """Where the first string no output can encode (a lone surrogate) stands, if any."""
-    if isinstance(data, str):
-        try:
-            data.encode("utf-8")
-        except UnicodeEncodeError:
-            return loc
-        return None
-    if isinstance(data, dict):
-        for key, value in data.items():
-            found = _unencodable(key, loc) if isinstance(key, str) else None
-            found = found if found is not None else _unencodable(value, (*loc, key))
-            if found is not None:
-                return found
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            found = _unencodable(value, (*loc, index))
-            if found is not None:
-                return found
-    return None
-
-
-def validate_yaml(text: str, source: str, model: type[M], empty: str | None = None) -> M:
-    """Parse YAML text into `model`: one ConfigError naming file, line and key for any fault.
-
-    `empty`, when given, is what an empty or non-mapping document must be instead.
-    """
-    try:
-        if "&" in text and "*" in text:  # anchors and aliases: bound what they expand to
-            _expanded_size(text, source)
-        try:
-            data = yaml.load(text, Loader=_FastLoader)
-        except yaml.YAMLError:
-            data = yaml.load(text, Loader=_LineLoader)  # rare: parse again for the clearer message
-    except _DuplicateKey as exc:
-        assert exc.problem_mark is not None
-        raise ConfigError(f"{source}:{exc.problem_mark.line + 1}: {exc.key}: {exc.problem}") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        at = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{at}: invalid YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
-    if data is None and empty is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: {empty or 'the file must be a YAML mapping'}")
-    try:
-        json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
-    except UnicodeEncodeError:
-        loc = _unencodable(data) or ()
-        raise ConfigError(f"{source}:{_line_at(text, loc)}: {_key_path(loc)}: a lone surrogate "
-                          "(a \\ud800-style escape) that no output can encode") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_validation_message(exc, text, source, model)) from None
-
-
-def _validation_message(exc: ValidationError, text: str, source: str, model: type[BaseModel]) -> str:
-    """The first problem in plain words with file, line and key; where the others are."""
-    from probe.inputs.config_errors import describe
-
-    first, *others = exc.errors()
-    loc = tuple(first["loc"])
-    message = f"{source}:{_line_at(text, loc)}: {_key_path(loc)}: {describe(first, model)}"
-    if others:
-        where = ", ".join(f"line {_line_at(text, tuple(e['loc']))} {_key_path(tuple(e['loc']))}"
-                          for e in others[:3])
-        message += f" (also wrong: {where}{', ...' if len(others) > 3 else ''})"
-    return message
-
-
 def _check_no_secrets(text: str, source: str, config: Config) -> None:
     """A value that looks like a secret, anywhere in the config, is refused naming its key
     only: secrets live in the file `secret_file` names or the variable `secret_env` names,
@@ -601,7 +412,7 @@ def _check_no_secrets(text: str, source: str, config: Config) -> None:
             walk(value.name, at)
         elif looks_secret(value):
             raise ConfigError(
-                f"{source}:{_line_at(text, at)}: {_key_path(at)}: looks like a secret (an MTProxy "
+                f"{source}:{line_at(text, at)}: {key_path(at)}: looks like a secret (an MTProxy "
                 "secret or a key): put it in a file named by secret_file or a variable named by "
                 "secret_env, never in the config (the value is not shown)")
 
@@ -614,19 +425,19 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
                            empty="the config must be a YAML mapping with a 'vantage' key")
     _check_no_secrets(text, source, config)
     config = _resolve_relative(config, base or Path.cwd())
+    catalogues: dict[str, Catalog] = {}
     for name, overrides in config.messengers.items():
-        catalogue = overrides.catalog or name
+        ref = overrides.catalog or name
         where: tuple[str, ...] = ("messengers", name) + (("catalog",) if overrides.catalog else ())
-        if is_file_reference(catalogue):
-            # A catalogue file of the operator's: its own errors name its own lines.
-            validate_yaml(read_text(Path(catalogue)), catalogue, Catalog)
-        elif catalogue not in available():
-            line = _line_at(text, where)
-            raise ConfigError(f"{source}:{line}: {_key_path(where)}: unknown messenger catalogue "
-                              f"{catalogue!r} (built in: {', '.join(available())}, or a .yaml file)")
-        _check_groups(text, source, name, overrides)
-        _check_trust(text, source, name, overrides, config.tls.trust)
-    _check_size(config, source)
+        if not is_file_reference(ref) and ref not in available():
+            line = line_at(text, where)
+            raise ConfigError(f"{source}:{line}: {key_path(where)}: unknown messenger catalogue "
+                              f"{ref!r} (built in: {', '.join(available())}, or a .yaml file)")
+        # read once: built in or the operator's file, its own errors name its own lines
+        catalogue = catalogues[name] = load(ref)
+        _check_groups(text, source, name, overrides, catalogue)
+        _check_trust(text, source, name, overrides, catalogue, config.tls.trust)
+    _check_size(config, source, catalogues)
     files: list[tuple[tuple[str | int, ...], Path | None]] = [(("tls", "ca_file"), config.tls.ca_file)]
     files += [(("tls", "trust", name), path) for name, path in config.tls.trust.items()]
     files += [(("messengers", name, "proxies", i, "secret_file"), proxy.secret_file)
@@ -635,75 +446,56 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
               for name, m in config.messengers.items()]
     for at, path in [*files, *spaces]:
         if path is not None and not path.is_file():
-            line = _line_at(text, at)
-            raise ConfigError(f"{source}:{line}: {_key_path(at)}: no such file: {path}")
+            line = line_at(text, at)
+            raise ConfigError(f"{source}:{line}: {key_path(at)}: no such file: {path}")
     for _, path in spaces:
         if path is not None:
             prefixes.parse(read_text(path), str(path))  # its errors name its own lines
     return config
 
 
-def _check_groups(text: str, source: str, name: str, overrides: MessengerOverrides) -> None:
+def _check_groups(text: str, source: str, name: str, overrides: MessengerOverrides,
+                  catalogue: Catalog) -> None:
     """Group overrides must name a group of the catalogue and checks of the registry."""
-    catalogue = load(overrides.catalog or name)
     for group, change in overrides.groups.items():
         where: tuple[str | int, ...] = ("messengers", name, "groups", group)
         if group not in catalogue.groups:
-            raise ConfigError(f"{source}:{_line_at(text, where)}: {_key_path(where)}: no such "
+            raise ConfigError(f"{source}:{line_at(text, where)}: {key_path(where)}: no such "
                               f"group in the {catalogue.messenger} catalogue "
                               f"(groups: {', '.join(catalogue.groups)})")
         for index, step in enumerate(change.steps or []):
             for check in (step.check, *step.differentials, *step.before):
                 if check not in REGISTRY:
                     at = (*where, "steps", index)
-                    raise ConfigError(f"{source}:{_line_at(text, at)}: {_key_path(at)}: unknown "
+                    raise ConfigError(f"{source}:{line_at(text, at)}: {key_path(at)}: unknown "
                                       f"check {check!r} (known: {', '.join(sorted(REGISTRY))})")
 
 
-def _targets_of(endpoints: list[Any], ports: list[int]) -> int:
-    """Targets a list of endpoints gives (as probe/inputs/plan.py builds them): each address, or
-    both families of a name, times its port or the group's ports."""
-    count = 0
-    for endpoint in endpoints:
-        own_port = getattr(endpoint, "port", None) is not None
-        count += (len(getattr(endpoint, "addresses", None) or []) or 2) * (
-            1 if own_port else max(1, len(ports)))
-    return count
+def _targets_of(group: Group) -> int:
+    """Targets a group gives (as probe/inputs/plan.py builds them): each address, or both
+    families of a name, times its port or the group's ports."""
+    return sum((len(e.addresses) or 2) * (1 if e.port is not None else max(1, len(group.ports)))
+               for e in group.endpoints)
 
 
-def _check_size(config: Config, source: str) -> None:
+def _check_size(config: Config, source: str, catalogues: dict[str, Catalog]) -> None:
     """At most MAX_TARGETS targets, counted from the catalogue groups with the config's
-    changes (the merge of probe/inputs/plan.py, counting only): no target is built, so a small
-    file asking for a million targets is refused at once."""
+    changes (the plan's own merge, MessengerOverrides.merged, counting only): no target is
+    built, so a small file asking for a million targets is refused at once."""
     count = 0
     for name, overrides in config.messengers.items():
-        legacy: dict[str, tuple[list[Any] | None, list[Any], list[int] | None]] = {
-            "datacenters": (overrides.datacenters, overrides.extra_datacenters, overrides.ports),
-            "domains": (overrides.domains, overrides.extra_domains, None),
-        }
-        for group_name, group in load(overrides.catalog or name).groups.items():
-            endpoints: list[Any] = list(group.endpoints)
-            ports = group.ports
-            replaced, extra, new_ports = legacy.get(group_name, (None, [], None))
-            endpoints = [*(endpoints if replaced is None else replaced), *extra]
-            ports = ports if new_ports is None else new_ports
-            change = overrides.groups.get(group_name)
-            if change is not None:
-                endpoints = [*(endpoints if change.endpoints is None else change.endpoints),
-                             *change.extra_endpoints]
-                ports = ports if change.ports is None else change.ports
-            count += _targets_of(endpoints, ports)
+        count += sum(_targets_of(group) for group in overrides.merged(catalogues[name]).values())
     if count > MAX_TARGETS:
         raise ConfigError(f"{source}:1: messengers: {count:,} targets; the limit is "
                           f"{MAX_TARGETS:,} (split the targets over several probes)")
 
 
 def _check_trust(text: str, source: str, name: str, overrides: MessengerOverrides,
-                 files: dict[str, Path]) -> None:
+                 catalogue: Catalog, files: dict[str, Path]) -> None:
     """Every trust name of the messenger's groups and endpoints names an anchor: a bundled
     probe/data/trust/NAME.pem or a `tls.trust` entry (joined by `+` for a union)."""
     uses: list[tuple[tuple[str, ...], str]] = []
-    for group in load(overrides.catalog or name).groups.values():
+    for group in catalogue.groups.values():
         uses += [(("messengers", name), t) for t in
                  (group.trust, *(e.trust for e in group.endpoints if e.trust))]
     for group_name, change in overrides.groups.items():
@@ -713,7 +505,7 @@ def _check_trust(text: str, source: str, name: str, overrides: MessengerOverride
     for at, trust in uses:
         unknown = TrustStore.unknown(trust, files)
         if unknown:
-            raise ConfigError(f"{source}:{_line_at(text, at)}: {_key_path(at)}: unknown trust "
+            raise ConfigError(f"{source}:{line_at(text, at)}: {key_path(at)}: unknown trust "
                               f"anchor {unknown[0]!r} (no probe/data/trust/{unknown[0]}.pem and no "
                               f"tls.trust entry)")
 

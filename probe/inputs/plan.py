@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from probe.inputs import prefixes
-from probe.inputs.catalog import Catalog, Endpoint, Group, StepSpec, Target, load
+from probe.inputs.catalog import Group, StepSpec, Target, load
 from probe.inputs.config import (
     BaselineTarget,
     Config,
     Confirm,
-    MessengerOverrides,
     Proxy,
     Timeouts,
     WhatsappProxy,
@@ -38,36 +37,6 @@ class MessengerPlan:
     @property
     def target_names(self) -> list[str]:
         return [t.name for t in self.targets]
-
-
-def _merged_groups(catalog: Catalog, overrides: MessengerOverrides) -> dict[str, Group]:
-    """The catalogue's groups with the config's changes applied."""
-    groups = dict(catalog.groups)
-    legacy: dict[str, tuple[list[Endpoint] | None, list[Endpoint], list[int] | None]] = {
-        "datacenters": (
-            None if overrides.datacenters is None else [d.endpoint() for d in overrides.datacenters],
-            [d.endpoint() for d in overrides.extra_datacenters], overrides.ports),
-        "domains": (
-            None if overrides.domains is None else [d.endpoint() for d in overrides.domains],
-            [d.endpoint() for d in overrides.extra_domains], None),
-    }
-    for name, (endpoints, extra, ports) in legacy.items():
-        if name in groups and (endpoints is not None or extra or ports is not None):
-            group = groups[name]
-            groups[name] = group.model_copy(update={
-                "endpoints": [*(group.endpoints if endpoints is None else endpoints), *extra],
-                "ports": group.ports if ports is None else ports,
-            })
-    for name, change in overrides.groups.items():
-        group = groups[name]
-        groups[name] = group.model_copy(update={
-            "endpoints": [*(group.endpoints if change.endpoints is None else change.endpoints),
-                          *change.extra_endpoints],
-            "ports": group.ports if change.ports is None else change.ports,
-            "steps": group.steps if change.steps is None else change.steps,
-            "trust": change.trust or group.trust,
-        })
-    return {name: group for name, group in groups.items() if group.endpoints}
 
 
 def _domain_ports(groups: dict[str, Group]) -> dict[str, set[int]]:
@@ -95,10 +64,13 @@ def _group_targets(messenger: str, group_name: str, group: Group,
                 seen[address.version] = index + 1
                 suffix = "" if index == 0 else chr(ord("a") + index)
                 for port in ports:
-                    targets.append(Target(
-                        messenger, f"{endpoint.name}-v{address.version}{suffix}:{port}",
-                        group_name, endpoint.name, address.version, port, str(address), None,
-                        endpoint.url, endpoint.sni, trust, steps, space, group.circumvention))
+                    targets.append(Target(messenger=messenger,
+                                          name=f"{endpoint.name}-v{address.version}{suffix}:{port}",
+                                          group=group_name, endpoint=endpoint.name,
+                                          family=address.version, port=port, address=str(address),
+                                          domain=None, url=endpoint.url, sni=endpoint.sni, trust=trust,
+                                          steps=steps, address_space=space,
+                                          circumvention=group.circumvention))
             continue
         for family in (4, 6):
             for port in ports:
@@ -106,10 +78,11 @@ def _group_targets(messenger: str, group_name: str, group: Group,
                 # one port, in this group or another.
                 several = len(domain_ports[endpoint.name]) > 1
                 name = f"{endpoint.name}/v{family}" + (f":{port}" if several else "")
-                targets.append(Target(
-                    messenger, name, group_name, endpoint.name, family, port, None,
-                    endpoint.name, endpoint.url, endpoint.sni or endpoint.name, trust, steps,
-                    space, group.circumvention))
+                targets.append(Target(messenger=messenger, name=name, group=group_name,
+                                      endpoint=endpoint.name, family=family, port=port, address=None,
+                                      domain=endpoint.name, url=endpoint.url,
+                                      sni=endpoint.sni or endpoint.name, trust=trust, steps=steps,
+                                      address_space=space, circumvention=group.circumvention))
     return targets
 
 
@@ -126,7 +99,7 @@ def plan_messenger(name: str, config: Config) -> MessengerPlan:
     space = tuple([*base, *overrides.extra_address_space])
     neutral = overrides.neutral_sni or catalog.neutral_sni
     targets: list[Target] = []
-    groups = _merged_groups(catalog, overrides)
+    groups = overrides.merged(catalog)
     domain_ports = _domain_ports(groups)
     for group_name, group in groups.items():
         if group.circumvention and not overrides.circumvention:
@@ -159,9 +132,10 @@ def _proxy_target(messenger: str, proxy: Proxy, neutral_sni: str,
     steps = (StepSpec(check="tcp"),
              StepSpec(check="mtproxy", differentials=["mtproxy_neutral_sni"], options=options))
     version = proxy.address.version
-    return Target(messenger, f"{proxy.name}-v{version}:{proxy.port}", "mtproxy", proxy.name,
-                  version, proxy.port, str(proxy.address), None, None, proxy.sni, "system", steps,
-                  space)
+    return Target(messenger=messenger, name=f"{proxy.name}-v{version}:{proxy.port}", group="mtproxy",
+                  endpoint=proxy.name, family=version, port=proxy.port, address=str(proxy.address),
+                  domain=None, url=None, sni=proxy.sni, trust="system", steps=steps,
+                  address_space=space)
 
 
 def _whatsapp_proxy_target(messenger: str, proxy: WhatsappProxy,
@@ -172,9 +146,10 @@ def _whatsapp_proxy_target(messenger: str, proxy: WhatsappProxy,
     tls = proxy.tls if proxy.tls is not None else proxy.port == 443
     steps = (StepSpec(check="tcp"), StepSpec(check="noise", options={"tls": tls}))
     version = proxy.address.version
-    return Target(messenger, f"{proxy.name}-v{version}:{proxy.port}", "proxy", proxy.name,
-                  version, proxy.port, str(proxy.address), None, None, None, "whatsapp", steps,
-                  space, "whatsapp_proxy")
+    return Target(messenger=messenger, name=f"{proxy.name}-v{version}:{proxy.port}", group="proxy",
+                  endpoint=proxy.name, family=version, port=proxy.port, address=str(proxy.address),
+                  domain=None, url=None, sni=None, trust="whatsapp", steps=steps, address_space=space,
+                  circumvention="whatsapp_proxy")
 
 
 def plan(config: Config) -> list[MessengerPlan]:
@@ -193,9 +168,10 @@ _BASELINE_STEPS = {check: (StepSpec(check=check),) for check in ("tls", "tcp")}
 
 
 def _baseline_target(site: BaselineTarget) -> Target:
-    return Target(None, site.name, "baseline", site.name, site.address.version, site.port,
-                  str(site.address), None, None, site.sni, "system",
-                  _BASELINE_STEPS["tls" if site.sni else "tcp"])
+    return Target(messenger=None, name=site.name, group="baseline", endpoint=site.name,
+                  family=site.address.version, port=site.port, address=str(site.address), domain=None,
+                  url=None, sni=site.sni, trust="system",
+                  steps=_BASELINE_STEPS["tls" if site.sni else "tcp"])
 
 
 def step_seconds(step: StepSpec, timeouts: Timeouts, confirm: Confirm | None = None) -> float:

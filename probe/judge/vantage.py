@@ -1,9 +1,9 @@
 """The vantage's own network: is it online, and does its baseline answer?
 
-A failed baseline used to mean "offline", and every target then said `vantage_offline`. A
-censor that also blocked the baseline sites (public resolvers are blocked as a matter of
-course) hid its block that way. So "online" is now a matter of proof, collected from the
-whole round, per address family:
+A failed baseline alone does not mean "offline": a censor that also blocks the baseline
+sites (public resolvers are blocked as a matter of course) would hide its block behind
+`vantage_offline`. So "online" is a matter of proof, collected from the whole round, per
+address family (the checks whose record says `proves_online`, probe/measure/checks):
 
 - a verified TLS handshake (baseline site, service endpoint) with an address outside the
   vantage's own network: a transparent proxy or captive portal accepts every connection,
@@ -36,8 +36,8 @@ attempts with that sample, per address family:
 "Concentrated" is a one-sided Fisher exact test on the 2x2 table (timed-out and other
 attempts; service and baseline), written out here because it is twelve lines. Only
 timeouts count as lost (a reset or a bad certificate is an answer, not loss), and the
-service's attempts counted are connect-level ones (TCP connect, TLS handshake, MTProto
-exchange): none carries more packets than the baseline's TLS handshake, so under plain
+service's attempts counted are connect-level ones (the records' `connect_level`: TCP
+connect, TLS handshake, MTProto and Noise exchanges): none carries more packets than the baseline's TLS handshake, so under plain
 random loss the service fails no more often than the baseline, and the test errs on the
 side of "not a block". Its false-positive rate per round is measured by
 tests/unit/test_loss.py.

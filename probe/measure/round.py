@@ -372,9 +372,11 @@ class Round:
         network.degraded = measured.degraded
         url = self.config.baseline.throughput_url
         if url and result.baseline.ok and self.transfers:
-            throughput = Target(None, "baseline-throughput", "baseline", "baseline-throughput",
-                                6 if url.startswith("http://[") else 4, 0, None, None, url, None,
-                                "system", (StepSpec(check="http"),))
+            throughput = Target(messenger=None, name="baseline-throughput", group="baseline",
+                                endpoint="baseline-throughput",
+                                family=6 if url.startswith("http://[") else 4, port=0, address=None,
+                                domain=None, url=url, sni=None, trust="system",
+                                steps=(StepSpec(check="http"),))
             got = await self._target(throughput)
             observations += got
             if got and got[0].ok and got[0].details.get("bytes"):

@@ -56,7 +56,8 @@ from typing import Annotated, Literal
 import bcrypt
 from pydantic import AfterValidator, field_validator
 
-from probe.inputs.config import ConfigError, Strict, _line_at, read_text, validate_yaml
+from probe.inputs.config import ConfigError, Strict
+from probe.inputs.yamlfile import line_at, read_text, validate_yaml
 
 ClientAuth = Literal[
     "NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
@@ -304,7 +305,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     model = validate_yaml(text, source, WebConfigFile)
 
     def where(key: str) -> str:
-        return f"{source}:{_line_at(text, ('tls_server_config', key))}: tls_server_config.{key}"
+        return f"{source}:{line_at(text, ('tls_server_config', key))}: tls_server_config.{key}"
 
     context = None
     if model.tls_server_config is not None:

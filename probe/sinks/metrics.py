@@ -6,7 +6,7 @@ and served as bytes. The latency histograms and failure counters accumulate acro
 in plain dicts. prometheus_client's registry adds the process, build and reload metrics,
 which change between rounds. No label carries the vantage's own address.
 
-Series budget (metrics v2, issue 15): a fleet of a thousand vantages with three messengers
+Series budget: a fleet of a thousand vantages with three messengers
 each must fit one store, so what is exported per target is only what alerts and boards
 select by target: the current verdict (one series: the state set reduced to its true
 member), and per primary check its success and last-round duration (gauges, as blackbox's

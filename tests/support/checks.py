@@ -23,8 +23,9 @@ def target(address: str | None, port: int, *, name: str = "t/v4", domain: str | 
         import ipaddress
 
         space = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
-    return Target(messenger, name, "test", domain or name, family, port, address, domain, url,
-                  sni or domain, trust, (StepSpec(check="tcp"),), space)
+    return Target(messenger=messenger, name=name, group="test", endpoint=domain or name, family=family,
+                  port=port, address=address, domain=domain, url=url, sni=sni or domain, trust=trust,
+                  steps=(StepSpec(check="tcp"),), address_space=space)
 
 
 def env(timeout: float, *, ca_file: Path | None = None, trust: Mapping[str, Path] | None = None,

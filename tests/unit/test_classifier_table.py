@@ -19,26 +19,30 @@ from probe.model import failures as F
 from probe.model.observation import Attempt, Baseline, Observation, Role, VantageNetwork
 from probe.model.verdicts import VERDICTS
 
-DC = Target("telegram", "dc1-v4:443", "datacenters", "dc1", 4, 443, "149.154.175.50", None,
-            None, None, "system", (StepSpec(check="tcp"), StepSpec(check="mtproto")))
-WEB = Target("telegram", "web.telegram.org/v4", "domains", "web.telegram.org", 4, 443, None,
-             "web.telegram.org", "https://web.telegram.org/", "web.telegram.org", "system",
-             (StepSpec(check="dns"), StepSpec(check="tcp"), StepSpec(check="tls"),
+DC = Target(messenger="telegram", name="dc1-v4:443", group="datacenters", endpoint="dc1", family=4,
+            port=443, address="149.154.175.50", domain=None, url=None, sni=None, trust="system",
+            steps=(StepSpec(check="tcp"), StepSpec(check="mtproto")))
+WEB = Target(messenger="telegram", name="web.telegram.org/v4", group="domains",
+             endpoint="web.telegram.org", family=4, port=443, address=None, domain="web.telegram.org",
+             url="https://web.telegram.org/", sni="web.telegram.org", trust="system",
+             steps=(StepSpec(check="dns"), StepSpec(check="tcp"), StepSpec(check="tls"),
               StepSpec(check="http")))
-PROXY = Target("telegram", "proxy1-v4:443", "mtproxy", "proxy1", 4, 443, "198.51.100.7", None,
-               None, None, "system", (StepSpec(check="tcp"), StepSpec(check="mtproxy")))
+PROXY = Target(messenger="telegram", name="proxy1-v4:443", group="mtproxy", endpoint="proxy1",
+               family=4, port=443, address="198.51.100.7", domain=None, url=None, sni=None,
+               trust="system", steps=(StepSpec(check="tcp"), StepSpec(check="mtproxy")))
 # A WhatsApp chat endpoint: dns -> tcp only (nothing can prove the service there).
-CHAT = Target("whatsapp", "e1.whatsapp.net/v4:5222", "chat", "e1.whatsapp.net", 4, 5222, None,
-              "e1.whatsapp.net", None, "e1.whatsapp.net", "system",
-              (StepSpec(check="dns"), StepSpec(check="tcp")),
-              (ipaddress.ip_network("157.240.0.0/16"),))
+CHAT = Target(messenger="whatsapp", name="e1.whatsapp.net/v4:5222", group="chat",
+              endpoint="e1.whatsapp.net", family=4, port=5222, address=None, domain="e1.whatsapp.net",
+              url=None, sni="e1.whatsapp.net", trust="system",
+              steps=(StepSpec(check="dns"), StepSpec(check="tcp")),
+              address_space=(ipaddress.ip_network("157.240.0.0/16"),))
 # The same endpoint with WhatsApp's own handshake proving the service.
 NOISE_CHAT = replace(CHAT, trust="whatsapp",
                      steps=(StepSpec(check="dns"), StepSpec(check="tcp"), StepSpec(check="noise")))
 # A Signal host: no published address space; TLS pinned to Signal's CA.
-SIGNAL = Target("signal", "chat.signal.org/v4", "chat", "chat.signal.org", 4, 443, None,
-                "chat.signal.org", "https://chat.signal.org/", "chat.signal.org", "signal",
-                WEB.steps)
+SIGNAL = Target(messenger="signal", name="chat.signal.org/v4", group="chat",
+                endpoint="chat.signal.org", family=4, port=443, address=None, domain="chat.signal.org",
+                url="https://chat.signal.org/", sni="chat.signal.org", trust="signal", steps=WEB.steps)
 WEB_SPACE = replace(WEB, address_space=(ipaddress.ip_network("149.154.160.0/20"),))
 ADDR = "149.154.167.99"
 FORGED = "203.0.113.9"
@@ -162,8 +166,9 @@ CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
     "unclassified": (DC, ONLINE, []),
 }
 
-DC6 = Target("telegram", "dc1-v6:443", "datacenters", "dc1", 6, 443, "2001:b28:f23d:f001::a", None,
-             None, None, "system", (StepSpec(check="tcp"), StepSpec(check="mtproto")))
+DC6 = Target(messenger="telegram", name="dc1-v6:443", group="datacenters", endpoint="dc1", family=6,
+             port=443, address="2001:b28:f23d:f001::a", domain=None, url=None, sni=None,
+             trust="system", steps=(StepSpec(check="tcp"), StepSpec(check="mtproto")))
 V4_PROVEN = VantageNetwork(online=True, online_ipv4=True)  # e.g. a verified DoH answer over IPv4
 NO_PROOF = VantageNetwork()
 

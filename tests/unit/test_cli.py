@@ -62,8 +62,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, name: str, command: s
     text, expected = BAD_CONFIGS[name]
     path = tmp_path / name
     path.write_text(text)
-    args = [command, str(path)] if command == "check-config" else [command, "--config", str(path)]
-    result = run_probe(*args)
+    result = run_probe(command, "--config", str(path))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -73,7 +72,10 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, name: str, command: s
 
 @pytest.mark.parametrize("args", [
     ["once", "--config", "/no/such/file.yaml"],
-    ["check-config", "/no/such/file.yaml"],
+    ["check-config", "/no/such/file.yaml"],  # the older positional form
+    ["check-config", "-c", "/no/such/file.yaml"],
+    ["check-config"],
+    ["check-config", "-c", "configs/probe.example.yaml", "configs/probe.example.yaml"],
     ["once"],
     ["once", "--config", "configs/probe.example.yaml", "--format", "xml"],
     ["run", "--config", "configs/probe.example.yaml", "--listen", "nowhere"],

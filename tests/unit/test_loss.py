@@ -48,13 +48,15 @@ def _targets() -> list[Target]:
     for n in range(11):
         for family in (4, 6):
             address = f"198.18.64.{n + 1}" if family == 4 else f"2001:db8:64::{n + 1}"
-            targets.append(Target("telegram", f"dc{n}-v{family}", "datacenters", f"dc{n}", family,
-                                  443, address, None, None, None, "system", DC_STEPS))
+            targets.append(Target(messenger="telegram", name=f"dc{n}-v{family}", group="datacenters",
+                                  endpoint=f"dc{n}", family=family, port=443, address=address,
+                                  domain=None, url=None, sni=None, trust="system", steps=DC_STEPS))
     for n in range(5):
         for family in (4, 6):
-            targets.append(Target("telegram", f"web{n}/v{family}", "domains", f"web{n}", family,
-                                  443, None, f"web{n}.example", None, f"web{n}.example",
-                                  "system", WEB_STEPS))
+            targets.append(Target(messenger="telegram", name=f"web{n}/v{family}", group="domains",
+                                  endpoint=f"web{n}", family=family, port=443, address=None,
+                                  domain=f"web{n}.example", url=None, sni=f"web{n}.example",
+                                  trust="system", steps=WEB_STEPS))
     return targets
 
 
@@ -114,8 +116,9 @@ def simulate_round(rng: random.Random, q_service: float, q_baseline: float,
     result = RoundResult(CONFIG, TARGETS, time.time(), baseline=Baseline(True, True, 1e7))
     observations: list[Observation] = []
     for family, address in ((4, "198.18.2.10"), (6, "2001:db8:2::10")):
-        site = Target(None, f"base-v{family}", "baseline", "b", family, 443, address, None, None,
-                      "b", "system", (StepSpec(check="tls"),))
+        site = Target(messenger=None, name=f"base-v{family}", group="baseline", endpoint="b",
+                      family=family, port=443, address=address, domain=None, url=None, sni="b",
+                      trust="system", steps=(StepSpec(check="tls"),))
         samples = [T if rng.random() < q_baseline else None for _ in range(SAMPLES)]
         obs = _obs(site, "tls", samples, address, role="control")
         obs.failure = None if None in samples else T

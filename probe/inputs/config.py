@@ -484,7 +484,9 @@ def _check_size(config: Config, source: str, catalogues: dict[str, Catalog]) -> 
     built, so a small file asking for a million targets is refused at once."""
     count = 0
     for name, overrides in config.messengers.items():
-        count += sum(_targets_of(group) for group in overrides.merged(catalogues[name]).values())
+        count += sum(_targets_of(group) for group in overrides.merged(catalogues[name]).values()
+                     if overrides.circumvention or not group.circumvention)  # as the plan
+        count += len(overrides.proxies) + len(overrides.whatsapp_proxies)
     if count > MAX_TARGETS:
         raise ConfigError(f"{source}:1: messengers: {count:,} targets; the limit is "
                           f"{MAX_TARGETS:,} (split the targets over several probes)")

@@ -37,10 +37,10 @@ attempts with that sample, per address family:
 attempts; service and baseline), written out here because it is twelve lines. Only
 timeouts count as lost (a reset or a bad certificate is an answer, not loss), and the
 service's attempts counted are connect-level ones (the records' `connect_level`: TCP
-connect, TLS handshake, MTProto and Noise exchanges): none carries more packets than the baseline's TLS handshake, so under plain
-random loss the service fails no more often than the baseline, and the test errs on the
-side of "not a block". Its false-positive rate per round is measured by
-tests/unit/test_loss.py.
+connect, TLS handshake, MTProto and Noise exchanges): none carries more packets than the
+baseline's TLS handshake, so under plain random loss the service fails no more often than
+the baseline, and the test errs on the side of "not a block". Its false-positive rate per
+round is measured by tests/unit/test_loss.py.
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag", action="store_true", help="sample event-loop lag")
     parser.add_argument("--phases", action="store_true",
                         help="tracemalloc per phase (imports, config+plan, round, judge, sinks)")
+    parser.add_argument("--profile", help="write a cProfile of the round (pstats) to this file")
     args = parser.parse_args(argv)
     phases = Phases() if args.phases else None
 
@@ -124,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         # observations was 6 MB of text and a peak of its own.
         done.extend((result, wall, cpu))
 
-    runner(one())
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)  # CPU, not wall: the machine may be busy
+        profiler.runcall(runner, one())
+        profiler.dump_stats(args.profile)
+    else:
+        runner(one())
     result, wall, cpu = done
     out: dict[str, Any] = {
         "wall": wall, "cpu": cpu, "window": window, "rss_start_kb": rss_start_kb,

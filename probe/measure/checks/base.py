@@ -12,6 +12,7 @@ import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,11 +121,18 @@ class TrustStore:
 
     @staticmethod
     def unverified() -> ssl.SSLContext:
-        """For differentials and for fetching a rejected certificate, never for trust."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
+        """For differentials and for fetching a rejected certificate, never for trust.
+        One context for the process (a context per handshake cost a context's setup each
+        time); it holds no session, so every handshake stays a full one."""
+        return _unverified_context()
+
+
+@cache
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def bundled_anchor(name: str) -> Path:

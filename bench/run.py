@@ -111,8 +111,11 @@ def run_reach(config_path: Path, loop: str, metrics: bool, cpus: set[int] | None
     cmd = [sys.executable, "-m", "bench.reach_worker", str(config_path), "--loop", loop, "--lag"]
     if metrics:
         cmd.append("--metrics")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline,
-                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"reach worker did not finish within {deadline:.0f} s") from None
     if proc.returncode != 0:
         raise RuntimeError(f"reach worker failed: {proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                                 else:
                                     result = run_reach(config_path, tool.split("/")[1],
                                                        workload == "dc", tool_cpus,
-                                                       deadline=max(60.0, 10 * args.timeout + n / 50))
+                                                       deadline=max(120.0, 10 * args.timeout + n / 20))
                                     timings = result.pop("timings")
                                     result["checks"] = result["observations"]
                                     want = "tls" if workload == "tls" else "tcp"

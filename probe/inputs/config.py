@@ -358,6 +358,22 @@ class Evidence(Strict):
     max_directory_bytes: int = Field(default=1 << 30, ge=8192, le=1 << 50)
 
 
+class Web(Strict):
+    """The probe's own HTTP port (`probe run`)."""
+
+    # Host names the status page and the API answer to, besides IP literals and localhost:
+    # a browser tricked by DNS rebinding sends an attacker's name (docs/reliability.md).
+    allowed_hosts: list[str] = Field(default=[], max_length=256)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,253}", name):
+                raise ValueError(f"{name[:40]!r} is not a host name (letters, digits, '.', '-', '_')")
+        return [name.lower().rstrip(".") for name in value]
+
+
 class Config(Strict):
     vantage: Vantage
     messengers: dict[str, MessengerOverrides] = {"telegram": MessengerOverrides()}
@@ -367,6 +383,7 @@ class Config(Strict):
     tls: TLS = TLS()
     http: HTTP = HTTP()
     evidence: Evidence = Evidence()
+    web: Web = Web()
     budget: Budget = Budget()
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import ipaddress
 import json
 import logging
 import signal
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,32 +154,74 @@ async def reload(request: web.Request) -> web.Response:
 
 
 class Pacer:
-    """Admission control for the HTTP side: at most `rate` requests a second (after a burst).
+    """Admission control for the HTTP side: at most `rate` requests a second (after a burst),
+    shared fairly between sources.
 
     The round and the HTTP server share one event loop, and check timings are evidence (a
     slow loop would look like throttling). A flood of requests is therefore paced, not
     served as fast as the CPU allows: a request beyond the rate waits its turn (costing
-    nothing while it sleeps), and one that would wait longer than `max_wait` gets 503 at once.
+    nothing while it sleeps), and one that waited `max_wait` gets 503. Waiting requests are
+    queued per source (the client's address) and served round-robin between sources, so a
+    flood from one source queues behind itself: Prometheus' scrape or a health check from
+    another source waits for about one slot per active source, not for the flood.
     Prometheus scrapes a probe a few times a minute, far below the rate.
     """
+
+    MAX_WAITING = 4096  # requests queued at most (the connection cap bounds them anyway)
 
     def __init__(self, rate: float = 100.0, burst: float = 50.0, max_wait: float = 5.0) -> None:
         self.rate, self.burst, self.max_wait = rate, burst, max_wait
         self.tokens = burst
         self.updated = time.monotonic()
         self.refused = 0
+        self.waiting = 0
+        self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        self._dispatcher: asyncio.Task[None] | None = None
 
-    def delay(self) -> float | None:
-        """Reserve a slot: seconds to wait for it, or None to refuse."""
+    def _refill(self) -> None:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        wait = (1 - self.tokens) / self.rate if self.tokens < 1 else 0.0
-        if wait > self.max_wait:
+
+    async def acquire(self, source: str) -> bool:
+        """Wait for a slot for a request from `source`: True when admitted, False (counted
+        in `refused`) after `max_wait` or when too many wait already."""
+        self._refill()
+        if not self._queues and self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        if self.waiting >= self.MAX_WAITING:
             self.refused += 1
-            return None
-        self.tokens -= 1
-        return wait
+            return False
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(source, deque()).append(future)
+        self.waiting += 1
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.ensure_future(self._dispatch())
+        try:
+            await asyncio.wait_for(future, self.max_wait)
+            return True
+        except TimeoutError:
+            self.refused += 1
+            return False
+
+    async def _dispatch(self) -> None:
+        """Hand out slots as tokens come, one source after the other."""
+        while self._queues:
+            self._refill()
+            if self.tokens < 1:
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+                continue
+            source, queue = next(iter(self._queues.items()))
+            future = queue.popleft()
+            self.waiting -= 1
+            if queue:
+                self._queues.move_to_end(source)
+            else:
+                del self._queues[source]
+            if not future.done():  # done: it gave up (timed out) while queued
+                self.tokens -= 1
+                future.set_result(None)
 
     def middleware(self, health: Pacer | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
         """Pace requests; /healthz draws on `health` (its own bucket) when given."""
@@ -187,15 +231,56 @@ class Pacer:
             request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
         ) -> web.StreamResponse:
             bucket = health if health is not None and request.path == "/healthz" else self
-            wait = bucket.delay()
-            if wait is None:
+            if not await bucket.acquire(request.remote or ""):
                 return web.Response(status=503, text="busy: too many requests\n",
                                     headers={"Retry-After": "1"})
-            if wait:
-                await asyncio.sleep(wait)
             return await handler(request)
 
         return pace
+
+
+def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a Host header may be answered: none (not a browser), an IP literal (a
+    rebinding attack needs a name), localhost, or a configured name."""
+    if not host:
+        return True
+    name = host.strip().lower()
+    if name.startswith("["):  # [v6]:port
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    name = name.rstrip(".")
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return name == "localhost" or name.endswith(".localhost") or name in allowed
+
+
+HOST_CHECKED_EXEMPT = ("/healthz", "/metrics")  # orchestrators and Prometheus use names
+
+
+def host_middleware() -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Refuse the status page and the API to a Host that is not allowed (DNS rebinding: a
+    web page whose name was re-pointed at the probe would read them through the operator's
+    browser). /healthz and /metrics keep answering any name: Prometheus and container
+    health checks address the probe by service names."""
+
+    @web.middleware
+    async def check(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path not in HOST_CHECKED_EXEMPT:
+            allowed = frozenset(_service(request).config.web.allowed_hosts)
+            if not host_allowed(request.headers.get("Host"), allowed):
+                return web.Response(status=421, text="misdirected request: this Host is not "
+                                    "allowed (web.allowed_hosts in the probe's config)\n")
+        response = await handler(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return check
 
 
 def auth_middleware(web_config: WebConfig) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -261,6 +346,7 @@ def make_app(service: Service, web_config: WebConfig | None = None,
     if web_config is not None and web_config.headers:
         middlewares.append(headers_middleware(web_config.headers))
     middlewares.append(scrub_middleware())
+    middlewares.append(host_middleware())
     if web_config is not None and web_config.users:
         middlewares.append(auth_middleware(web_config))
     middlewares.append((pacer or Pacer()).middleware(

@@ -45,6 +45,8 @@ class StatusPage:
         self.history = History()
         self._cache: tuple[object, str] | None = None
         self._round_json: tuple[object, dict[str, Any]] | None = None
+        self._targets_key: object = None
+        self._targets: dict[tuple[str, str], str] = {}  # /api/target bodies of this round
         self._loader: asyncio.Task[None] | None = None
         self._pending: list[RoundResult] | None = None  # live rounds while the log loads
         service.round_listeners.append(self.record)
@@ -115,14 +117,25 @@ class StatusPage:
                             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
 
     async def target(self, request: web.Request) -> web.Response:
-        data = target_json(await self.latest_json(), self.history, request.match_info["messenger"],
-                           request.match_info["target"])
-        if data is None:
-            return web.json_response({"error": "no such target in the latest round"}, status=404)
-        return web.Response(text=json.dumps(data, indent=1), content_type="application/json")
+        """One target's evidence, rendered once per round (and history change) per target:
+        clients polling a large record must not take the event loop from the round."""
+        messenger, target = request.match_info["messenger"], request.match_info["target"]
+        key = (id(self.service.latest), self.history.version)
+        if self._targets_key != key:
+            self._targets_key, self._targets = key, {}
+        body = self._targets.get((messenger, target))
+        if body is None:
+            data = target_json(await self.latest_json(), self.history, messenger, target)
+            if data is None:
+                return web.json_response({"error": "no such target in the latest round"}, status=404)
+            body = json.dumps(data, indent=1)
+            if len(self._targets) < MAX_CACHED_TARGETS:
+                self._targets[(messenger, target)] = body
+        return web.Response(text=body, content_type="application/json")
 
 
 STATUS_PAGE = web.AppKey("status_page", StatusPage)
+MAX_CACHED_TARGETS = 4096
 
 
 def install(app: web.Application, service: RoundSource) -> None:

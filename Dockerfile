@@ -7,7 +7,10 @@
 # Behind a TLS-intercepting proxy, pass its CA bundle to pip:
 #   --build-arg PIP_CERT=/run/host-ca.crt -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro
 #
-# Pinning (docs/reliability.md section 5). The base image is named by tag: this repository was
+# Pinning (docs/reliability.md section 5). Runtime dependencies come from requirements.lock
+# and the build backend (setuptools) from requirements-build.lock, both with hashes; the
+# package itself is built without an isolated environment, so pip fetches nothing unpinned.
+# The base image is named by tag: this repository was
 # built where no registry is reachable, so no digest could be checked honestly, and a digest
 # copied from elsewhere would pin something nobody here verified. Pin it when you build:
 #   --build-arg BASE_IMAGE=docker.io/library/debian:bookworm-slim@sha256:<digest>
@@ -33,7 +36,10 @@ ARG PIP_CERT
 RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
  && /opt/reach/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes \
       -r /src/requirements.lock \
- && /opt/reach/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /src \
+ && /opt/reach/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes \
+      -r /src/requirements-build.lock \
+ && /opt/reach/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+      --no-build-isolation /src \
  && /opt/reach/bin/python -m compileall -q /opt/reach/lib \
  && mkdir -p /out/etc/reach \
  && if [ -f /src/configs/probe.example.yaml ]; then cp /src/configs/probe.example.yaml /out/etc/reach/probe.yaml; fi

@@ -41,3 +41,18 @@ def test_lock_matches_what_is_installed() -> None:
         except metadata.PackageNotFoundError:
             continue
         assert installed == version, f"{name}: installed {installed}, locked {version}"
+
+
+def test_the_build_backend_is_pinned_with_a_hash_and_used() -> None:
+    """The Dockerfile's build step installs setuptools from requirements-build.lock (hash
+    required) and builds without isolation: before, pip fetched `setuptools>=77` unpinned."""
+    lock = (ROOT / "requirements-build.lock").read_text()
+    match = re.search(r"^setuptools==(\d+)\.(\d+)\.(\d+) \\\n\s+--hash=sha256:[0-9a-f]{64}$", lock, re.M)
+    assert match, lock
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    minimum = int(re.search(r"setuptools>=(\d+)", " ".join(requires))[1])  # type: ignore[index]
+    assert int(match[1]) >= minimum
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--require-hashes \\\n      -r /src/requirements-build.lock" in dockerfile
+    install = dockerfile[dockerfile.index("requirements-build.lock"):]
+    assert "--no-build-isolation /src" in install.split("compileall")[0]

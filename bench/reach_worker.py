@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         from probe.sinks.metrics import Metrics
 
         cpu0, t0 = _cpu(), time.perf_counter()
-        result.verdicts = classify_round(result)
+        judged = result.judged(classify_round(result))
         out["classify_seconds"] = time.perf_counter() - t0
         if phases is not None:
             phases.mark("judge")
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         renders = []
         for _ in range(3):
             t0 = time.perf_counter()
-            metrics.record_round(result)
+            metrics.record_round(judged)
             size = len(metrics.render())  # not kept: a scrape holds one body at a time
             renders.append(time.perf_counter() - t0)
         out["render_seconds"] = statistics.median(renders)

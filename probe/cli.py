@@ -145,7 +145,7 @@ def once(
 
     try:
         cfg = load_config(config)
-        plan.plan(cfg)  # a plan the config allows but that cannot be made (two same targets)
+        plans = plan.plan(cfg)  # one the config allows but that cannot be made (two same targets)
     except ConfigError as exc:
         fail(str(exc))
     from probe.sinks import scrub
@@ -156,9 +156,9 @@ def once(
         with err.status("probing...") as status:
             def progress(done: int, planned: int) -> None:
                 status.update(f"probing: {done}/{planned} checks")
-            result = run_loop(run_round(cfg, progress), cfg.schedule.event_loop)
+            result = run_loop(run_round(cfg, progress, plans=plans), cfg.schedule.event_loop)
     else:
-        result = run_loop(run_round(cfg), cfg.schedule.event_loop)
+        result = run_loop(run_round(cfg, plans=plans), cfg.schedule.event_loop)
     from probe.sinks.evidence import EvidenceLog
     from probe.sinks.scrub import Scrubber
 

@@ -33,6 +33,7 @@ from probe.inputs.yamlfile import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
 from probe.inputs.yamlfile import key_path, line_at, read_text, validate_yaml
 from probe.measure.checks import REGISTRY, timeout_keys
 from probe.measure.checks.base import TrustStore
+from probe.model.observation import VantageIdentity
 
 MAX_TARGETS = 50_000
 
@@ -52,6 +53,11 @@ class Vantage(Strict):
         if isinstance(value, str) and re.fullmatch(r"(?i)AS\d+", value.strip()):
             return int(value.strip()[2:])
         return value
+
+    def identity(self) -> VantageIdentity:
+        """What a round records of the vantage (its addresses only to judge and scrub)."""
+        own = tuple(str(a) for a in (self.source_address, self.source_address6) if a is not None)
+        return VantageIdentity(self.name, self.country, self.asn, self.network, self.role, own)
 
 
 class GroupOverrides(Strict):

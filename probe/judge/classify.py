@@ -26,7 +26,7 @@ from probe.judge.vantage import (
 )
 from probe.measure.checks import spec_of
 from probe.model import failures as F
-from probe.model.observation import Baseline, Observation, RoundResult, VantageNetwork, Verdict
+from probe.model.observation import Baseline, Observation, RoundDraft, VantageNetwork, Verdict
 
 # Throttling: the service's transfer was cut by the time limit (it could not finish, or
 # fill max_bytes, within http.transfer_seconds) and ran below this fraction of the
@@ -535,7 +535,7 @@ def classify_target(view: TargetView) -> Verdict:
     raise AssertionError("the last rule always matches")
 
 
-def classify_round(result: RoundResult) -> list[Verdict]:
+def classify_round(result: RoundDraft) -> list[Verdict]:
     """One verdict per planned target, in plan order."""
     by_target: dict[tuple[str | None, str], list[Observation]] = defaultdict(list)
     for obs in result.observations:

@@ -61,7 +61,7 @@ from probe.model.observation import Observation
 if TYPE_CHECKING:
     from probe.inputs.catalog import Target
     from probe.inputs.schema import IPNetwork
-    from probe.model.observation import RoundResult
+    from probe.model.observation import RoundDraft
 
 FAMILIES = (4, 6)
 #: Proofs named in the round's `network.online_evidence`, per family: enough to show why,
@@ -158,14 +158,13 @@ def site_answered(observations: Sequence[Observation]) -> bool:
     return bool(observations) and all(o.ok for o in observations)
 
 
-def judge(result: RoundResult, sites: Sequence[Target]) -> None:
+def judge(result: RoundDraft, sites: Sequence[Target], public: Sequence[IPNetwork] = ()) -> None:
     """Fill the round's `network` record from all of its observations: online (per family
     and overall), the proofs, whether the baseline is blocked (a family with baseline
     sites that did not answer while that family is proven online), and whether the
-    degraded mark of the baseline's loss still stands."""
-    config = result.config
-    own = [str(a) for a in (config.vantage.source_address, config.vantage.source_address6) if a]
-    proofs = connectivity(result.observations, config.resolvers.public_networks, own)
+    degraded mark of the baseline's loss still stands. `public`: the config's
+    resolvers.public_networks (addresses that count as outside although not global)."""
+    proofs = connectivity(result.observations, public, result.vantage.addresses)
     network = result.network
     network.online_ipv4, network.online_ipv6 = bool(proofs[4]), bool(proofs[6])
     network.online = network.online_ipv4 or network.online_ipv6

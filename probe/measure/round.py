@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from functools import cache, partial
 from importlib import resources
@@ -22,14 +22,14 @@ import yaml
 
 from probe.inputs.catalog import StepSpec, Target
 from probe.inputs.config import Config
-from probe.inputs.plan import baseline_targets, plan
+from probe.inputs.plan import MessengerPlan, baseline_targets, plan
 from probe.judge.classify import classify_round
 from probe.judge.vantage import LOST, baseline_up, connect_level, judge, quality, site_answered
 from probe.measure.checks import REGISTRY
 from probe.measure.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Retry, Step, TrustStore
 from probe.measure.checks.dns import chosen_address, system_resolvers
 from probe.measure.wire.net import METER, Ledger, Meter, Source, metered_socket_factory, settle_all
-from probe.model.observation import Attempt, Observation, Role, RoundResult
+from probe.model.observation import Attempt, Observation, Role, RoundDraft, RoundResult
 
 if TYPE_CHECKING:
     import aiohttp
@@ -132,9 +132,10 @@ class Round:
     def __init__(self, config: Config, progress: Progress | None = None, *,
                  only: Collection[str] | None = None, sites: Collection[str] | None = None,
                  transfers: bool = True, site_states: Mapping[str, bool] | None = None,
-                 transfer_bytes: int | None = None) -> None:
+                 transfer_bytes: int | None = None,
+                 plans: Sequence[MessengerPlan] | None = None) -> None:
         self.config = config
-        self.plans = plan(config)
+        self.plans = list(plan(config) if plans is None else plans)  # the caller's, when it made one
         self.targets = [t for p in self.plans for t in p.targets
                         if only is None or t.name in only]
         self.all_sites = baseline_targets(config)
@@ -151,7 +152,7 @@ class Round:
         self._progress = progress
         self._done = 0
         self._planned = 0
-        self.result = RoundResult(config, self.targets, time.time())
+        self.result = RoundDraft(config.vantage.identity(), self.targets, time.time())
         self.result.transfers_ran = transfers
 
     async def _once(self, check: str, step: Step) -> list[Observation]:
@@ -408,8 +409,9 @@ class Round:
         ) as session:
             yield session
 
-    async def run(self) -> RoundResult:
-        """Run every step; the classifier is applied by the caller's pipeline."""
+    async def run(self) -> RoundDraft:
+        """Run every step and judge the vantage's network; the classifier is applied by the
+        caller's pipeline (run_round)."""
         self._planned = sum(len(t.steps) for t in (*self.baseline, *self.targets))
         timeouts = self.config.schedule.timeouts
         async with self._http_session() as session:
@@ -432,16 +434,18 @@ class Round:
                 obs.id = len(observations)
                 observations.append(obs)
         self.result.finished = time.time()
-        judge(self.result, self.baseline)  # online is proven by the whole round, not the baseline
+        # online is proven by the whole round, not the baseline
+        judge(self.result, self.baseline, self.config.resolvers.public_networks)
         return self.result
 
 
 async def run_round(config: Config, progress: Progress | None = None, *,
                     only: Collection[str] | None = None, sites: Collection[str] | None = None,
                     transfers: bool = True, site_states: Mapping[str, bool] | None = None,
-                    transfer_bytes: int | None = None) -> RoundResult:
-    """Run a round and classify it: the whole pipeline short of the sinks."""
-    result = await Round(config, progress, only=only, sites=sites, transfers=transfers,
-                         site_states=site_states, transfer_bytes=transfer_bytes).run()
-    result.verdicts = classify_round(result)
-    return result
+                    transfer_bytes: int | None = None,
+                    plans: Sequence[MessengerPlan] | None = None) -> RoundResult:
+    """Run a round and classify it: the whole pipeline short of the sinks. `plans`: the
+    config's plan when the caller has made it already (one plan per round)."""
+    draft = await Round(config, progress, only=only, sites=sites, transfers=transfers,
+                        site_states=site_states, transfer_bytes=transfer_bytes, plans=plans).run()
+    return draft.judged(classify_round(draft))

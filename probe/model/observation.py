@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from functools import cached_property
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from probe.inputs.catalog import Target
-    from probe.inputs.config import Config
+from probe.inputs.catalog import Target
 
 # primary: the step that speaks for the target (its metrics, its verdict); differential: a
 # step that explains a primary failure (neutral SNI, plain HTTP to a DC, the rejected
@@ -167,11 +166,29 @@ class VantageNetwork:
         return asdict(self)
 
 
-@dataclass
-class RoundResult:
-    """Everything one round produced, in the order the sinks need it."""
+@dataclass(frozen=True, slots=True)
+class VantageIdentity:
+    """Who measured: what the round's record and every sink say about the vantage (its own
+    addresses are kept to judge the round and to scrub them, never written out)."""
 
-    config: Config
+    name: str
+    country: str = "ZZ"
+    asn: int = 0
+    network: str = ""
+    role: str = "subject"
+    addresses: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "country": self.country, "asn": self.asn,
+                "network": self.network, "role": self.role}
+
+
+@dataclass
+class RoundDraft:
+    """A round while it runs and is judged: the round fills it in, probe.judge.vantage sets
+    its `network`, and `judged()` turns it into the RoundResult the sinks read."""
+
+    vantage: VantageIdentity
     targets: list[Target]
     started: float
     finished: float = 0.0
@@ -184,8 +201,64 @@ class RoundResult:
     transfers_ran: bool = True  # whether transfer checks were part of the round
     budget: dict[str, Any] | None = None  # the traffic budget's state (probe run only)
     observations: list[Observation] = field(default_factory=list)
-    verdicts: list[Verdict] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
         return self.finished - self.started
+
+    def judged(self, verdicts: list[Verdict]) -> RoundResult:
+        return RoundResult(self.vantage, tuple(self.targets), self.started, self.finished,
+                           self.baseline, self.network, self.loop_lag_max, dict(self.traffic),
+                           self.tier, self.transfers_ran, self.budget, tuple(self.observations),
+                           tuple(verdicts))
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """Everything one round produced, judged, in the order the sinks need it. Built once
+    (RoundDraft.judged) and not changed after: its JSON form is made once and shared by
+    the evidence log, /api/status and the status page."""
+
+    vantage: VantageIdentity
+    targets: tuple[Target, ...]
+    started: float
+    finished: float
+    baseline: Baseline
+    network: VantageNetwork
+    loop_lag_max: float
+    traffic: dict[str, tuple[int, int]]
+    tier: str
+    transfers_ran: bool
+    budget: dict[str, Any] | None
+    observations: tuple[Observation, ...]
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def duration(self) -> float:
+        return self.finished - self.started
+
+    def traffic_json(self) -> dict[str, Any]:
+        """The round's bytes on the wire, counted at its sockets: in all and per messenger."""
+        traffic = self.traffic
+        return {"tier": self.tier,
+                "bytes_sent": sum(s for s, _ in traffic.values()),
+                "bytes_received": sum(r for _, r in traffic.values()),
+                "by_messenger": {k: {"sent": s, "received": r} for k, (s, r) in traffic.items()}}
+
+    @cached_property
+    def json(self) -> dict[str, Any]:
+        """The JSON contract of `probe once` and /api/status (docs/engine-contract.md), made
+        once per round. Shared: readers must not change it."""
+        return {
+            "vantage": self.vantage.to_json(),
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "duration_seconds": round(self.duration, 3),
+            "event_loop_lag_max_seconds": round(self.loop_lag_max, 6),
+            "traffic": self.traffic_json(),
+            **({"budget": self.budget} if self.budget is not None else {}),
+            "baseline": self.baseline.to_json(),
+            "network": self.network.to_json(),
+            "observations": [o.to_json() for o in self.observations],
+            "verdicts": [verdict.to_json() for verdict in self.verdicts],
+        }

@@ -33,9 +33,9 @@ from datetime import UTC, datetime
 
 from probe.inputs.catalog import Target
 from probe.inputs.config import Config
-from probe.inputs.plan import baseline_targets, plan
+from probe.inputs.plan import MessengerPlan, baseline_targets, plan
 from probe.measure.round import is_transfer
-from probe.model.observation import Observation, RoundResult, VantageNetwork, Verdict
+from probe.model.observation import Observation, RoundDraft, RoundResult, VantageNetwork, Verdict
 
 SHED_ORDER = ("transfers", "sweeps", "full_rounds", "sentinels")
 # the bucket's fill (share of its capacity) below which each kind of work is shed
@@ -150,6 +150,7 @@ class Prepared:
     sites: list[str]
     sentinels: dict[str, list[str]]
     rotation: list[str]
+    plans: list[MessengerPlan]  # the config's plan, made once: every round of it shares it
 
 
 @dataclass
@@ -191,9 +192,11 @@ class Planner:
     def prepare(config: Config) -> Prepared:
         """The plan-derived part of the state: heavy for a big config, so a reload makes it
         in a thread."""
-        targets = [t for p in plan(config) for t in p.targets]
+        plans = plan(config)
+        targets = [t for p in plans for t in p.targets]
         sites = [t.name for t in baseline_targets(config)]
-        return Prepared(targets, sites, sentinels(targets), [*sites, *(t.name for t in targets)])
+        return Prepared(targets, sites, sentinels(targets), [*sites, *(t.name for t in targets)],
+                        plans)
 
     def configure(self, config: Config, prepared: Prepared | None = None) -> None:
         self.config = config
@@ -202,6 +205,7 @@ class Planner:
         self.sites = ready.sites
         self.sentinels = ready.sentinels
         self.rotation = ready.rotation
+        self.plans = ready.plans
         names = {t.name for t in self.targets}
         self.known = {k: v for k, v in self.known.items() if k in names}
         self.bucket.adopt(config.budget.bytes_per_day)
@@ -276,7 +280,7 @@ class Planner:
         ones stamped with when they were measured, their evidence with them), this
         interval's observations, the network as last measured."""
         last = fresh[-1]
-        result = RoundResult(self.config, list(self.targets), started)
+        result = RoundDraft(self.config.vantage.identity(), list(self.targets), started)
         result.finished = last.finished
         result.baseline = last.baseline
         result.network = replace(last.network)
@@ -319,9 +323,8 @@ class Planner:
         for index, obs in enumerate(observations):
             obs.id = index
         result.observations = observations
-        result.verdicts = verdicts
         result.budget = self.report(shed)
-        return result
+        return result.judged(verdicts)
 
     def report(self, shed: list[str]) -> dict[str, object]:
         b = self.bucket

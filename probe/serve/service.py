@@ -17,10 +17,17 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from probe.inputs.config import Config, ConfigError, load_config
-from probe.inputs.plan import baseline_targets, plan, transfers_seconds, worst_case_seconds
+from probe.inputs.plan import (
+    MessengerPlan,
+    baseline_targets,
+    plan,
+    transfers_seconds,
+    worst_case_seconds,
+)
 from probe.measure.round import run_round
 from probe.model.observation import RoundResult
 from probe.serve.schedule import Bucket, Planner, Prepared, Work
@@ -135,21 +142,23 @@ class Service:
             return False, f"stale: last round {age:.0f}s ago"
         return True, "ok"
 
-    def _round_budget(self, config: Config) -> float:
+    def _round_budget(self, config: Config, plans: list[MessengerPlan]) -> float:
         """The interval plus the longest chain of steps any one target (or the baseline)
         can take: past that, a round is stuck and the next one starts."""
         t = config.schedule.timeouts
-        targets = [*baseline_targets(config), *(x for p in plan(config) for x in p.targets)]
+        targets = [*baseline_targets(config), *(x for p in plans for x in p.targets)]
         return (config.schedule.interval + worst_case_seconds(targets, t, config.schedule.confirm)
                 + transfers_seconds(targets, t))
 
     async def _measure(self, config: Config, work: Work) -> RoundResult:
         planner = self.planner
-        async with asyncio.timeout(self._round_budget(config)):
+        # the plan is made once per config (the planner's), shared by the budget and the round
+        plans = planner.plans if planner.config is config else plan(config)
+        async with asyncio.timeout(self._round_budget(config, plans)):
             result = await run_round(config, only=work.only, sites=work.sites,
                                      transfers=work.transfers, site_states=planner.site_states,
-                                     transfer_bytes=planner.transfer_bytes)
-        result.tier = work.tier
+                                     transfer_bytes=planner.transfer_bytes, plans=plans)
+        result = replace(result, tier=work.tier)
         planner.bucket.spend(sum(s + r for s, r in result.traffic.values()))
         return result
 

@@ -38,7 +38,7 @@ from prometheus_client import (
 
 from probe import __version__
 from probe.judge import circumvention
-from probe.model.observation import RoundResult
+from probe.model.observation import RoundResult, VantageNetwork
 
 # Latency from a vantage: LAN-fast to a slow satellite hop; past 2.5 s a check is slow
 # whatever the exact figure (+Inf and _sum still hold it).
@@ -92,13 +92,6 @@ class _Histogram:
         self.sum += value
 
 
-def _field(record: Any, name: str) -> Any:
-    """A field of the round's network record, whether it is an object or a mapping."""
-    if isinstance(record, Mapping):
-        return record.get(name)
-    return getattr(record, name, None)
-
-
 def circumvention_lines(vantage: str, result: RoundResult) -> str:
     """The apps' detours (probe.judge.circumvention): per messenger, whether one works
     (yes/no/untested: only the current answer is exported), and each detour target's verdict."""
@@ -122,14 +115,9 @@ def circumvention_lines(vantage: str, result: RoundResult) -> str:
     return "\n".join(lines)
 
 
-def network_lines(vantage: str, network: Any) -> list[str]:
-    """The per-vantage network gauges (issues 9 and 14) from the round's `network` record.
-
-    A round without one (an engine older than the record) exports none of them: the
-    rules then fall back to reach_baseline_success, as before.
-    """
-    if network is None:
-        return []
+def network_lines(vantage: str, network: VantageNetwork) -> list[str]:
+    """The per-vantage network gauges from the round's `network` record: online, baseline
+    blocked, degraded, loss, RTT and each baseline site."""
     v = f'vantage="{_escape(vantage)}"'
     lines: list[str] = []
 
@@ -139,9 +127,8 @@ def network_lines(vantage: str, network: Any) -> list[str]:
         lines.extend((f"# HELP {name} {help_}", f"# TYPE {name} gauge",
                       f"{name}{{{labels}}} {_number(float(value))}"))
 
-    def flag(name: str) -> int | None:
-        value = _field(network, name)
-        return None if value is None else int(bool(value))
+    def flag(name: str) -> int:
+        return int(bool(getattr(network, name)))
 
     gauge("reach_vantage_online", "Whether this round proved the vantage reaches the outside world "
           "(a verified handshake or authenticated answer from outside).", flag("online"))
@@ -150,10 +137,10 @@ def network_lines(vantage: str, network: Any) -> list[str]:
     gauge("reach_vantage_degraded", "Whether the vantage's own network is lossy or slow this round.",
           flag("degraded"))
     gauge("reach_vantage_loss_ratio", "Share of the baseline's attempts that failed this round.",
-          _field(network, "loss_ratio"))
+          network.loss_ratio)
     gauge("reach_vantage_rtt_seconds", "Median kernel RTT of the baseline's connects this round.",
-          _field(network, "rtt_seconds"))
-    sites = _field(network, "baseline_sites") or {}
+          network.rtt_seconds)
+    sites = network.baseline_sites
     if sites:
         name = "reach_baseline_site_success"
         lines.append(f"# HELP {name} Whether each baseline site answered in the latest round.")
@@ -198,7 +185,7 @@ class Metrics:
 
     def record_round(self, result: RoundResult) -> None:
         """Fold a round into the accumulated metrics and re-render the round text."""
-        vantage = result.config.vantage.name
+        vantage = result.vantage.name
         # (success, duration) per target and check; a repeated step keeps its last result.
         # A target measured in an earlier round keeps its last figures (a round measures
         # part of the plan: probe.serve.schedule); one no longer planned is dropped.
@@ -225,7 +212,7 @@ class Metrics:
             if failure:
                 fkey = (*akey, failure)
                 failures[fkey] = failures.get(fkey, 0) + 1
-        for label, pair in getattr(result, "traffic", {}).items():
+        for label, pair in result.traffic.items():
             for direction, value in zip(("sent", "received"), pair, strict=True):
                 bkey = (vantage, label, direction)
                 self._bytes[bkey] = self._bytes.get(bkey, 0) + int(value)
@@ -254,7 +241,7 @@ class Metrics:
         self._budget_text = ("\n".join(lines) + "\n").encode()
 
     def _render(self, result: RoundResult, checks: dict[Key, tuple[int, float]]) -> bytes:
-        v = result.config.vantage
+        v = result.vantage
         vantage = v.name
         vl = f'vantage="{_escape(vantage)}"'
         head: list[str] = []
@@ -269,7 +256,7 @@ class Metrics:
         add("# HELP reach_baseline_success Whether some baseline site answered in the latest round.")
         add("# TYPE reach_baseline_success gauge")
         add(f"reach_baseline_success{{{vl}}} {int(result.baseline.ok)}")
-        head += network_lines(vantage, getattr(result, "network", None))
+        head += network_lines(vantage, result.network)
 
         add("# HELP reach_round_duration_seconds How long the latest round took.")
         add("# TYPE reach_round_duration_seconds gauge")

@@ -17,31 +17,14 @@ VERDICT_STYLE = {"ok": "green", "vantage_offline": "yellow", "inconclusive": "ye
 
 
 def round_json(result: RoundResult) -> dict[str, Any]:
-    """The JSON contract of `probe once` and /api/status (DESIGN.md)."""
-    v = result.config.vantage
-    return {
-        "vantage": {"name": v.name, "country": v.country, "asn": v.asn, "network": v.network,
-                    "role": v.role},
-        "started": iso(result.started),
-        "finished": iso(result.finished),
-        "duration_seconds": round(result.duration, 3),
-        "event_loop_lag_max_seconds": round(result.loop_lag_max, 6),
-        "traffic": traffic_json(result),
-        **({"budget": result.budget} if getattr(result, "budget", None) is not None else {}),
-        "baseline": result.baseline.to_json(),
-        "network": result.network.to_json(),
-        "observations": [o.to_json() for o in result.observations],
-        "verdicts": [verdict.to_json() for verdict in result.verdicts],
-    }
+    """The JSON contract of `probe once` and /api/status (docs/engine-contract.md): the
+    round's one JSON form, made once and shared (do not change it)."""
+    return result.json
 
 
 def traffic_json(result: RoundResult) -> dict[str, Any]:
     """The round's bytes on the wire, counted at its sockets: in all and per messenger."""
-    traffic = getattr(result, "traffic", {}) or {}
-    return {"tier": getattr(result, "tier", "full"),
-            "bytes_sent": sum(s for s, _ in traffic.values()),
-            "bytes_received": sum(r for _, r in traffic.values()),
-            "by_messenger": {k: {"sent": s, "received": r} for k, (s, r) in traffic.items()}}
+    return result.traffic_json()
 
 
 def traffic_line(result: RoundResult) -> str:
@@ -107,7 +90,7 @@ def failures_of(verdict: Verdict) -> list[str]:
 
 
 def print_table(result: RoundResult, console: Console) -> None:
-    v = result.config.vantage
+    v = result.vantage
     baseline = result.baseline
     console.print(
         f"[bold]{v.name}[/] ({v.role}, {v.country}, AS{v.asn}) round of {result.duration:.1f}s, "
@@ -148,14 +131,14 @@ def write_tsv(result: RoundResult, out: TextIO) -> None:
     out.write("\t".join(TSV_COLUMNS) + "\n")
     for verdict in result.verdicts:
         out.write("\t".join(_cell(x) for x in (
-            result.config.vantage.name, verdict.messenger, verdict.target, verdict.verdict,
+            result.vantage.name, verdict.messenger, verdict.target, verdict.verdict,
             verdict.rule, ",".join(failures_of(verdict)))) + "\n")
 
 
 def write_jsonl(result: RoundResult, out: TextIO) -> None:
     """One JSON object per target (jq -c 'select(.verdict != "ok")' reads it line by line);
     each names its vantage and round so lines from many probes can be concatenated."""
-    vantage, started = result.config.vantage.name, iso(result.started)
+    vantage, started = result.vantage.name, iso(result.started)
     for verdict in result.verdicts:
         out.write(json.dumps({"vantage": vantage, "started": started, **verdict.to_json(),
                               "failures": failures_of(verdict)}) + "\n")

@@ -23,7 +23,7 @@ import pytest
 from probe.inputs.catalog import available
 from probe.inputs.config import Config, parse_config
 from probe.inputs.plan import plan_messenger
-from probe.model.observation import Observation, RoundResult, VantageNetwork, Verdict
+from probe.model.observation import Observation, RoundDraft, RoundResult, VantageNetwork, Verdict
 from probe.sinks.metrics import Metrics
 
 PER_TARGET = 10
@@ -79,7 +79,8 @@ def config() -> Config:
 def online_round(shapes: tuple[Shape, ...] = CATALOGUES, failure: str | None = None) -> RoundResult:
     """A round in which every target ran every primary check (plus a differential each)."""
     now = time.time()
-    result = RoundResult(config=config(), targets=[], started=now - 5, finished=now)
+    result = RoundDraft(config().vantage.identity(), targets=[], started=now - 5, finished=now)
+    verdicts: list[Verdict] = []
     for shape in shapes:
         for target in shape.names:
             for check in shape.checks:
@@ -88,10 +89,10 @@ def online_round(shapes: tuple[Shape, ...] = CATALOGUES, failure: str | None = N
             # a differential (neutral SNI, plain HTTP) is no series of its own
             result.observations.append(Observation(shape.messenger, target, "tls", "tls_handshake", None,
                                                    duration_seconds=0.2, role="differential"))
-            result.verdicts.append(Verdict(shape.messenger, target, "ok", "all_ok", "", []))
+            verdicts.append(Verdict(shape.messenger, target, "ok", "all_ok", "", []))
     result.network = VantageNetwork(online=True, baseline_ok=True, loss_ratio=0.0, rtt_seconds=0.08,
                                     baseline_sites={"b1": True, "b2": True, "b3": False})
-    return result
+    return result.judged(verdicts)
 
 
 def series(text: str) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from probe.inputs.config import Config, load_config
-from probe.model.observation import Observation, RoundResult
+from probe.model.observation import Observation, RoundDraft, RoundResult
 from probe.sinks.evidence import CURRENT, EvidenceLog
 from probe.sinks.statuspage.history import History
 from tests.hardening.util import PROBE, ROOT, free_port, http_get, loopback_config, wait_listening
@@ -85,10 +85,10 @@ def test_evidence_directory_is_capped_by_size(tmp_path: Path, config: Config) ->
 
 def padded_round(config: Config, pad: int) -> RoundResult:
     now = time.time()
-    result = RoundResult(config, [], now, now + 1)
+    result = RoundDraft(config.vantage.identity(), [], now, now + 1)
     result.observations.append(Observation("telegram", "dc0", "tcp", "connect", None, "198.18.64.1",
                                            443, now, 0.01, {"pad": "x" * pad}, id=0))
-    return result
+    return result.judged([])
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from probe.inputs.config import Config, load_config
-from probe.model.observation import Observation, RoundResult
+from probe.model.observation import Observation, RoundDraft, RoundResult
 from probe.serve.service import Service
 from probe.sinks.evidence import CURRENT, EvidenceLog, read_rounds, summarise
 from tests.hardening._counts import CASES
@@ -29,12 +29,12 @@ from tests.hardening.util import ROOT, cli, loopback_config, metric
 
 def synthetic_round(config: Config, observations: int = 50) -> RoundResult:
     now = time.time()
-    result = RoundResult(config, [], now, now + 1)
+    result = RoundDraft(config.vantage.identity(), [], now, now + 1)
     for i in range(observations):
         result.observations.append(Observation(
             "telegram", f"dc{i}-v4:443", "tcp", "connect", None, "198.18.64.1", 443, now, 0.01,
             {"pad": "x" * 200}, id=i))
-    return result
+    return result.judged([])
 
 
 @pytest.fixture

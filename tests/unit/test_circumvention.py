@@ -15,7 +15,7 @@ from probe.inputs.config import ConfigError, parse_config
 from probe.inputs.plan import plan
 from probe.judge.circumvention import answer, by_messenger
 from probe.model import failures as F
-from probe.model.observation import RoundResult, Verdict
+from probe.model.observation import RoundDraft, Verdict
 from probe.sinks.metrics import Metrics
 from probe.sinks.statuspage import History, messenger_status, render_page
 from tests.support import checks
@@ -126,15 +126,15 @@ def test_the_status_card_says_whether_circumvention_works() -> None:
 
 def test_metrics_keep_detours_out_of_reach_verdict() -> None:
     now = time.time()
-    result = RoundResult(config=parse_config("vantage: {name: v}\n"), targets=[], started=now - 1,
-                         finished=now)
-    result.verdicts = [
+    draft = RoundDraft(parse_config("vantage: {name: v}\n").vantage.identity(), targets=[],
+                       started=now - 1, finished=now)
+    result = draft.judged([
         Verdict("signal", "chat.signal.org/v4", "ip_blocking", "connect_timeout", "", []),
         Verdict("signal", "www.google.com/v4", "ok", "all_checks_ok", "", [],
                 circumvention="domain_fronting"),
         Verdict("whatsapp", "wa-proxy-v4:443", "tcp_reset", "noise_reset", "", [],
                 circumvention="whatsapp_proxy"),
-    ]
+    ])
     metrics = Metrics()
     metrics.record_round(result)
     text = metrics.render().decode()

@@ -1,7 +1,8 @@
-"""The package's import graph has no cycles, deferred imports included.
+"""The package's import graph has no cycles, deferred and type-only imports included.
 
-A function-level import that hides a cycle is still a cycle: each module's every import of
-another probe module counts, except those under `if TYPE_CHECKING:` (types only).
+A function-level import that hides a cycle is still a cycle, and so is one under
+`if TYPE_CHECKING:`: the types say the modules depend on each other. Each module's every
+import of another probe module counts.
 """
 
 from __future__ import annotations
@@ -21,13 +22,8 @@ def _module_name(path: Path) -> str:
 
 def _imports(path: Path, modules: set[str]) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    type_only = {id(node) for stmt in ast.walk(tree)
-                 if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test)
-                 for node in ast.walk(stmt)}
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in type_only:
-            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -74,3 +70,14 @@ def test_no_import_cycles() -> None:
 def test_cycle_finder_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+
+def test_type_only_imports_count(tmp_path: Path) -> None:
+    """An import under TYPE_CHECKING is an edge of the graph, as a function-level one is."""
+    module = tmp_path / "m.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                      "    from probe.inputs.config import Config\n"
+                      "def f() -> None:\n    import probe.sinks.report\n")
+    found = _imports(module, {"probe.inputs.config", "probe.sinks.report", "probe.cli"})
+    assert found == {"probe.inputs.config", "probe.sinks.report"}

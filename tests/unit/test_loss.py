@@ -29,7 +29,7 @@ from probe.inputs.config import Config, Vantage
 from probe.judge.classify import classify_round
 from probe.measure.checks.base import ResolverSpec
 from probe.model import failures as F
-from probe.model.observation import Attempt, Baseline, Observation, RoundResult, VantageNetwork
+from probe.model.observation import Attempt, Baseline, Observation, RoundDraft, RoundResult, VantageNetwork
 from probe.model.verdicts import BLOCKING_VERDICTS
 from tests.support import checks as support
 from tests.unit.conftest import World, verdicts
@@ -113,7 +113,8 @@ def simulate_round(rng: random.Random, q_service: float, q_baseline: float,
                    dc_only: bool = False) -> RoundResult:
     """One round's observations and verdicts; with `dc_only` only the DCs see q_service
     (the others see q_baseline)."""
-    result = RoundResult(CONFIG, TARGETS, time.time(), baseline=Baseline(True, True, 1e7))
+    result = RoundDraft(CONFIG.vantage.identity(), TARGETS, time.time(),
+                        baseline=Baseline(True, True, 1e7))
     observations: list[Observation] = []
     for family, address in ((4, "198.18.2.10"), (6, "2001:db8:2::10")):
         site = Target(messenger=None, name=f"base-v{family}", group="baseline", endpoint="b",
@@ -132,8 +133,7 @@ def simulate_round(rng: random.Random, q_service: float, q_baseline: float,
     result.observations = observations
     result.network = VantageNetwork(online=True, online_ipv4=True, online_ipv6=True,
                                     baseline_ok=True)
-    result.verdicts = classify_round(result)
-    return result
+    return result.judged(classify_round(result))
 
 
 def false_block_rate(q: float, rounds: int, seed: int) -> tuple[int, int]:
@@ -195,9 +195,10 @@ def test_a_blocked_baseline_is_no_reference_for_loss() -> None:
         if obs.messenger is None:
             obs.failure = T
             obs.attempts = [Attempt(T, 0.0, 1.0) for _ in range(SAMPLES)]
-    result.baseline = Baseline(False, False)
-    result.verdicts = classify_round(result)
-    got = {(v.verdict, v.rule) for v in result.verdicts if v.target.startswith("dc")}
+    draft = RoundDraft(result.vantage, list(result.targets), result.started,
+                       baseline=Baseline(False, False), network=result.network,
+                       observations=list(result.observations))
+    got = {(v.verdict, v.rule) for v in classify_round(draft) if v.target.startswith("dc")}
     assert got == {("ip_blocking", "connect_timeout")}
 
 

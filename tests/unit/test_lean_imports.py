@@ -1,7 +1,7 @@
 """A round loads only what it uses: the HTTP client (aiohttp) and the terminal table library
 (rich) are several MB of resident memory each, and a round without HTTP steps or DoH
-resolvers uses neither (docs/benchmark.md, memory). (cryptography is loaded with the
-WhatsApp Noise check's module; MTProxy's AES loads it on first use.)"""
+resolvers uses neither, and cryptography is loaded by the first WhatsApp Noise handshake
+or MTProxy's AES, not before (docs/benchmark.md, memory)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("aiohttp", "rich")
+HEAVY = ("aiohttp", "rich", "cryptography")
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -20,7 +20,7 @@ def _loaded_after(code: str) -> set[str]:
     return set(out.split())
 
 
-def test_a_round_and_its_sinks_do_not_load_the_http_client_or_rich() -> None:
+def test_a_round_and_its_sinks_do_not_load_the_http_client_rich_or_cryptography() -> None:
     loaded = _loaded_after(
         "from probe.inputs.config import load_config\n"
         "from probe.measure.round import Round\n"
@@ -37,6 +37,8 @@ def test_the_checks_that_need_them_still_load_them() -> None:
         "from probe.measure.wire.obfs2 import ObfuscatedInit\n"
         "PinnedResolver('192.0.2.1')\n"
         "ObfuscatedInit.make(b'\\xee\\xee\\xee\\xee', 2)\n"
+        "from probe.measure.checks import noise\n"
+        "noise.wire.PROLOGUE\n"
         "from probe.sinks.report import make_console\n"
         "make_console()\n")
     assert set(HEAVY) <= loaded

@@ -8,13 +8,16 @@ addresses, trust anchors, resolvers, the check's own timeout). Observations are 
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from probe.inputs.catalog import Target
@@ -125,6 +128,21 @@ class TrustStore:
         One context for the process (a context per handshake cost a context's setup each
         time); it holds no session, so every handshake stays a full one."""
         return _unverified_context()
+
+
+def lazy_module(name: str) -> ModuleType:
+    """A module that is imported on its first attribute access: a check whose module is
+    large (its dependencies) costs nothing in a process whose rounds never run it."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @cache

@@ -28,14 +28,18 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from probe.measure.checks.base import Env, Step
+from probe.measure.checks.base import Env, Step, lazy_module
 from probe.measure.checks.mtproto import Channel
-from probe.measure.wire import noise as wire
 from probe.measure.wire.net import Stopwatch, converse
 from probe.model import failures
 from probe.model.observation import Observation
+
+if TYPE_CHECKING:
+    from probe.measure.wire import noise as wire
+else:  # loaded on the first Noise handshake: it brings cryptography (~8 MB resident)
+    wire = lazy_module("probe.measure.wire.noise")
 
 DEFAULT_ANCHOR = "whatsapp"
 

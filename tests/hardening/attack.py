@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -344,21 +345,44 @@ def slowloris(port: int, count: int, lifetimes: list[float]) -> Callable[[thread
     return attack
 
 
-def _flood_client(url: str, method: str, auth: str | None, start: int, stop: Any, out: Any) -> None:
+def _from(url: str, source: str, timeout: float = 5) -> int:
+    """GET `url` from the loopback address `source` (another client than the sampler's)."""
+    import http.client
+
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout,
+                                            source_address=(source, 0))
+    try:
+        connection.request("GET", parts.path or "/")
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return 0
+    finally:
+        connection.close()
+
+
+def _flood_client(url: str, method: str, auth: str | None, start: int, stop: Any, out: Any,
+                  source: str | None = None) -> None:
     """One flooding client (a process of its own, so the sampler's thread in the parent is
-    never starved of the GIL by the flood): distinct wrong passwords when `auth` is a user."""
+    never starved of the GIL by the flood): distinct wrong passwords when `auth` is a user;
+    from the loopback address `source` when given."""
     codes: dict[int, int] = {}
     n = start
     while not stop.is_set():
         n += 1
-        headers = {"Authorization": basic(auth, f"wrong-{n}")} if auth else {}
-        status, _, _ = request(url, method, headers, timeout=5)
+        if source is not None:
+            status = _from(url, source)
+        else:
+            headers = {"Authorization": basic(auth, f"wrong-{n}")} if auth else {}
+            status, _, _ = request(url, method, headers, timeout=5)
         codes[status] = codes.get(status, 0) + 1
     out.put(codes)
 
 
 def http_flood(url: str, auth_user: str | None, clients: int, codes: dict[int, int],
-               method: str = "GET") -> Callable[[threading.Event], None]:
+               method: str = "GET", source: str | None = None) -> Callable[[threading.Event], None]:
     """`clients` processes sending requests as fast as answered (wrong passwords for
     `auth_user`, no credentials without); counts status codes into `codes`."""
     import multiprocessing
@@ -367,7 +391,8 @@ def http_flood(url: str, auth_user: str | None, clients: int, codes: dict[int, i
         context = multiprocessing.get_context("fork")
         done, out = context.Event(), context.Queue()
         workers = [context.Process(target=_flood_client,
-                                   args=(url, method, auth_user, k << 32, done, out), daemon=True)
+                                   args=(url, method, auth_user, k << 32, done, out, source),
+                                   daemon=True)
                    for k in range(clients)]
         for worker in workers:
             worker.start()
@@ -479,6 +504,24 @@ def figures(seconds: float, malformed_count: int, only: str = "") -> list[tuple[
             return f"{sample.row()} (health = authenticated /metrics); flood answers {codes}"
 
         both("unauthenticated flood (32 clients)", unauth, auth=True)
+
+        def health_flood(exporter: Exporter) -> str:
+            codes: dict[int, int] = {}
+            flood = http_flood(exporter.base + exporter.health_path, None, 64, codes, source="127.0.0.2")
+            sample = sampled(exporter, flood, seconds)
+            return f"{sample.row()} (health from 127.0.0.1); flood answers {codes}"
+
+        both("health flood (64 clients from 127.0.0.2)", health_flood)
+
+        def status_flood(exporter: Exporter) -> str:
+            codes: dict[int, int] = {}
+            path = "/api/status" if exporter.name == "reach" else "/metrics"
+            flood = http_flood(exporter.base + path, None, 64, codes, source="127.0.0.2")
+            scrape = lambda: request(exporter.base + "/metrics")  # noqa: E731
+            sample = sampled(exporter, flood, seconds, health=scrape)
+            return f"{sample.row()} (health = /metrics from 127.0.0.1); flood on {path} answers {codes}"
+
+        both("status flood, no web config (64 clients from 127.0.0.2)", status_flood)
 
         def bad(exporter: Exporter) -> str:
             before = exporter.log_bytes()

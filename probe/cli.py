@@ -239,6 +239,14 @@ def check_config(
     targets = sum(len(p.target_names) for p in plans)
     print(f"{path}: ok (vantage {cfg.vantage.name}, {cfg.vantage.role}; "
           f"{len(plans)} messenger(s), {targets} targets)")
+    from probe.inputs import freshness
+
+    try:
+        stale = freshness.warnings(cfg)
+    except ConfigError as exc:  # an unreadable anchor file is the TLS checks' error to give
+        stale = [str(exc)]
+    for line in stale:  # warnings only: the config is valid
+        print(f"probe: warning: {line}", file=sys.stderr)
 
 
 class EvidenceFormat(StrEnum):
@@ -320,10 +328,15 @@ def export_config(
 @app.command("catalog", cls=_Command)
 def show_catalog(
     messenger: Annotated[str | None, typer.Argument(help="Messenger; all when omitted.")] = None,
+    sources: Annotated[bool, typer.Option("--sources", help="Only where each catalogue comes "
+                                          "from and when it was reviewed (text).")] = False,
 ) -> None:
-    """Print the built-in endpoints (YAML)."""
+    """Print the built-in endpoints (YAML), with their sources and review dates."""
     names = [messenger] if messenger else catalog.available()
     try:
+        if sources:
+            print("\n".join(catalog.provenance_lines(name) for name in names), end="")
+            return
         data = [catalog.describe(name) for name in names]
     except ConfigError as exc:
         fail(str(exc))
@@ -332,20 +345,32 @@ def show_catalog(
 
 @app.command("prefixes", cls=_Command)
 def refresh_prefixes(
-    asn: Annotated[str, typer.Argument(help="The AS number, like AS32934.")],
-    from_file: Annotated[Path, typer.Option("--from", help="A saved RIPEstat announced-prefixes "
-                                            "answer (JSON).")],
+    asn: Annotated[str | None, typer.Argument(help="The AS number, like AS32934; every "
+                                              "shipped list when omitted.")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from", help="A saved RIPEstat "
+                                                   "announced-prefixes answer (JSON): rewrite "
+                                                   "the list from it.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write here instead of the shipped "
                                                 "probe/data/prefixes/AS<N>.txt.")] = None,
 ) -> None:
-    """Rewrite an AS's prefix file (a catalogue's address_space_asn) from RIPEstat's JSON."""
+    """Show where an AS's prefix list came from (source, date, verified), or rewrite it
+    (a catalogue's address_space_asn) from RIPEstat's JSON with --from."""
     from probe.inputs import prefixes
 
     try:
+        if from_file is None:
+            asns = [prefixes.parse_asn(asn)] if asn else prefixes.bundled_asns()
+            for number in asns:
+                print(prefixes.describe(number))
+            return
+        if asn is None:
+            raise ConfigError("--from needs the AS number it answers for (like AS32934)")
         path, count = prefixes.refresh(prefixes.parse_asn(asn), from_file, output)
+        fields = prefixes.file_provenance(path)
     except ConfigError as exc:
         fail(str(exc))
-    print(f"{path}: {count} prefixes")
+    print(f"{path}: {count} prefixes; source: {fields.get('source', '?')}; "
+          f"date: {fields.get('date', '?')}; verified: {fields.get('verified', 'no')}")
 
 
 def _output_failed(exc: BaseException) -> NoReturn:

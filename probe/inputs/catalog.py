@@ -12,14 +12,15 @@ Groups named `datacenters` and `domains` are what the config's older override ke
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from probe.inputs import prefixes
 from probe.inputs.schema import ConfigError, IPAddress, IPNetwork, Ports, Strict
@@ -83,6 +84,12 @@ def _short_steps(value: Any) -> Any:
 Steps = Annotated[list[StepSpec], BeforeValidator(_short_steps)]
 
 
+#: What a user loses when a group's targets are blocked: the per-messenger answer names
+#: these ("partly blocked: media, calls").
+UserPath = Literal["chat", "media", "registration", "web", "calls"]
+PATHS: tuple[str, ...] = ("chat", "media", "registration", "web", "calls")
+
+
 class Group(Strict):
     endpoints: list[Endpoint] = Field(min_length=1)
     ports: Ports = [443]
@@ -93,6 +100,24 @@ class Group(Strict):
     # around a block. Its targets answer "does circumvention work?" and never count toward
     # the messenger's own status (a working detour does not make a block `ok`).
     circumvention: str = Field(default="", pattern=r"^[a-z_]{0,32}$")
+    path: UserPath = "chat"
+
+
+class Source(Strict):
+    """One upstream a catalogue was checked against: where (URL), which version (a commit
+    or, for a page without versions, the date it was read), and what it gave."""
+
+    url: str = Field(pattern=r"^https?://")
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{7,40}$")
+    date: dt.date | None = None
+    what: str = ""
+
+    @model_validator(mode="after")
+    def _pinned(self) -> Source:
+        if self.commit is None and self.date is None:
+            raise ValueError("a source needs a commit or a date: an unpinned source cannot "
+                             "be diffed at the next review")
+        return self
 
 
 class Catalog(Strict):
@@ -106,10 +131,24 @@ class Catalog(Strict):
     address_space_asn: list[int] = []
     neutral_sni: str = "www.example.com"
     groups: dict[str, Group] = Field(min_length=1)
+    # Freshness: what the entries were checked against, when, and when to check again.
+    sources: list[Source] = []
+    reviewed: dt.date | None = None
+    review_by: dt.date | None = None
+
+    def overdue(self, today: dt.date | None = None) -> bool:
+        """Past its review date: still used (a stale entry is better than none), but shown."""
+        return self.review_by is not None and (today or dt.date.today()) > self.review_by
 
     def networks(self) -> list[IPNetwork]:
         """The service's address space: the listed networks and its ASes' prefixes."""
         return [*self.address_space, *(n for asn in self.address_space_asn for n in prefixes.load(asn))]
+
+    def space_verified(self) -> bool:
+        """Whether every AS prefix list behind the address space is verified (a list the
+        catalogue writes out itself counts as its authors' statement)."""
+        return all(prefixes.is_verified(prefixes.bundled_provenance(asn))
+                   for asn in self.address_space_asn)
 
 
 #: Where the built-in catalogues are (the package's catalogs/ folder).
@@ -159,6 +198,21 @@ def describe(name: str) -> dict[str, Any]:
     return builtin(name).model_dump(mode="json", exclude_defaults=True)
 
 
+def provenance_lines(name: str, today: dt.date | None = None) -> str:
+    """A catalogue's sources and review dates as text, for `probe catalog --sources`."""
+    cat = builtin(name)
+    review = (f"reviewed {cat.reviewed or 'never'}, review by {cat.review_by or 'unset'}"
+              + (" (OVERDUE: diff the sources below, docs/messengers.md)"
+                 if cat.overdue(today) else ""))
+    lines = [f"{name}: {review}"]
+    for source in cat.sources:
+        pin = f"commit {source.commit}" if source.commit else f"read {source.date}"
+        lines.append(f"  {source.url} ({pin})" + (f": {source.what}" if source.what else ""))
+    if not cat.sources:
+        lines.append("  no sources recorded")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
     """One endpoint in one address family on one port: the unit of a verdict.
@@ -182,6 +236,11 @@ class Target:
     steps: tuple[StepSpec, ...] = ()
     address_space: tuple[IPNetwork, ...] = ()
     circumvention: str = ""  # the circumvention path this target measures, if any
+    # False while the prefix list behind address_space is not verified: an answer outside
+    # it is then no evidence of forgery by itself.
+    space_verified: bool = True
+    # What a user loses when this target is blocked (the group's `path`).
+    path: str = "chat"
 
     def in_address_space(self, address: str) -> bool:
         try:

@@ -10,7 +10,7 @@ for a second address), `web.telegram.org/v4` for a domain on one port, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from probe.inputs import prefixes
 from probe.inputs.catalog import Group, StepSpec, Target, load
@@ -92,10 +92,13 @@ def plan_messenger(name: str, config: Config) -> MessengerPlan:
     catalog = load(overrides.catalog or name)
     if overrides.address_space is not None:
         base: list[IPNetwork] = list(overrides.address_space)
+        verified = True  # the operator's own list
     elif overrides.address_space_file is not None:
         base = list(prefixes.from_file(overrides.address_space_file))
+        verified = prefixes.is_verified(prefixes.file_provenance(overrides.address_space_file))
     else:
         base = catalog.networks()
+        verified = catalog.space_verified()
     space = tuple([*base, *overrides.extra_address_space])
     neutral = overrides.neutral_sni or catalog.neutral_sni
     targets: list[Target] = []
@@ -108,6 +111,7 @@ def plan_messenger(name: str, config: Config) -> MessengerPlan:
             s.model_copy(update={"options": {"neutral_sni": neutral, **s.options}})
             for s in group.steps]})
         targets += _group_targets(name, group_name, with_neutral, space, domain_ports)
+    targets = [replace(t, space_verified=verified, path=groups[t.group].path) for t in targets]
     targets += [_proxy_target(name, proxy, neutral, space) for proxy in overrides.proxies]
     targets += [_whatsapp_proxy_target(name, proxy, space) for proxy in overrides.whatsapp_proxies]
     seen: set[str] = set()

@@ -6,6 +6,11 @@ line, with a header naming the source and the date. A catalogue says
 `address_space_asn: [32934]` to use that file. Announcements change, so the file has a
 refresh path that needs no code: `probe prefixes AS32934 --from ripestat.json` rewrites it
 from RIPEstat's announced-prefixes data call (fetched by the operator, never by the probe).
+
+Every file records where it came from: `# source:`, `# date:` and `# verified:`. A list
+rebuilt from a RIPEstat answer the operator fetched is verified; one copied from a
+third-party aggregation, or written by hand, is not, and until it is, an answer outside it
+is not enough to call a DNS answer forged (probe/judge/classify.py).
 """
 
 from __future__ import annotations
@@ -53,6 +58,40 @@ def parse(text: str, source: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def provenance(text: str) -> dict[str, str]:
+    """The header fields of a prefix file (`# source: ...`, `# date: ...`, `# verified: ...`)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"#\s*(source|date|verified):\s*(.*)", line.strip())
+        if match and match.group(1) not in fields:
+            fields[match.group(1)] = match.group(2).strip()
+    return fields
+
+
+def is_verified(fields: dict[str, str]) -> bool:
+    """`# verified: yes ...` (or a date): checked against the AS's announcements by whoever
+    made the file. No field, or `no ...`, is unverified."""
+    value = fields.get("verified", "").lower()
+    return bool(value) and not value.startswith("no")
+
+
+@cache
+def bundled_provenance(asn: int) -> dict[str, str]:
+    """Source, date and verification of the shipped prefix file of an AS ({} if none)."""
+    try:
+        return provenance(bundled_path(asn).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
+def file_provenance(path: Path) -> dict[str, str]:
+    """Source, date and verification of an operator's prefix file."""
+    try:
+        return provenance(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 @cache
 def load(asn: int) -> tuple[Network, ...]:
     """The shipped prefixes of an AS (cached: package data does not change at run time)."""
@@ -63,6 +102,24 @@ def load(asn: int) -> tuple[Network, ...]:
         raise ConfigError(f"no prefix file for AS{asn} (probe/data/prefixes/AS{asn}.txt); "
                           f"make one with `probe prefixes AS{asn} --from ripestat.json`") from None
     return parse(text, str(path))
+
+
+def bundled_asns() -> list[int]:
+    """The ASes with a shipped prefix list."""
+    folder = resources.files("probe") / "data" / "prefixes"
+    return sorted(int(p.name[2:-4]) for p in folder.iterdir()
+                  if re.fullmatch(r"AS\d+\.txt", p.name))
+
+
+def describe(asn: int) -> str:
+    """One line for `probe prefixes`: the list's size and where it came from."""
+    fields = bundled_provenance(asn)
+    if not fields and not bundled_path(asn).exists():
+        raise ConfigError(f"no prefix file for AS{asn} (probe/data/prefixes/AS{asn}.txt)")
+    state = ("verified" if is_verified(fields)
+             else "NOT verified (outside-the-space answers alone are inconclusive)")
+    return (f"AS{asn}: {len(load(asn))} prefixes, {state}; source: {fields.get('source', 'unknown')}; "
+            f"date: {fields.get('date', 'unknown')}; verified: {fields.get('verified', 'no')}")
 
 
 def from_file(path: Path) -> tuple[Network, ...]:
@@ -107,12 +164,15 @@ def from_ripestat(data: Any, asn: int) -> list[Network]:
     return [*v4, *v6]
 
 
-def render(asn: int, networks: list[Network], source: str, date: str) -> str:
-    """A prefix file: the header (source, date, how to refresh), then one CIDR per line."""
+def render(asn: int, networks: list[Network], source: str, date: str,
+           verified: str = "no") -> str:
+    """A prefix file: the header (source, date, verification, how to refresh), then one CIDR
+    per line."""
     header = [
         f"# AS{asn}: announced prefixes ({len(networks)}).",
         f"# source: {source}",
         f"# date: {date}",
+        f"# verified: {verified}",
         "# These go stale: refresh from RIPEstat's announced-prefixes data call, e.g.",
         f"#   curl -o ripestat.json '{RIPESTAT_URL.format(asn=asn)}'",
         f"#   probe prefixes AS{asn} --from ripestat.json",
@@ -137,6 +197,8 @@ def refresh(asn: int, ripestat_file: Path, output: Path | None = None) -> tuple[
                datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     target = output or bundled_path(asn)
     target.write_text(render(asn, networks, f"RIPEstat announced-prefixes "
-                                            f"({RIPESTAT_URL.format(asn=asn)})", when),
+                                            f"({RIPESTAT_URL.format(asn=asn)}), saved as "
+                                            f"{ripestat_file.name}", when,
+                             f"yes (RIPEstat's own answer for AS{asn}, {when})"),
                       encoding="utf-8")
     return target, len(networks)

@@ -168,6 +168,12 @@ def _dns_outside_unverified(v: TargetView) -> Evidence:
     return None if proven else [suspect[0]]
 
 
+def _dns_outside_unverified_list(v: TargetView) -> Evidence:
+    """The same answer, where the address space itself is a list nobody verified (a
+    third-party aggregation of an AS's prefixes): being outside it proves nothing alone."""
+    return None if v.target.space_verified else _dns_outside_unverified(v)
+
+
 def _dns_blocked(v: TargetView) -> Evidence:
     dns = v.failed("dns", DNS_ERRORS)
     answered = [o for o in v.resolvers(control=True) if o.ok and o.details.get("answers")]
@@ -376,6 +382,12 @@ RULES: tuple[Rule, ...] = (
          "the answer is outside the service's address space (for a service that publishes none: "
          "unlike every control resolver's answer) and the service's checks fail there",
          _dns_outside_space),
+    Rule("dns_outside_unverified_list", "inconclusive",
+         "the answer is outside the service's address space, unlike every control resolver's "
+         "answer, and no step of the plan can prove the service there, but the prefix list "
+         "behind that space is not verified (`# verified: no`): a regional address it lacks "
+         "looks the same, so this alone is not called injection",
+         _dns_outside_unverified_list),
     Rule("dns_outside_space_unverified", "dns_injection",
          "the answer is outside the service's address space, unlike every control resolver's "
          "answer, and no step of the plan can prove the service there (no TLS, no MTProto)",

@@ -25,6 +25,11 @@ def telegram_overrides() -> dict[str, Any]:
         ],
         "domains": [{"name": f.name, **({"url": f.url} if f.url else {})} for f in plan.FRONTS],
         "ports": list(plan.DC_PORTS),
+        # the media-only DCs on DC2's and DC4's lab servers (never Telegram's addresses)
+        "groups": {"media": {"endpoints": [
+            {"name": media, "addresses": [a for d in plan.DCS if d.name == dc
+                                          for a in (d.v4[0], d.v6)]}
+            for media, dc in plan.MEDIA_DCS], "ports": list(plan.DC_PORTS)}},
         "address_space": list(plan.ADDRESS_SPACE),
         "neutral_sni": plan.NEUTRAL_SNI,
     }

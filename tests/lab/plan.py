@@ -154,6 +154,14 @@ FRONTS = (
     Front("core.telegram.org", "198.18.72.14", "2001:db8:64:48::14"),
 )
 FRONT_NAMES = tuple(f.name for f in FRONTS)
+#: The web client's per-DC WebSocket hosts (the catalogue's `web_client` group): TLS fronts
+#: from the lab CA beside the other Telegram fronts.
+TELEGRAM_WEB_CLIENT = tuple(
+    Front(f"{n}.web.telegram.org", f"198.18.72.{20 + i}", f"2001:db8:64:48::{20 + i}")
+    for i, n in enumerate(("pluto", "venus", "aurora", "vesta", "flora")))
+#: The media-only DCs (the catalogue's `media` group) live on DC2's and DC4's lab servers:
+#: the same MTProto listeners, so a rule against DC2 hits dc2-media too, as in reality.
+MEDIA_DCS = (("dc2-media", "dc2"), ("dc4-media", "dc4"))
 
 
 # ------------------------------------------------------------------ WhatsApp and Signal
@@ -166,11 +174,17 @@ WHATSAPP_SPACE = ("198.18.80.0/20", "2001:db8:80::/48")
 WHATSAPP_CHAT = tuple(Front(f"e{i}.whatsapp.net", f"198.18.80.{i}", f"2001:db8:80::{i:x}")
                       for i in range(1, 17))
 WHATSAPP_CHAT_PORTS = (443, 5222)
+#: The chat gateway g.whatsapp.net (DNS -> TCP -> Noise on 5222, 443 and 80): the same Noise
+#: responder, in WhatsApp's space but outside WHATSAPP_CHAT_NETS (the chat endpoints' own
+#: net, which the Noise censor scenarios target).
+WHATSAPP_GATEWAY = Front("g.whatsapp.net", "198.18.82.17", "2001:db8:80:82::17")
+WHATSAPP_GATEWAY_PORTS = (5222, 443, 80)
 #: Registration and WhatsApp Web: TLS :443 from the lab CA (public CAs in reality);
 #: web.whatsapp.com also on :80, redirecting to https.
 WHATSAPP_FRONTS = (
     Front("v.whatsapp.net", "198.18.81.10", "2001:db8:80:81::10"),
     Front("web.whatsapp.com", "198.18.81.11", "2001:db8:80:81::11"),
+    Front("mmg.whatsapp.net", "198.18.81.12", "2001:db8:80:81::12"),
 )
 WHATSAPP_WEB = WHATSAPP_FRONTS[1]
 #: Signal's hosts; no address space in the config (Signal publishes none). Certificates of
@@ -178,18 +192,22 @@ WHATSAPP_WEB = WHATSAPP_FRONTS[1]
 #: `signal` anchor of the lab config; the cloud-fronted ones from the lab CA (`system`).
 SIGNAL_PINNED_CA = (
     Front("chat.signal.org", "198.18.96.10", "2001:db8:96::10"),
-    Front("textsecure-service.whispersystems.org", "198.18.96.11", "2001:db8:96::11"),
     Front("sfu.voip.signal.org", "198.18.96.15", "2001:db8:96::15"),
+    Front("cdsi.signal.org", "198.18.96.16", "2001:db8:96::16"),
+    Front("svr2.signal.org", "198.18.96.17", "2001:db8:96::17"),
 )
 SIGNAL_LAB_CA = (
     Front("storage.signal.org", "198.18.96.12", "2001:db8:96::12"),
     Front("cdn.signal.org", "198.18.96.13", "2001:db8:96::13"),
     Front("cdn2.signal.org", "198.18.96.14", "2001:db8:96::14"),
+    Front("cdn3.signal.org", "198.18.96.18", "2001:db8:96::18"),
+    Front("updates.signal.org", "198.18.96.19", "2001:db8:96::19"),
 )
 #: Where the lab's web servers of each service live (the censor's DNAT rules match these).
 WEB_NETS = (("198.18.72.0/24", "2001:db8:64:48::/64"), ("198.18.81.0/24", "2001:db8:80:81::/64"),
             ("198.18.96.0/24", "2001:db8:96::/64"))
-OTHER_HOSTS = (*WHATSAPP_CHAT, *WHATSAPP_FRONTS, *SIGNAL_PINNED_CA, *SIGNAL_LAB_CA)
+OTHER_HOSTS = (*TELEGRAM_WEB_CLIENT, *WHATSAPP_CHAT, WHATSAPP_GATEWAY, *WHATSAPP_FRONTS,
+               *SIGNAL_PINNED_CA, *SIGNAL_LAB_CA)
 #: WhatsApp chat addresses only (not the web fronts): what a censor of the Noise protocol hits.
 WHATSAPP_CHAT_NETS = ("198.18.80.0/24", "2001:db8:80::/64")
 #: Signal's domain fronts (libsignal rust/net/src/env.rs): a CDN in the lab, outside every

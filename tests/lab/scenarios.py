@@ -7,7 +7,7 @@ Expectations are ordered (glob pattern over target names -> verdict) lists per v
 the first matching pattern wins. ``failures`` names failure strings that must appear in
 the evidence of the verdicts of matching targets (the observations behind the verdict).
 Target names follow docs/engine-contract.md: ``dc2-v4b:443``, ``web.telegram.org/v6``,
-``e1.whatsapp.net/v4:5222``, ``web.whatsapp.com/v6:80``, ``chat.signal.org/v4``. Every
+``e1.whatsapp.net/v4:5222``, ``web.whatsapp.com/v6``, ``chat.signal.org/v4``. Every
 scenario covers Telegram, WhatsApp and Signal (tests/lab/plan.py: their lab hosts).
 """
 
@@ -28,13 +28,16 @@ ALL_OK: Expect = (("*", "ok"),)
 DCS = "dc*"
 #: every target of a name the probe resolves, all three messengers
 DOMAINS = "*/v[46]*"
-WA_CHAT = "e*.whatsapp.net/*"
-WA_CHAT_5222 = "e*.whatsapp.net/*:5222"
-WA_WEB_HTTP = "web.whatsapp.com/*:80"
+#: chat endpoints e1-e16 and the gateway g.whatsapp.net (DNS -> TCP; no TLS)
+WA_CHAT = "[eg]*.whatsapp.net/*"
+WA_CHAT_5222 = "[eg]*.whatsapp.net/*:5222"
 WA_REGISTRATION = "v.whatsapp.net/*"
-WA_WEB_HTTPS = "web.whatsapp.com/*:443"
-SIGNAL_HOSTS = "*.signal.org/*"  # not textsecure-service.whispersystems.org
-SIGNAL_PINNED = ("chat.signal.org/*", "textsecure-service.whispersystems.org/*")
+WA_WEB_HTTPS = "web.whatsapp.com/*"
+WA_MEDIA = "mmg.whatsapp.net/*"
+#: the web client's hosts share web.telegram.org's name as a suffix (an SNI match hits both)
+TG_WEB = "*web.telegram.org/*"
+SIGNAL_HOSTS = "*.signal.org/*"
+SIGNAL_PINNED = ("chat.signal.org/*", "cdsi.signal.org/*", "svr2.signal.org/*")
 #: Verdicts that only a censor produces (a real outage must never be reported as these).
 CENSOR_ONLY = ("sni_filtering", "dns_injection", "tls_interception", "http_blockpage")
 BLOCKS = tuple(sorted(BLOCKING_VERDICTS))
@@ -217,7 +220,6 @@ SCENARIOS: tuple[Scenario, ...] = (
             # the answer outside AS32934's space that no control gave is what convicts it
             (WA_CHAT_5222, ("connection_refused",)),
             (WA_CHAT, ()),
-            (WA_WEB_HTTP, ("http_unexpected_status",)),  # no redirect to https
             # Signal has no address space: the pinned CA refuses the decoy's certificate
             *((glob, ("ssl_unknown_authority",)) for glob in SIGNAL_PINNED),
             (DOMAINS, ("ssl_invalid_hostname",)),
@@ -266,29 +268,30 @@ SCENARIOS: tuple[Scenario, ...] = (
                  ("*", "ok")),
         failures=tuple((glob, ("generic_timeout_error",))
                        for glob in ("dc2-*", "dc4-*", "e2.whatsapp.net/*", "cdn2.signal.org/*")),
-        censor=drop_to([*plan.dc_addresses(("dc2", "dc4")),
+        censor=drop_to([*plan.dc_addresses(("dc2", "dc4")),  # dc2-media, dc4-media too
                         *plan.addresses(plan.WHATSAPP_CHAT[1:2]),
                         *plan.addresses(plan.SIGNAL_LAB_CA[2:3])]),
     ),
     Scenario(
         "07-tcp-reset",
         "TCP reset at connect",
-        "the censor answers SYNs to the DC addresses, and to WhatsApp's chat endpoints on "
-        "5222 (not 443), with RST (REJECT --reject-with tcp-reset)",
+        "the censor answers SYNs to the DC addresses, and to WhatsApp's chat endpoints and "
+        "gateway on 5222 (not 443), with RST (REJECT --reject-with tcp-reset)",
         subject=((DCS, "tcp_reset"), (WA_CHAT_5222, "tcp_reset"), ("*", "ok")),
         failures=((DCS, ("connection_refused",)), (WA_CHAT_5222, ("connection_refused",))),
         censor=(*reset_to(plan.dc_addresses()),
-                *reset_to(plan.addresses(plan.WHATSAPP_CHAT), port=5222)),
+                *reset_to(plan.addresses((*plan.WHATSAPP_CHAT, plan.WHATSAPP_GATEWAY)),
+                          port=5222)),
     ),
     Scenario(
         "08a-sni-reset",
         "SNI filtering by reset",
         "iptables string match on 'web.telegram.org' or 'signal.org' in the ClientHello "
-        "(port 443): RST; the same address with a neutral SNI works "
-        "(textsecure-service.whispersystems.org does not match)",
-        subject=(("web.telegram.org/*", "sni_filtering"), (SIGNAL_HOSTS, "sni_filtering"),
+        "(port 443): RST; the same address with a neutral SNI works (the web client's "
+        "hosts, *.web.telegram.org, match too)",
+        subject=((TG_WEB, "sni_filtering"), (SIGNAL_HOSTS, "sni_filtering"),
                  ("*", "ok")),
-        failures=(("web.telegram.org/*", ("connection_reset",)),
+        failures=((TG_WEB, ("connection_reset",)),
                   (SIGNAL_HOSTS, ("connection_reset",))),
         censor=sni_filter("web.telegram.org", ("-j", "REJECT", "--reject-with", "tcp-reset"),
                           "signal.org"),
@@ -298,11 +301,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         "SNI filtering by drop",
         "iptables string match on 'web.telegram.org' or 'whatsapp' in the ClientHello (port "
         "443): silently dropped; the same address with a neutral SNI works (WhatsApp's chat "
-        "endpoints send no ClientHello)",
-        subject=(("web.telegram.org/*", "sni_filtering"), (WA_REGISTRATION, "sni_filtering"),
-                 (WA_WEB_HTTPS, "sni_filtering"), ("*", "ok")),
+        "endpoints and gateway send no ClientHello)",
+        subject=((TG_WEB, "sni_filtering"), (WA_REGISTRATION, "sni_filtering"),
+                 (WA_WEB_HTTPS, "sni_filtering"), (WA_MEDIA, "sni_filtering"), ("*", "ok")),
         failures=tuple((glob, ("generic_timeout_error",))
-                       for glob in ("web.telegram.org/*", WA_REGISTRATION, WA_WEB_HTTPS)),
+                       for glob in (TG_WEB, WA_REGISTRATION, WA_WEB_HTTPS, WA_MEDIA)),
         censor=sni_filter("web.telegram.org", ("-j", "DROP"), "whatsapp"),
     ),
     Scenario(
@@ -310,7 +313,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "TLS interception",
         "the censor DNATs :443 of every service's web fronts to its own TLS server "
         "(certificates for the right names from the censor's CA)",
-        subject=((DCS, "ok"), (WA_CHAT, "ok"), (WA_WEB_HTTP, "ok"), (DOMAINS, "tls_interception")),
+        subject=((DCS, "ok"), (WA_CHAT, "ok"), (DOMAINS, "tls_interception")),
         failures=((DOMAINS, ("ssl_unknown_authority",)),),
         censor=dnat_fronts(443, plan.CENSOR_TLS),
     ),
@@ -327,11 +330,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         "11-http-blockpage",
         "HTTP blockpage",
         "the censor DNATs :80 of every service's web fronts to its blockpage server (Iran's "
-        "403 iframe to 10.10.34.34); telegram.org and web.whatsapp.com (which must redirect "
-        "to https) have plain-http URLs",
-        subject=(("telegram.org/*", "http_blockpage"), (WA_WEB_HTTP, "http_blockpage"), ("*", "ok")),
-        failures=(("telegram.org/*", ("http_unexpected_status",)),
-                  (WA_WEB_HTTP, ("http_unexpected_status",))),
+        "403 iframe to 10.10.34.34); telegram.org has a plain-http URL",
+        subject=(("telegram.org/*", "http_blockpage"), ("*", "ok")),
+        failures=(("telegram.org/*", ("http_unexpected_status",)),),
         censor=dnat_fronts(80, plan.CENSOR_BLOCKPAGE),
     ),
     Scenario(

@@ -498,12 +498,17 @@ class Lab:
                                service=True)
 
         web = plan.WHATSAPP_WEB
+        gateway = plan.WHATSAPP_GATEWAY
         return [
-            # WhatsApp's chat servers: the Noise responder, its chain from the lab's test root
-            # (the `whatsapp` anchor of the lab config: tests.support.noiseserver.root_pem)
+            tls("telegram-web-client", self.ca_dir, plan.TELEGRAM_WEB_CLIENT),
+            # WhatsApp's chat servers and gateway: the Noise responder, its chain from the
+            # lab's test root (the `whatsapp` anchor of the lab config:
+            # tests.support.noiseserver.root_pem)
             ServiceSpec("whatsapp-chat", plan.INTERNET, "noiseserver",
                         [(a, p) for a in plan.addresses(plan.WHATSAPP_CHAT)
-                         for p in plan.WHATSAPP_CHAT_PORTS], service=True),
+                         for p in plan.WHATSAPP_CHAT_PORTS]
+                        + [(a, p) for a in (gateway.v4, gateway.v6)
+                           for p in plan.WHATSAPP_GATEWAY_PORTS], service=True),
             tls("whatsapp-tls", self.ca_dir, plan.WHATSAPP_FRONTS),
             ServiceSpec("whatsapp-web-http", plan.INTERNET, "tcpserver",
                         [(a, 80) for a in (web.v4, web.v6)],

@@ -100,6 +100,12 @@ CASES: dict[str, tuple[Target, Baseline, list[Observation]]] = {
     "dns_outside_space_unverified": (CHAT, ONLINE, [dns(answers=(FORGED,), outside_space=[FORGED]),
                                                     dns(role="control", answers=("157.240.1.53",)),
                                                     obs("tcp", address=FORGED)]),
+    # the same evidence, but the prefix list behind the space is a third-party copy nobody
+    # verified: a regional Meta edge it lacks would look the same
+    "dns_outside_unverified_list": (replace(CHAT, space_verified=False), ONLINE,
+                                    [dns(answers=(FORGED,), outside_space=[FORGED]),
+                                     dns(role="control", answers=("157.240.1.53",)),
+                                     obs("tcp", address=FORGED)]),
     "dns_failure_control_ok": (WEB, ONLINE, [dns(F.DNS_NXDOMAIN, answers=()),
                                              dns(role="control"), obs("tcp"), obs("tls"),
                                              obs("http")]),

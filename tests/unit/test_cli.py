@@ -97,14 +97,14 @@ def test_catalog_lists_every_dc_and_family() -> None:
     assert {"149.154.175.50", "149.154.167.51", "95.161.76.100", "149.154.175.100",
             "149.154.167.91", "149.154.171.5", "2001:67c:4e8:f002::a"} <= addresses
     assert len(data["groups"]["datacenters"]["endpoints"]) == 5
-    assert data["groups"]["datacenters"]["ports"] == [443, 80]
+    assert data["groups"]["datacenters"]["ports"] == [443, 80, 5222]
     assert "149.154.160.0/20" in data["address_space"]
 
 
 def test_check_config_accepts_the_example() -> None:
     result = run_probe("check-config", "configs/probe.example.yaml")
     assert result.returncode == 0
-    assert "ok" in result.stdout and "3 messenger(s), 114 targets" in result.stdout
+    assert "ok" in result.stdout and "3 messenger(s), 159 targets" in result.stdout
 
 
 async def test_once_json_matches_the_contract(world: World, tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_the_lab_configs_are_valid_and_every_target_has_an_expectation(tmp_path:
         assert config.tls.trust["signal"] == tmp_path / "signal-ca" / "ca.pem"
         assert config.tls.trust["whatsapp"] == tmp_path / "whatsapp-root.pem"
         names = [t for p in plans.values() for t in p.target_names]
-        assert len(names) == 114
+        assert len(names) == 144
         for scenario in (*SCENARIOS, *OFFLINE_SCENARIOS):
             for name in names:
                 scenario.expected(vantage, name)  # KeyError if no glob matches

@@ -62,10 +62,16 @@ def test_whatsapp_every_endpoint_family_and_port_is_a_target(tmp_path: Path) -> 
     assert all([s.check for s in t.steps] == ["dns", "tcp", "noise"] and t.trust == "whatsapp"
                for t in chat)
     names = set(whatsapp.target_names)
-    assert {"v.whatsapp.net/v4", "web.whatsapp.com/v6:443", "web.whatsapp.com/v4:80"} <= names
-    web_http = next(t for t in whatsapp.targets if t.name == "web.whatsapp.com/v4:80")
-    assert (web_http.port, web_http.url) == (80, "http://web.whatsapp.com/")
-    assert web_http.steps[-1].options["expect"] == "https_redirect"
+    assert {"v.whatsapp.net/v4", "web.whatsapp.com/v6", "mmg.whatsapp.net/v4"} <= names
+    # http://web.whatsapp.com answers 403 since 2022-12-02: retired, as OONI did
+    assert not any(t.port == 80 and t.endpoint == "web.whatsapp.com" for t in whatsapp.targets)
+    web = next(t for t in whatsapp.targets if t.name == "web.whatsapp.com/v4")
+    assert web.steps[-1].options["expect"] == "any_status"
+    assert web.steps[-1].options["user_agent"] == "browser"
+    # the gateway Meta's proxy forwards to, on the proxy's three ports
+    gateway = {t.name for t in whatsapp.targets if t.group == "gateway"}
+    assert gateway == {f"g.whatsapp.net/v{f}:{p}" for f in (4, 6) for p in (443, 5222, 80)}
+    assert len(whatsapp.targets) == 76
     # the address-space check: AS32934's shipped prefixes
     assert whatsapp.targets[0].in_address_space("157.240.1.53")
     assert whatsapp.targets[0].in_address_space("2a03:2880:f10c::1")
@@ -77,22 +83,40 @@ def test_whatsapp_every_endpoint_family_and_port_is_a_target(tmp_path: Path) -> 
 def test_signal_trust_is_per_host(tmp_path: Path) -> None:
     signal = {p.messenger: p for p in plan(load_config(three(tmp_path)))}["signal"]
     trust = {t.endpoint: t.trust for t in signal.targets}
-    assert trust == {"chat.signal.org": "signal", "textsecure-service.whispersystems.org": "signal",
+    assert trust == {"chat.signal.org": "signal", "cdsi.signal.org": "signal",
+                     "svr2.signal.org": "signal",
                      "storage.signal.org": "system+signal", "cdn.signal.org": "system+signal",
-                     "cdn2.signal.org": "system+signal", "sfu.voip.signal.org": "system+signal"}
+                     "cdn2.signal.org": "system+signal", "cdn3.signal.org": "system+signal",
+                     "sfu.voip.signal.org": "system+signal", "updates.signal.org": "system+signal"}
     assert signal.address_space == ()  # Signal publishes none: the pinned CA proves the hosts
-    assert len(signal.targets) == 12
+    assert len(signal.targets) == 18  # textsecure-service.whispersystems.org is retired
+
+
+def test_telegram_media_dcs_port_5222_and_web_client(tmp_path: Path) -> None:
+    telegram = {p.messenger: p for p in plan(load_config(three(tmp_path)))}["telegram"]
+    names = set(telegram.target_names)
+    assert {"dc1-v4:5222", "dc2-media-v4:443", "dc4-media-v6:5222",
+            "pluto.web.telegram.org/v4", "flora.web.telegram.org/v6"} <= names
+    media = next(t for t in telegram.targets if t.name == "dc2-media-v4:80")
+    assert media.address == "149.154.167.151"
+    assert len(telegram.targets) == 65
 
 
 def test_the_shipped_signal_anchor_is_signals_root() -> None:
+    """Both roots libsignal pins: the RSA one to 2032 and the Ed25519 one from 2026-06-16
+    (without it, Signal's next rotation would be a false tls_interception everywhere)."""
     context = TrustStore(None, {}).context("signal")
-    (root,) = context.get_ca_certs()
-    subject = dict(x[0] for x in root["subject"])
-    assert subject == {"countryName": "US", "stateOrProvinceName": "California",
-                       "localityName": "Mountain View", "organizationName": "Signal Messenger, LLC",
-                       "commonName": "Signal Messenger"}
-    assert (root["notBefore"], root["notAfter"]) == ("Jan 26 00:45:51 2022 GMT",
-                                                     "Jan 24 00:45:50 2032 GMT")
+    roots = context.get_ca_certs()
+    assert len(roots) == 2
+    for root in roots:
+        subject = dict(x[0] for x in root["subject"])
+        assert subject == {"countryName": "US", "stateOrProvinceName": "California",
+                           "localityName": "Mountain View",
+                           "organizationName": "Signal Messenger, LLC",
+                           "commonName": "Signal Messenger"}
+    assert sorted((r["notBefore"], r["notAfter"]) for r in roots) == [
+        ("Jan 26 00:45:51 2022 GMT", "Jan 24 00:45:50 2032 GMT"),
+        ("Jun 16 21:29:14 2026 GMT", "Jun 16 21:34:14 2036 GMT")]
 
 
 def test_union_of_anchors(tmp_path: Path) -> None:
@@ -108,8 +132,8 @@ def test_union_of_anchors(tmp_path: Path) -> None:
 
 def test_unknown_trust_anchor_is_one_line_with_file_and_line(tmp_path: Path) -> None:
     path = config_file(tmp_path, {"vantage": {"name": "t"}, "messengers": {"signal": {
-        "groups": {"services": {"trust": "system+signa"}}}}})
-    with pytest.raises(ConfigError, match=r"probe.yaml:\d+: messengers.signal.groups.services: "
+        "groups": {"storage": {"trust": "system+signa"}}}}})
+    with pytest.raises(ConfigError, match=r"probe.yaml:\d+: messengers.signal.groups.storage: "
                                           r"unknown trust anchor 'signa'"):
         load_config(path)
 
@@ -194,7 +218,11 @@ def test_a_refreshed_prefix_file_replaces_the_shipped_space_without_a_new_image(
 def test_shipped_prefix_file_names_source_and_date() -> None:
     text = prefixes.bundled_path(32934).read_text()
     assert "# source:" in text and "# date:" in text and "refresh" in text
-    assert ipaddress.ip_network("157.240.0.0/16") in prefixes.load(32934)
+    loaded = prefixes.load(32934)
+    # the ranges the hand-written list lacked (ipverse/asn-ip's AS32934 aggregation)
+    for missing in ("45.64.40.0/22", "57.141.0.0/20", "163.77.132.0/23", "163.77.136.0/23"):
+        assert ipaddress.ip_network(missing) in loaded
+    assert ipaddress.ip_network("157.240.0.0/17") in loaded
     with pytest.raises(ConfigError, match="no prefix file for AS64999"):
         prefixes.load(64999)
     assert prefixes.parse_asn("as32934") == 32934
@@ -254,7 +282,9 @@ def signal_overrides(port: int) -> dict[str, Any]:
     def host(name: str) -> dict[str, Any]:
         return {"name": name, "port": port, "url": f"https://{name}:{port}/"}
     return {"groups": {"chat": {"endpoints": [host("chat.signal.org")]},
-                       "services": {"endpoints": [host("storage.signal.org")]}}}
+                       "storage": {"endpoints": [host("storage.signal.org")]},
+                       **{g: {"endpoints": []} for g in ("registration", "media", "calls",
+                                                         "updates")}}}
 
 
 @pytest.mark.parametrize(("chat_ca", "storage_ca", "chat", "storage"), [
@@ -366,7 +396,7 @@ def test_a_bad_catalogue_file_names_its_own_line(tmp_path: Path) -> None:
 
 def test_two_endpoints_making_one_target_are_refused(tmp_path: Path) -> None:
     path = config_file(tmp_path, {"vantage": {"name": "t"}, "messengers": {"whatsapp": {
-        "groups": {"web_http": {"endpoints": [{"name": "web.whatsapp.com", "port": 443}]}}}}})
+        "groups": {"media": {"endpoints": [{"name": "web.whatsapp.com", "port": 443}]}}}}})
     result = RUNNER.invoke(app, ["check-config", str(path)])
     assert result.exit_code == 2
     assert "two endpoints make the target 'web.whatsapp.com/v4'" in result.output

@@ -24,6 +24,18 @@ from probe.model.observation import Observation
 from probe.sinks import scrub
 
 FINGERPRINT_WINDOW = 65536  # blockpages are small: match the first 64 KiB only
+USER_AGENT = "reach-probe (+https://github.com/reach-probe)"
+#: `options: {user_agent: browser}`: what a desktop browser sends. Some services answer an
+#: unknown client with 4xx (WhatsApp Web, ooni/spec ts-018), or a blockpage only to browsers.
+BROWSER_USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                      "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36")
+
+
+def user_agent(option: object) -> str:
+    """The User-Agent a step asks for: `browser`, a literal string, or the probe's own."""
+    if option == "browser":
+        return BROWSER_USER_AGENT
+    return str(option) if isinstance(option, str) and option else USER_AGENT
 
 
 if TYPE_CHECKING:
@@ -84,6 +96,7 @@ async def fetch(
     source: str | None = None,
     headers: Mapping[str, str] | None = None,
     capture: tuple[str, ...] = (),
+    agent: str = USER_AGENT,
 ) -> tuple[str | None, dict[str, Any]]:
     """GET `url` (pinned to `address` if given); return (failure, evidence). `headers` are
     sent besides the usual ones (a fronted request's Host); the response headers named in
@@ -109,7 +122,7 @@ async def fetch(
     try:
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=timeout),
-            headers={"User-Agent": "reach-probe (+https://github.com/reach-probe)"},
+            headers={"User-Agent": agent},
         ) as session, session.get(url, allow_redirects=False,
                                   headers=dict(headers or {})) as response, _settled(created):
             details["status"] = response.status
@@ -165,6 +178,7 @@ async def check(step: Step, env: Env) -> list[Observation]:
         timeout=env.timeout, max_bytes=env.http_max_bytes,
         transfer_seconds=env.http_transfer_seconds, blockpages=env.blockpages,
         source=env.source.for_version(step.target.family),
+        agent=user_agent(step.options.get("user_agent")),
     )
     expect = step.options.get("expect")
     if expect == "any_status" and failure == failures.HTTP_UNEXPECTED_STATUS:

@@ -238,11 +238,14 @@ async def exchange(channel: Channel, opening: bytes, tag: bytes, nonce: bytes,
 
 def dc_id(step: Step) -> int:
     """The DC id the obfuscated init carries: the step's `dc` option, else the number in the
-    endpoint's name (dc2 -> 2), else 2 (a DC every client may ask for)."""
+    endpoint's name (dc2 -> 2; a media-only DC, dc2-media, -> -2, the negative id the apps
+    use for it), else 2 (a DC every client may ask for)."""
     if "dc" in step.options:
         return int(step.options["dc"])
-    found = re.fullmatch(r"dc(\d{1,4})", step.target.endpoint)
-    return int(found.group(1)) if found else 2
+    found = re.fullmatch(r"dc(\d{1,4})(-media)?", step.target.endpoint)
+    if found is None:
+        return 2
+    return -int(found.group(1)) if found.group(2) else int(found.group(1))
 
 
 def tag_of(step: Step, default: str = "intermediate") -> tuple[str, bytes]:

@@ -292,7 +292,8 @@ def auth_middleware(web_config: WebConfig) -> Callable[..., Awaitable[web.Stream
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if request.path != "/healthz":
-            ok = await web_config.authorized(request.headers.get("Authorization"))
+            ok = await web_config.authorized(request.headers.get("Authorization"),
+                                             request.remote or "")
             if not ok:
                 await asyncio.sleep(FAILED_LOGIN_DELAY)
             if ok is None:

@@ -26,6 +26,8 @@ its cores with timing-sensitive checks:
 - bcrypt runs in one worker thread (`BcryptWorker`), one check at a time, at most half a
   core (it rests as long as it worked), with a bounded queue: a wrong-password flood gets
   429 for what does not fit, never more CPU;
+- the queue is fair per source address: one waiting check per source, so a flood from one
+  address holds one place and a login from another address is checked at once;
 - a successful check is remembered (keyed by a hash of the credentials) so scrapes do not
   pay bcrypt each time, and so is a failed (user, password) pair, so a repeated wrong
   password costs nothing;
@@ -140,6 +142,7 @@ class BcryptWorker:
         self.queue, self.duty, self.max_wait = queue, duty, max_wait
         self.cost = 0.25  # seconds per check, a running average (cost 10 is 0.05-0.3 s)
         self.pending = 0
+        self._pending_from: dict[str, int] = {}
         self.checks = 0
         self.refused = 0
         self._rest_until = 0.0
@@ -160,21 +163,25 @@ class BcryptWorker:
             self._rest_until = time.monotonic() + spent * (1 / self.duty - 1)
             self.checks += 1
 
-    async def check(self, password: bytes, hashed: bytes) -> bool | None:
-        """Whether `password` matches `hashed`; None when too many checks are waiting (more
-        than `queue`, or more than `max_wait` seconds of work ahead)."""
-        if self.pending >= self.queue or (
+    async def check(self, password: bytes, hashed: bytes, source: str = "") -> bool | None:
+        """Whether `password` matches `hashed`; None when `source` already has a check
+        waiting, or too many are waiting (more than `queue`, or more than `max_wait`
+        seconds of work ahead). The worker runs checks in arrival order, so with one place
+        per source it serves the sources in turn."""
+        if self._pending_from.get(source) or self.pending >= self.queue or (
                 self.pending and self.pending * self.cost / self.duty > self.max_wait):
             self.refused += 1
             return None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="bcrypt")
         self.pending += 1
+        self._pending_from[source] = 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._check, password, hashed)
         finally:
             self.pending -= 1
+            del self._pending_from[source]
 
 
 class _Outcomes:
@@ -229,9 +236,9 @@ class WebConfig:
         cost = max((_cost(h) for h in self.users.values()), default=10)
         return _DUMMY_HASH[:4] + b"%02d" % cost + _DUMMY_HASH[6:]
 
-    async def authorized(self, header: str | None) -> bool | None:
+    async def authorized(self, header: str | None, source: str = "") -> bool | None:
         """Whether an Authorization header carries valid credentials (always, without users);
-        None when the password checker is saturated (answer 429)."""
+        None when the password checker has no place for `source` (answer 429)."""
         if not self.users:
             return True
         if header is None or len(header) > MAX_CREDENTIALS:
@@ -252,7 +259,7 @@ class WebConfig:
         if key in self._failed or len(password) > BCRYPT_MAX_PASSWORD:
             return False
         hashed = self.users.get(user_b.decode("utf-8", "replace"))
-        ok = await self.worker.check(password, hashed or self.dummy_hash)
+        ok = await self.worker.check(password, hashed or self.dummy_hash, source)
         if ok is None:
             return None
         ok = ok and hashed is not None

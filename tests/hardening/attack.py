@@ -345,15 +345,17 @@ def slowloris(port: int, count: int, lifetimes: list[float]) -> Callable[[thread
     return attack
 
 
-def _from(url: str, source: str, timeout: float = 5) -> int:
-    """GET `url` from the loopback address `source` (another client than the sampler's)."""
+def request_from(url: str, source: str, headers: dict[str, str] | None = None,
+                 timeout: float = 5) -> int:
+    """GET `url` from the loopback address `source` (another client than the sampler's);
+    the status, 0 when the request failed."""
     import http.client
 
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout,
                                             source_address=(source, 0))
     try:
-        connection.request("GET", parts.path or "/")
+        connection.request("GET", parts.path or "/", headers=headers or {})
         response = connection.getresponse()
         response.read()
         return response.status
@@ -373,7 +375,7 @@ def _flood_client(url: str, method: str, auth: str | None, start: int, stop: Any
     while not stop.is_set():
         n += 1
         if source is not None:
-            status = _from(url, source)
+            status = request_from(url, source)
         else:
             headers = {"Authorization": basic(auth, f"wrong-{n}")} if auth else {}
             status, _, _ = request(url, method, headers, timeout=5)

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,7 +198,7 @@ def test_wrong_password_flood_is_bounded(tmp_path: Path, target: int) -> None:
         time.sleep(1.5)
         request(probe.base + "/metrics", headers=probe.auth)  # the real scraper logs in once
         codes: dict[int, int] = {}
-        flood = attack.http_flood(probe.base + "/metrics", "prometheus", 8, codes)
+        flood = attack.http_flood(probe.base + "/metrics", "prometheus", 32, codes)
         sample = sampled(probe, flood, 8,
                          health=lambda: request(probe.base + "/metrics", headers=probe.auth))
         assert sample.cpu_cores < 0.8, sample.row()
@@ -206,6 +207,30 @@ def test_wrong_password_flood_is_bounded(tmp_path: Path, target: int) -> None:
         assert codes.get(401, 0) > 0 and codes.get(429, 0) > 0, codes
         assert set(codes) <= {0, 401, 429}, codes
         assert codes.get(0, 0) <= sum(codes.values()) / 100, codes  # a rare 5 s client timeout
+
+
+def test_a_login_from_another_address_is_not_refused_during_a_flood(tmp_path: Path, target: int) -> None:
+    """Was: after a wrong-password flood the next valid login got 429 three times, then 200
+    (the password checker's queue was shared by everyone). Now each source address has one
+    place in it, so the flood holds one and another address logs in at once."""
+    with attack.reach(tmp_path, target, auth=True, cost=10) as probe:
+        time.sleep(1.5)
+        codes: dict[int, int] = {}
+        stop = threading.Event()
+        flood = threading.Thread(target=attack.http_flood(probe.base + "/metrics", "prometheus", 32, codes),
+                                 args=(stop,))
+        flood.start()
+        try:
+            time.sleep(2)  # the flood fills the checker's queue
+            statuses = [attack.request_from(probe.base + "/metrics", "127.0.0.2", probe.auth)]
+            time.sleep(0.5)
+            # the same address again: remembered, no bcrypt at all
+            statuses.append(attack.request_from(probe.base + "/metrics", "127.0.0.2", probe.auth))
+        finally:
+            stop.set()
+            flood.join(30)
+        assert codes.get(429, 0) > 0, codes  # the flood itself was refused in part
+        assert statuses == [200, 200], statuses
 
 
 async def test_failure_timing_is_equal_for_known_and_unknown_users(tmp_path: Path) -> None:

@@ -53,6 +53,21 @@ PROBE_BIN = Path(sys.executable).parent / "probe"
 #: Upper bound for any single command the lab runs (ip, iptables, tc, sysctl).
 CMD_TIMEOUT = 20
 
+#: The censor's ICMP errors are not rate-limited. A censor that rejects with ICMP (scenario
+#: 19a: administratively prohibited) answers every packet it rejects; Linux's defaults would
+#: let the censor namespace send the subject (one peer) a burst of 6 errors and then one
+#: per net.ipv4.icmp_ratelimit (1000 ms) or net.ipv6.icmp.ratelimit (100 ms on 6.x), and a
+#: round's dozens of parallel connects to the DCs mostly saw silence and timed out (measured:
+#: 131 IPv4 and 80 IPv6 errors suppressed in one round, IcmpOutRateLimitHost). The global
+#: limit (net.ipv4.icmp_msgs_per_sec 1000/s, burst 50; IPv6 shares it) is raised too. Only
+#: the censor namespace: nothing else in the lab sends ICMP errors that a test reads.
+CENSOR_ICMP_SYSCTLS = [
+    "net.ipv4.icmp_ratelimit=0",
+    "net.ipv6.icmp.ratelimit=0",
+    "net.ipv4.icmp_msgs_per_sec=100000",
+    "net.ipv4.icmp_msgs_burst=10000",
+]
+
 
 class LabError(RuntimeError):
     """The lab could not be built or a lab command failed."""
@@ -315,6 +330,8 @@ class Lab:
             ]
             if ns in (plan.CENSOR, plan.INTERNET):
                 sysctls += ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
+            if ns == plan.CENSOR:
+                sysctls += CENSOR_ICMP_SYSCTLS
             ns_run(ns, "sysctl", "-qw", *sysctls)
         for link in plan.LINKS:
             ip_batch(

@@ -235,6 +235,9 @@ class Baseline(Strict):
     throughput_url: str | None = Field(default=None, pattern=r"^https?://")
     # Handshakes per site and round (concurrent, slightly staggered): the sample the
     # vantage's own loss is measured on and the service's failures are compared with.
+    # Taken in full only when something timed out or was retransmitted (one handshake per
+    # site otherwise), and then at least as many as the round's targets need
+    # (probe.judge.vantage.samples_needed); 1: never more than one.
     samples: int = Field(default=20, ge=1, le=100)
 
     @field_validator("targets")

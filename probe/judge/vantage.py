@@ -26,8 +26,10 @@ should not hide that most are blocked).
 Loss and latency: a vantage on a mobile network in Iran loses packets whether or not
 anything is blocked, and a lost SYN looks exactly like a blackholed address. So the round
 measures the vantage's own network on its baseline (`baseline.samples` verified TLS
-handshakes per site, every one an attempt) and the classifier compares the service's
-attempts with that sample, per address family:
+handshakes per site, every one an attempt; more when the round's targets are so many that
+a smaller sample could never show a lone target's timeouts as concentrated:
+samples_needed) and the classifier compares the service's attempts with that sample, per
+address family:
 
 - attempts that time out at a rate the baseline shares are no block: the verdict stays
   non-blocking (with the attempt record), and the vantage is marked *degraded*;
@@ -218,6 +220,27 @@ def fisher_greater(lost: int, tries: int, ref_lost: int, ref_tries: int) -> floa
         p += math.exp(_log_choose(total_lost, k) + _log_choose(total - total_lost, tries - k)
                       - denominator)
     return min(1.0, p)
+
+
+#: The most handshakes per site a full sample takes (the config's own upper bound).
+MAX_SAMPLES_PER_SITE = 100
+
+
+def samples_needed(targets: int, attempts: int) -> int:
+    """The smallest baseline sample (handshakes of one family) against which a target whose
+    `attempts` attempts all timed out can stand out at the round's significance level
+    (ALPHA_TARGET / `targets`) while the baseline lost none. The one-sided Fisher p of that
+    table is 1 / C(n + attempts, attempts): it has a floor set by the sample sizes alone, so
+    a sample too small for the round's number of targets makes the test unable to tell any
+    block from loss (4 attempts against 40 handshakes: p >= 7.4e-6, which no target reaches
+    once a round has more than 135 targets)."""
+    alpha = ALPHA_TARGET / max(1, targets)
+    attempts = max(1, attempts)
+    n = 1
+    limit = 64 * MAX_SAMPLES_PER_SITE
+    while n < limit and fisher_greater(attempts, attempts, 0, n) >= alpha:
+        n += 1
+    return n
 
 
 def lost_counts(observations: Iterable[Observation]) -> Counts:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from probe.inputs.catalog import builtin
 from probe.inputs.config import Config, parse_config
 from probe.measure.round import RoundResult, run_round
 from probe.model.observation import Verdict
@@ -77,6 +78,10 @@ class World:
                 "ports": [self.dc_port],
                 "address_space": ["127.0.0.0/16"],
                 "neutral_sni": "neutral.example",
+                # the catalogue's other groups (media DCs, the web client's hosts, ...) hold
+                # Telegram's real addresses and names: emptied, so the world stays on loopback
+                "groups": {name: {"endpoints": []} for name in builtin("telegram").groups
+                           if name not in ("datacenters", "domains")},
             }},
             "resolvers": {
                 "system": False,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from probe.measure.round import run_round
+from probe.judge.vantage import samples_needed
+from probe.measure.round import Round, _unsteady, run_round
 from probe.measure.wire.net import TCP_HEADERS, UDP_HEADERS
+from probe.model.observation import Attempt, Observation
 from probe.sinks.metrics import Metrics
 from probe.sinks.report import round_json
 from tests.unit.conftest import WEB, World
@@ -55,3 +57,37 @@ async def test_baseline_sampled_when_a_step_timed_out(world: World) -> None:
     # and the verdict is the one the full sample gives (the control resolver answered)
     verdict = next(v for v in result.verdicts if v.target == f"{WEB}/v4")
     assert (verdict.verdict, verdict.rule) == ("dns_blocking", "dns_failure_control_ok")
+
+
+def _handshake(seconds: float, rtt: float | None, retransmits: int = 0,
+               messenger: str | None = None) -> Observation:
+    figures = {"tcp_retransmits": retransmits, **({} if rtt is None else {"tcp_rtt_seconds": rtt})}
+    if messenger is not None:  # a target's step: its figures in its details
+        return Observation(messenger, "t", "tls", "tls_handshake", None, "198.18.2.1", 443,
+                           duration_seconds=seconds, details=figures)
+    return Observation(None, "site", "tls", "tls_handshake", None, "198.18.2.10", 443,
+                       duration_seconds=seconds, details={"samples": [figures]},
+                       role="control", attempts=[Attempt(None, 0.0, seconds)])
+
+
+def test_a_handshake_slowed_by_a_retransmission_timer_asks_for_the_sample() -> None:
+    """Loss on the downlink only: the server resends a lost SYN-ACK or flight before the
+    client's own timer fires, so the client counts no retransmission, but its handshake
+    took a retransmission timer (200 ms at least) longer than its RTT explains (lab L25:
+    one handshake per site left 3 of 5 lossy rounds without a sample, never degraded)."""
+    assert _unsteady(_handshake(0.23, rtt=0.002))  # the baseline's one handshake
+    assert _unsteady(_handshake(1.02, rtt=0.001, messenger="telegram"))  # a target's
+    assert _unsteady(_handshake(0.004, rtt=0.001, retransmits=1))
+    assert not _unsteady(_handshake(0.004, rtt=0.001))
+    # a far server is not slow: 4 round trips of 300 ms and a little
+    assert not _unsteady(_handshake(1.25, rtt=0.3, messenger="telegram"))
+    assert not _unsteady(_handshake(0.5, rtt=None))  # no kernel figures: nothing to compare
+
+
+async def test_the_full_sample_grows_with_the_rounds_targets(world: World) -> None:
+    """`baseline.samples` per site, or more when the round has so many targets that a
+    target whose every attempt timed out could not stand out from that sample."""
+    round_ = Round(world.config())
+    assert round_._sample_sizes() == {"site": 40}
+    round_.targets = round_.targets * 50  # the grown catalogues' scale (150-200 targets)
+    assert round_._sample_sizes() == {"site": samples_needed(len(round_.targets), 4)} != {"site": 40}

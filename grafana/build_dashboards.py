@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from probe.judge.answer import ANSWER_CODES, ANSWER_COLOURS, PATH_COLOURS
 from probe.model.verdicts import FLEET_STATUS, STATUS_COLOURS, VERDICT_COLOURS, blocking_regex
 
 OUT = Path(__file__).resolve().parent / "dashboards"
@@ -53,6 +54,42 @@ STATUS_MAPPINGS = [
     },
     NO_DATA,
 ]
+# The per-messenger answer (probe.judge.answer): its code in a state timeline, its words and
+# colours the status page's; a path's state in a table cell, coloured alike.
+ANSWER_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            str(code): {"text": word.replace("_", " "), "color": ANSWER_COLOURS[word], "index": i}
+            for i, (word, code) in enumerate(sorted(ANSWER_CODES.items(), key=lambda kv: kv[1]))
+        },
+    },
+    NO_DATA,
+]
+PATH_STATE_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            state: {"text": state.replace("_", " "), "color": colour, "index": i}
+            for i, (state, colour) in enumerate(PATH_COLOURS.items())
+        },
+    }
+]
+
+
+def answer_code_expr() -> str:
+    """reach_messenger_answer (one series per vantage x messenger, its label the answer) as
+    the answer's code, for a state timeline."""
+    return (
+        "max by (vantage, messenger) ("
+        + " or ".join(
+            f'(reach_messenger_answer{{{SEL},answer="{word}"}} * {code})'
+            for word, code in sorted(ANSWER_CODES.items(), key=lambda kv: kv[1])
+        )
+        + ")"
+    )
+
+
 # A verdict word -> its fixed colour (tables colour the verdict cell with it).
 VERDICT_MAPPINGS = [
     {
@@ -97,6 +134,14 @@ def column_overrides(columns: list[str]) -> list[dict[str, Any]]:
             "matcher": {"id": "byName", "options": "verdict"},
             "properties": [
                 {"id": "mappings", "value": VERDICT_MAPPINGS},
+                {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+            ],
+        })
+    if "state" in columns:
+        out.append({
+            "matcher": {"id": "byName", "options": "state"},
+            "properties": [
+                {"id": "mappings", "value": PATH_STATE_MAPPINGS},
                 {"id": "custom.cellOptions", "value": {"type": "color-text"}},
             ],
         })
@@ -507,6 +552,31 @@ def fleet_overview() -> dict[str, Any]:
         STATUS_MAPPINGS,
         h=8,
         kind="state-timeline",
+    )
+    status_history(
+        b,
+        "Can a user use it? vantage x messenger",
+        "The per-messenger answer of each vantage (probe.judge.answer, from its verdicts per "
+        "path): usable (chat works, no path blocked), partly blocked (some path blocked: the "
+        "table beside names which), blocked (the chat path, or every path), unknown (the chat "
+        "path not judged, or the vantage offline). Grey: no data.",
+        answer_code_expr(),
+        "{{vantage}} / {{messenger}}",
+        ANSWER_MAPPINGS,
+        w=12,
+        h=8,
+        kind="state-timeline",
+    )
+    table(
+        b,
+        "Paths blocked now",
+        "Which paths a user loses, per vantage and messenger (chat, media, registration, web, "
+        "calls): blocked (every judged target of the path), partly blocked (some). The verdicts "
+        "of their targets are the evidence: the probe's status page and /api/status.",
+        "reach_messenger_path{" + SEL + ',state=~"blocked|partly_blocked"} == 1',
+        ["vantage", "messenger", "path", "state"],
+        w=12,
+        h=8,
     )
     table(
         b,

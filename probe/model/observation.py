@@ -8,12 +8,13 @@ round can be written to JSON as it is.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Literal
 
 from probe.inputs.catalog import Target
+from probe.judge import answer
 
 # primary: the step that speaks for the target (its metrics, its verdict); differential: a
 # step that explains a primary failure (neutral SNI, plain HTTP to a DC, the rejected
@@ -98,6 +99,9 @@ class Verdict:
     measured: float | None = None
     # The circumvention path the target measures (domain_fronting, whatsapp_proxy), if any.
     circumvention: str = ""
+    # What a user loses when the target is blocked (its catalogue group's `path`), set from
+    # the round's targets when the round is judged (RoundDraft.judged).
+    path: str = "chat"
 
     def to_json(self) -> dict[str, Any]:
         extra = {} if self.measured is None else {"measured": iso(self.measured)}
@@ -108,7 +112,7 @@ class Verdict:
             "verdict": self.verdict,
             "rule": self.rule,
             "reason": self.reason,
-            **({"circumvention": self.circumvention} if self.circumvention else {}),
+            **({"circumvention": self.circumvention} if self.circumvention else {"path": self.path}),
             "evidence": [
                 {"observation": o.id, "check": o.check, "role": o.role, "failure": o.failure,
                  "attempts_failed": o.failed_attempts()[0], "attempts": o.failed_attempts()[1]}
@@ -207,6 +211,11 @@ class RoundDraft:
         return self.finished - self.started
 
     def judged(self, verdicts: list[Verdict]) -> RoundResult:
+        """The frozen result; each verdict carries its target's `path` (a verdict whose
+        target is not in the round keeps its own)."""
+        paths = {(t.messenger, t.name): t.path for t in self.targets}
+        verdicts = [v if paths.get((v.messenger, v.target), v.path) == v.path
+                    else replace(v, path=paths[(v.messenger, v.target)]) for v in verdicts]
         return RoundResult(self.vantage, tuple(self.targets), self.started, self.finished,
                            self.baseline, self.network, self.loop_lag_max, dict(self.traffic),
                            self.tier, self.transfers_ran, self.budget, tuple(self.observations),
@@ -246,6 +255,13 @@ class RoundResult:
                 "by_messenger": {k: {"sent": s, "received": r} for k, (s, r) in traffic.items()}}
 
     @cached_property
+    def answers(self) -> dict[str, answer.Answer]:
+        """Can a user here use each messenger? (probe.judge.answer), from the verdicts."""
+        return answer.by_messenger(
+            ((v.messenger, v.path, v.verdict, v.circumvention) for v in self.verdicts),
+            online=self.network.online)
+
+    @cached_property
     def json(self) -> dict[str, Any]:
         """The JSON contract of `probe once` and /api/status (docs/engine-contract.md), made
         once per round. Shared: readers must not change it."""
@@ -261,4 +277,5 @@ class RoundResult:
             "network": self.network.to_json(),
             "observations": [o.to_json() for o in self.observations],
             "verdicts": [verdict.to_json() for verdict in self.verdicts],
+            "answers": {m: a.to_json(self.vantage.role) for m, a in self.answers.items()},
         }

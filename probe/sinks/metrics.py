@@ -115,6 +115,28 @@ def circumvention_lines(vantage: str, result: RoundResult) -> str:
     return "\n".join(lines)
 
 
+def answer_lines(vantage: str, result: RoundResult) -> str:
+    """Can a user here use each messenger? (probe.judge.answer): per messenger the current
+    answer only, and per path its state (a few series per vantage: one per messenger and
+    one per messenger x path the catalogue has)."""
+    answers = result.answers
+    lines = ["# HELP reach_messenger_answer Can a user at this vantage use the messenger: the "
+             "current answer (usable, partly_blocked, blocked, unknown) only, from the verdicts "
+             "per path.",
+             "# TYPE reach_messenger_answer gauge"]
+    for messenger, current in answers.items():
+        labels = _labels(("vantage", "messenger", "answer"), (vantage, messenger, current.answer))
+        lines.append(f"reach_messenger_answer{{{labels}}} 1")
+    lines += ["# HELP reach_messenger_path The current state of each path a user takes "
+              "(chat, media, registration, web, calls): ok, partly_blocked, blocked or unknown.",
+              "# TYPE reach_messenger_path gauge"]
+    for messenger, current in answers.items():
+        for path, state in current.states.items():
+            labels = _labels(("vantage", "messenger", "path", "state"), (vantage, messenger, path, state))
+            lines.append(f"reach_messenger_path{{{labels}}} 1")
+    return "\n".join(lines)
+
+
 def network_lines(vantage: str, network: VantageNetwork) -> list[str]:
     """The per-vantage network gauges from the round's `network` record: online, baseline
     blocked, degraded, loss, RTT and each baseline site."""
@@ -322,6 +344,7 @@ class Metrics:
                 prefix = verdict_labels[vkey] = _labels(("vantage", "messenger", "target"), vkey).encode()
             put(b'reach_verdict{%s,verdict="%s"} 1' % (prefix, _escape(verdict.verdict).encode()))
         put(circumvention_lines(vantage, result).encode())
+        put(answer_lines(vantage, result).encode())
         put(b"")
         return b"\n".join(out)
 

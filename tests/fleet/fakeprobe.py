@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from probe.judge import answer
+
 # Telegram-like targets: DCs speak MTProto over TCP, the web front is DNS + TLS + HTTP.
 TARGETS: dict[str, tuple[str, ...]] = {
     "dc1-v4:443": ("tcp", "mtproto"),
@@ -59,6 +61,16 @@ def three_messengers() -> dict[str, dict[str, tuple[str, ...]]]:
                                           "cdn2.signal.org", "sfu.voip.signal.org", "updates.signal.org")
               for f in (4, 6)}
     return {"telegram": telegram, "whatsapp": whatsapp, "signal": signal}
+
+
+def path_of(target: str) -> str:
+    """The catalogue path of a fake target: web names are `web`, media hosts `media`, the
+    rest (DCs, chat servers) `chat`."""
+    if target.startswith(("mmg.", "cdn")):
+        return "media"
+    if target.startswith(("web.", "www.", "updates.", "telegram.org", "t.me", "core.")):
+        return "web"
+    return "chat"
 
 
 def _fmt_labels(labels: Mapping[str, str]) -> str:
@@ -218,6 +230,20 @@ class FakeProbe:
             current = "yes" if blocked else "untested"
             labels = {**v, "messenger": messenger, "answer": current}
             lines.append(f"reach_circumvention{_fmt_labels(labels)} 1")
+
+        # can a user use it? (probe.judge.answer, the real rule over the fake verdicts)
+        answers = answer.by_messenger(
+            ((m, path_of(t), self.verdict(t), "") for m, ts in self.targets.items() for t in ts),
+            online=self.is_online)
+        family("reach_messenger_answer", "gauge", "Can a user at this vantage use the messenger.")
+        for messenger, current in answers.items():
+            labels = {**v, "messenger": messenger, "answer": current.answer}
+            lines.append(f"reach_messenger_answer{_fmt_labels(labels)} 1")
+        family("reach_messenger_path", "gauge", "The state of each path a user takes.")
+        for messenger, current in answers.items():
+            for path, state in current.states.items():
+                labels = {**v, "messenger": messenger, "path": path, "state": state}
+                lines.append(f"reach_messenger_path{_fmt_labels(labels)} 1")
         return "\n".join(lines) + "\n"
 
     @staticmethod

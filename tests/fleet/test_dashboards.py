@@ -44,6 +44,8 @@ CONTRACT_METRICS = {
     "reach_round_event_loop_lag_seconds",
     "reach_build_info",
     "reach_circumvention",
+    "reach_messenger_answer",
+    "reach_messenger_path",
 }
 # Exported when measured (a round with baseline attempts, configured baseline sites).
 MEASURED_METRICS = {"reach_vantage_loss_ratio", "reach_vantage_rtt_seconds", "reach_baseline_site_success"}
@@ -329,4 +331,22 @@ def test_verdict_and_check_panels_show_the_block(fleet_prometheus: Prometheus) -
     assert ("ir-lab", "web.telegram.org/v4", "dns_injection") in rows
     assert ("ir-lab", "dc1-v4:443", "ip_blocking") in rows
     assert ("ir-lab-2", "web.telegram.org/v4", "tls_interception") in rows
+    assert not any(v == "nl-lab" for v, _, _ in rows)
+
+
+def test_the_answer_panels_say_whether_a_user_can_use_it(fleet_prometheus: Prometheus) -> None:
+    """The per-messenger answer (probe.judge.answer) on the fleet board: its code per vantage
+    x messenger, and the paths a user loses."""
+    from probe.judge.answer import ANSWER_CODES
+
+    timeline = next(e for _, t, e in all_queries() if t == "Can a user use it? vantage x messenger")
+    codes = {r["metric"]["vantage"]: float(r["value"][1])
+             for r in fleet_prometheus.query(substitute(timeline, ALL))}
+    assert codes["nl-lab"] == ANSWER_CODES["usable"]
+    # ir-lab-2: both web.telegram.org targets tampered with, one DC of several filtered
+    assert codes["ir-lab-2"] == ANSWER_CODES["partly_blocked"]
+    paths = next(e for _, t, e in all_queries() if t == "Paths blocked now")
+    rows = {(r["metric"]["vantage"], r["metric"]["path"], r["metric"]["state"])
+            for r in fleet_prometheus.query(substitute(paths, ALL))}
+    assert ("ir-lab-2", "web", "blocked") in rows and ("ir-lab-2", "chat", "partly_blocked") in rows
     assert not any(v == "nl-lab" for v, _, _ in rows)

@@ -22,7 +22,7 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import quote
 
-from probe.judge import circumvention
+from probe.judge import answer, circumvention
 from probe.measure.checks import spec_of
 from probe.model.verdicts import BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
 from probe.sinks.statuspage.history import SLOTS, History, iso, rank
@@ -174,6 +174,10 @@ def _palette_css() -> str:
               for name, colour in STATUS_COLOURS.items()]
     rules += [f"tr.r-{name}>td:first-child{{box-shadow:inset 6px 0 {colour}}}"
               for name, colour in VERDICT_COLOURS.items()]
+    rules += [f".answer.a-{name}{{border-left-color:{colour}}}"
+              for name, colour in answer.ANSWER_COLOURS.items()]
+    rules += [f".p-{name}{{background:{colour};color:{_text_colour(colour)}}}"
+              for name, colour in answer.PATH_COLOURS.items()]
     return "".join(rules)
 
 
@@ -286,13 +290,46 @@ def render_page(round_: Mapping[str, Any] | None, history: History, *, vantage: 
     traffic = budget_line(round_)
     if traffic:
         parts.append(f"<p class='meta'>{html.escape(traffic)}</p>")
-    parts.append(_summary(verdicts, network, str(vantage.get("role", "subject"))))
+    answers = round_.get("answers")
+    parts.append(_summary(verdicts, network, str(vantage.get("role", "subject")),
+                          answers if isinstance(answers, Mapping) else {}))
     parts.append(_table(verdicts, observations, history, now))
     parts.append(_footer(next_round))
     return "".join(parts)
 
 
-def _summary(verdicts: list[dict[str, Any]], network: Mapping[str, Any], role: str) -> str:
+def _paths_html(entry: Mapping[str, Any]) -> str:
+    """A chip per path in its state's colour, its targets' counts in the tooltip."""
+    chips = []
+    paths = entry.get("paths")
+    for path, evidence in (paths.items() if isinstance(paths, Mapping) else ()):
+        if not isinstance(evidence, Mapping) or evidence.get("state") not in answer.PATH_STATES:
+            continue
+        state = str(evidence["state"])
+        counts = ", ".join(f"{evidence.get(k, 0)} {k.replace('_', ' ')}" for k in
+                           ("ok", "blocked", "inconclusive", "vantage_offline") if evidence.get(k))
+        title = f"{path}: {state.replace('_', ' ')} ({evidence.get('targets', 0)} targets: {counts})"
+        chips.append(f"<span class='chip path p-{state}' data-path='{html.escape(str(path))}' "
+                     f"data-state='{state}' title='{html.escape(title)}'>"
+                     f"{html.escape(str(path))}</span>")
+    return (f"<div class='paths'><span class='small'>paths:</span>{''.join(chips)}</div>"
+            if chips else "")
+
+
+def _answer_html(entry: Any) -> str:
+    """The card's first line: can a user here use it? (probe.judge.answer)."""
+    if not isinstance(entry, Mapping):
+        return ""
+    word, blocked, sentence = answer.from_json(entry)
+    if not sentence:
+        return ""
+    return (f"<p class='answer a-{word}' data-answer='{word}' "
+            f"data-blocked-paths='{html.escape(' '.join(blocked))}'>{html.escape(sentence)}</p>"
+            + _paths_html(entry))
+
+
+def _summary(verdicts: list[dict[str, Any]], network: Mapping[str, Any], role: str,
+             answers: Mapping[str, Any] | None = None) -> str:
     by_messenger: dict[str, list[str]] = {}
     for v in verdicts:
         names_of = by_messenger.setdefault(str(v.get("messenger")), [])
@@ -314,7 +351,8 @@ def _summary(verdicts: list[dict[str, Any]], network: Mapping[str, Any], role: s
                 else f"{counts.get('ok', 0)} of {len(names)} targets ok")
         cards.append(f"<section class='card' data-messenger='{html.escape(messenger)}'>"
                      f"<h3>{html.escape(messenger)} {_chip(status, 's')}"
-                     f"<span class='small'>{line}</span></h3><div class='counts'>{chips}</div>"
+                     f"<span class='small'>{line}</span></h3>"
+                     f"{_answer_html((answers or {}).get(messenger))}<div class='counts'>{chips}</div>"
                      f"<p class='small circumvention' data-circumvention='{detours[messenger]}'>"
                      f"circumvention works: {detours[messenger]}</p></section>")
     return f"<h2>Summary</h2><div class='cards' id='summary'>{''.join(cards)}</div>"

@@ -116,6 +116,8 @@ def print_table(result: RoundResult, console: Console) -> None:
     for verdict in result.verdicts:
         counts[verdict.verdict] = counts.get(verdict.verdict, 0) + 1
     console.print("  ".join(f"{name}: {n}" for name, n in sorted(counts.items())), soft_wrap=True)
+    for answer in result.answers.values():  # can a user here use it? (probe.judge.answer)
+        console.print(answer.sentence(v.role), soft_wrap=True, highlight=False)
     console.print(traffic_line(result), soft_wrap=True, highlight=False)
 
 

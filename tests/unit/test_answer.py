@@ -3,6 +3,7 @@ case, then what a reader sees of it: the round's JSON, the metrics, the status p
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
@@ -17,6 +18,7 @@ from probe.judge.answer import ANSWER_CODES, ANSWERS, Answer, by_messenger
 from probe.model.observation import RoundDraft, RoundResult, VantageNetwork, Verdict
 from probe.model.verdicts import BLOCKING_VERDICTS, VERDICTS
 from probe.sinks.metrics import Metrics
+from probe.sinks.report import make_console, print_table
 from probe.sinks.statuspage import History, render_page
 
 T0 = 1_800_000_000.0
@@ -232,6 +234,14 @@ def test_the_card_of_a_control_or_offline_vantage() -> None:
     assert answer_line(control)[2] == "WhatsApp: partly failing — media, registration"
     offline = cards(page_of(whatsapp_round(online=False)))["whatsapp"]
     assert answer_line(offline) == ("unknown", "", "WhatsApp: unknown — this vantage is offline")
+
+
+def test_probe_once_prints_each_messengers_answer_under_its_table() -> None:
+    out = io.StringIO()
+    print_table(whatsapp_round(), make_console(out))
+    lines = out.getvalue().splitlines()
+    assert "WhatsApp: partly blocked — media, registration" in lines
+    assert "Telegram: usable" in lines
 
 
 def test_a_round_without_answers_draws_no_answer_line() -> None:

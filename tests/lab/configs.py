@@ -113,4 +113,9 @@ def probe_config(vantage: str, workdir: Path, ca_file: Path,
                              if "whatsapp" in messengers else {})}},
         "http": {"max_bytes": 1 << 20, "transfer_seconds": 2},
         "evidence": {"directory": None},
+        # A lab vantage is a server on a lab link: no traffic budget (the "unlimited on a
+        # server" case of probe.serve.schedule). The lab's 1-2 s rounds would otherwise spend
+        # the default 30 MB a day's hour-sized bucket within minutes and shed work, and the
+        # lab tests are about classification, not the budget.
+        "budget": {"bytes_per_day": "unlimited"},
     }

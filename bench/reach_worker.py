@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "observations": len(result.observations),
         "ok": sum(1 for o in result.observations if o.failure is None),
         "failures": sorted({f"{o.check}:{o.failure}" for o in result.observations if o.failure}),
+        # where the checks went (the bench's self-check: the farm's addresses only)
+        "destinations": sorted({str(o.address) for o in result.observations}),
     }
     if lags:
         lags.sort()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import ipaddress
 import json
 import os
 import resource
@@ -24,7 +25,8 @@ from typing import Any
 import yaml
 
 from bench.blackbox import Exporter
-from bench.farm import SNI, Endpoint, Farm
+from bench.farm import LOOPBACK, SNI, Endpoint, Farm
+from probe.inputs.catalog import builtin
 
 WORKLOADS = ("tcp", "dc", "tls")
 BLACKBOX_MODULE = {"tcp": "tcp_connect", "tls": "tls"}
@@ -50,7 +52,12 @@ def reach_config(workload: str, n: int, farm: Farm, concurrency: int, timeout: f
     one handshake per check, as blackbox_exporter makes one per probe. The farm's count of
     accepted connections proves it on every pass (self_check)."""
     baseline_site = {"name": "base", "address": farm.tcp[0].address, "port": farm.tcp[0].port}
-    telegram: dict[str, Any] = {"datacenters": [], "domains": [], "address_space": ["127.0.0.0/8"]}
+    # Only the farm's targets: the catalogue's other groups (media DCs, the web client's
+    # hosts, ...) are Telegram's real addresses, emptied whatever the catalogue grows.
+    telegram: dict[str, Any] = {
+        "datacenters": [], "domains": [], "address_space": ["127.0.0.0/8"],
+        "groups": {name: {"endpoints": []} for name in builtin("telegram").groups
+                   if name not in ("datacenters", "domains")}}
     if workload == "tcp":
         baseline = [{"name": f"t{i:05d}", "address": e.address, "port": e.port}
                     for i, e in enumerate(cycle(farm.tcp, n))]
@@ -274,13 +281,32 @@ def handshakes_expected(record: dict[str, Any]) -> int:
     return int(own + record.get("sampler_attempts", 0))
 
 
+def off_farm(record: dict[str, Any]) -> list[str]:
+    """The destinations of a reach pass's checks that are not the farm's (all of which are
+    on loopback): a check there is neither a connection nginx can count nor allowed."""
+    out = []
+    for address in record.get("destinations", []):
+        try:
+            if ipaddress.ip_address(address) in LOOPBACK:
+                continue
+        except ValueError:
+            pass
+        out.append(address)
+    return out
+
+
 def self_check(record: dict[str, Any]) -> str | None:
-    """None when the farm accepted exactly the connections the pass's checks account for."""
+    """None when every check went to the farm and the farm accepted exactly the connections
+    the pass's checks account for."""
+    where = (f"{record['workload']} N={record['N']} {record['tool']} #{record['repeat']}: "
+             f"{record['checks']} checks")
+    outside = off_farm(record)
+    if outside:
+        return f"{where} include checks of destinations outside the farm: {', '.join(outside[:5])}"
     want, got = handshakes_expected(record), record["farm_accepted"]
     if want == got:
         return None
-    return (f"{record['workload']} N={record['N']} {record['tool']} #{record['repeat']}: "
-            f"{record['checks']} checks (+{record.get('sampler_attempts', 0)} sampler) should be "
+    return (f"{where} (+{record.get('sampler_attempts', 0)} sampler) should be "
             f"{want} accepted connections at the farm, nginx accepted {got}")
 
 

@@ -380,6 +380,14 @@ async def serve(
     cap = connection_cap(soft, config.schedule.concurrency)
     listener = Listener(runner, web_config.ssl_context if web_config else None, cap)
     health_runner = health = None
+    # The handlers before the port opens: a SIGHUP sent as soon as the port answers (a
+    # deploy's reload right after start) would otherwise meet the default action and end
+    # the process.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, service.reload_soon)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await listener.start_tcp(host, port)
         if health_socket is not None:
@@ -403,11 +411,6 @@ async def serve(
              config.vantage.name, soft, hard, cap,
              ", lifecycle API on" if lifecycle else "",
              f", health socket {health_socket}" if health_socket else "")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, service.reload_soon)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     scheduler = asyncio.create_task(service.loop())
     await stop.wait()
     log.info("shutting down")

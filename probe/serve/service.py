@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -25,10 +26,12 @@ from probe.inputs.plan import (
     MessengerPlan,
     baseline_targets,
     plan,
+    step_seconds,
     transfers_seconds,
     worst_case_seconds,
 )
-from probe.measure.round import run_round
+from probe.judge.vantage import MAX_SAMPLES_PER_SITE, samples_needed
+from probe.measure.round import SAMPLE_STAGGER, run_round
 from probe.model.observation import RoundResult
 from probe.serve.schedule import Bucket, Planner, Prepared, Work
 from probe.sinks import scrub
@@ -46,6 +49,31 @@ def parse_listen(listen: str) -> tuple[str, int]:
         raise ValueError(f"--listen {listen!r}: expected HOST:PORT, :PORT or [IPV6]:PORT")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port_text)
+
+
+# a pure function that can take tens of milliseconds (one try per step: thousands of
+# Fisher tests); the budget asks it every interval with the same figures
+_samples_needed = functools.cache(samples_needed)
+
+
+def round_seconds(config: Config, plans: list[MessengerPlan]) -> float:
+    """The longest a round can take: the longest chain of steps any one target (or the
+    baseline's first handshake) can take, the transfers one after another, and, when the
+    loss test needs them (probe.measure.round), the baseline's further samples, started
+    SAMPLE_STAGGER apart after the targets are done (sized as the round sizes them, for
+    every target of the plan: a bound for a round of part of it)."""
+    t = config.schedule.timeouts
+    sites = baseline_targets(config)
+    measured = [x for p in plans for x in p.targets]
+    chain = worst_case_seconds([*sites, *measured], t, config.schedule.confirm)
+    sampling = 0.0
+    if config.baseline.samples >= 2 and sites:
+        needed = _samples_needed(len(measured), config.schedule.confirm.attempts)
+        fewest = min(n for n in (sum(1 for s in sites if s.family == f) for f in (4, 6)) if n)
+        size = max(config.baseline.samples, min(MAX_SAMPLES_PER_SITE, -(-needed // fewest)))
+        sampling = ((size - 1) * SAMPLE_STAGGER
+                    + max(step_seconds(s, t) for site in sites for s in site.steps))
+    return chain + transfers_seconds([*sites, *measured], t) + sampling
 
 
 class Service:
@@ -143,12 +171,9 @@ class Service:
         return True, "ok"
 
     def _round_budget(self, config: Config, plans: list[MessengerPlan]) -> float:
-        """The interval plus the longest chain of steps any one target (or the baseline)
-        can take: past that, a round is stuck and the next one starts."""
-        t = config.schedule.timeouts
-        targets = [*baseline_targets(config), *(x for p in plans for x in p.targets)]
-        return (config.schedule.interval + worst_case_seconds(targets, t, config.schedule.confirm)
-                + transfers_seconds(targets, t))
+        """The interval plus the longest a round can take (round_seconds): past that, a
+        round is stuck and the next one starts."""
+        return config.schedule.interval + round_seconds(config, plans)
 
     async def _measure(self, config: Config, work: Work) -> RoundResult:
         planner = self.planner

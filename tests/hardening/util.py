@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from probe.inputs.catalog import builtin
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = [sys.executable, "-m", "probe"]
 
@@ -25,6 +27,15 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def without_catalogue_groups(messenger: str = "telegram") -> dict[str, dict[str, list[Any]]]:
+    """Group overrides that empty every group of the built-in catalogue other than the two
+    the config's `datacenters`/`domains` keys replace: the catalogue's other groups (media
+    DCs, the web client's hosts, ...) are the messenger's real addresses, which a test must
+    never contact, and a catalogue that grows a group cannot bring them back."""
+    return {name: {"endpoints": []} for name in builtin(messenger).groups
+            if name not in ("datacenters", "domains")}
 
 
 def loopback_config(
@@ -43,6 +54,7 @@ def loopback_config(
             "datacenters": [{"name": f"dc{i}", "addresses": [address]} for i in range(datacenters)],
             "domains": domains or [], "ports": [dc_port],
             "address_space": ["127.0.0.0/8", "198.18.0.0/15"],
+            "groups": without_catalogue_groups(),
         }},
         "resolvers": {"system": False, "servers": resolvers or [],
                       "public_networks": ["127.0.0.0/8", "198.18.0.0/15"]},

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from probe.judge.classify import RULES
-from tests.unit.conftest import World
+from tests.unit.conftest import WEB, World
 from tests.unit.test_cli import run_probe, run_probe_async, write_config
 
 PROBE = [sys.executable, "-m", "probe"]
@@ -102,8 +102,10 @@ async def test_once_tsv_and_jsonl_are_one_line_per_target(world: World, tmp_path
     code, jsonl_out, stderr = await run_probe_async("once", "--config", str(config), "--format", "jsonl")
     assert code == 0, stderr
     objects = [json.loads(line) for line in jsonl_out.splitlines()]
-    assert len(rows) == len(objects) == 4  # every target of the world
-    assert len({r["target"] for r in rows}) == 4
+    # every target of the world, once each (and nothing else: the world is all on loopback)
+    world_targets = {f"dc1-v4:{world.dc_port}", f"dc2-v4:{world.dc_port}", f"{WEB}/v4", f"{WEB}/v6"}
+    assert len(rows) == len(objects) == len(world_targets)
+    assert {r["target"] for r in rows} == {o["target"] for o in objects} == world_targets
     assert list(rows[0]) == ["vantage", "messenger", "target", "verdict", "rule", "failures"]
     by_target = {r["target"]: r for r in rows}
     dc1 = by_target[f"dc1-v4:{world.dc_port}"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from probe.inputs.catalog import builtin
 from probe.inputs.config import ConfigError, parse_config
 from probe.inputs.plan import plan
 from probe.measure.checks import mtproxy
@@ -199,9 +200,14 @@ def test_proxies_are_targets_of_their_own_group(tmp_path: Path) -> None:
     path = secret_file(tmp_path, EE)
     config = parse_config(PROXY_CONFIG % path.name, "probe.yaml", base=tmp_path)
     (telegram,) = plan(config)
-    assert telegram.target_names == ["px1-v4:8443", "px2-v6:443"]
-    first, second = telegram.targets
-    assert {t.group for t in telegram.targets} == {"mtproxy"}
+    # `datacenters: []` and `domains: []` empty those two groups only: the catalogue's other
+    # groups (media DCs, the web client's hosts) are still measured, the proxies after them
+    proxies = [t for t in telegram.targets if t.group == "mtproxy"]
+    assert [t.name for t in proxies] == ["px1-v4:8443", "px2-v6:443"]
+    assert list(telegram.targets[-len(proxies):]) == proxies
+    others = {t.group for t in telegram.targets[:-len(proxies)]}
+    assert others == set(builtin("telegram").groups) - {"datacenters", "domains"}
+    first, second = proxies
     assert [s.check for s in second.steps] == ["tcp", "mtproxy"]
     assert second.steps[1].differentials == ["mtproxy_neutral_sni"]
     assert second.steps[1].options["secret_file"] == str(path)  # relative to the config

@@ -52,6 +52,12 @@ class Params:
     # Longer than ProbeAbsent's `for` (5m): a blocked vantage that goes silent turns into a
     # suppressed page (inhibited by ProbeAbsent), not a "resolved" one.
     blocked_keep_firing: str = "10m"
+    # An endpoint that every online control fails for this long is a ticket
+    # (CatalogueEndpointDown): longer than a sweep of budgeted probes, far longer than a
+    # failure that comes and goes.
+    endpoint_down_for: str = "30m"
+    # TrustAnchorExpiring fires this many days before an anchor's last certificate expires.
+    anchor_warning_days: int = 90
 
 
 HEADER = """\
@@ -82,6 +88,9 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
                 f"or {targets} * 0")
 
     online = "(vantage_messenger:reach_vantage_online:bool == 1)"
+    control_ok = "messenger_target:reach_control_verdict_ok:max"
+    not_ok = 'verdict!~"ok|vantage_offline"'
+    ok_sel, measured_sel = s('verdict="ok"'), s('verdict!="vantage_offline"')
     return [
         {"record": "vantage:reach_vantage_info:max",
          "expr": f"max by (vantage, country, role) (reach_vantage_info{s()})"},
@@ -92,25 +101,6 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
         {"record": "vantage_messenger:reach_verdict_blocking:sum", "expr": count_verdicts(blocking)},
         {"record": "vantage_messenger:reach_verdict_offline:sum",
          "expr": count_verdicts('verdict="vantage_offline"')},
-        # Targets whose verdict was blocking in at least block_share of the window's samples:
-        # a persistent block, not one bad round, and not a different target in every round
-        # (what a lossy network gives). The samples of the window are counted once per
-        # vantage (its round timestamp is scraped with every verdict), so only the blocking
-        # series are read over the window: at 1,000 vantages that is the difference between
-        # reading ~116,000 series and a few hundred.
-        {"record": "vantage_messenger:reach_targets_blocked_persistently:count",
-         "expr": (f"count by (vantage, messenger) (\n"
-                  f"    sum by ({per_target}) (count_over_time(reach_verdict{s(blocking)}[{w}]))\n"
-                  f"  / on (vantage) group_left ()\n"
-                  f"    (sum by (vantage) (count_over_time(reach_round_last_timestamp_seconds{s()}[{w}]))"
-                  f" >= {p.min_samples})\n"
-                  f"  >= {p.block_share}\n"
-                  f")\nor {targets} * 0")},
-        # The ok ratio among the targets this vantage can measure (its vantage_offline
-        # targets, e.g. IPv6 at a vantage without IPv6, are left out).
-        {"record": "vantage_messenger:reach_verdict_ok:ratio",
-         "expr": ("vantage_messenger:reach_verdict_ok:sum\n/ on (vantage, messenger)\n"
-                  f"({targets} - vantage_messenger:reach_verdict_offline:sum > 0)")},
         # 1 when the vantage proved it reaches the outside world (reach_vantage_online: a
         # verified handshake or authenticated answer from outside, even if a censor blocks
         # its baseline). Probes older than that metric: their baseline, as before.
@@ -121,6 +111,50 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
          "expr": ("(\n  vantage_messenger:reach_verdict_offline:sum\n"
                   f"  < bool on (vantage, messenger) {targets}\n)\n"
                   "* on (vantage) group_left () vantage:reach_vantage_online:bool")},
+        # Per endpoint (messenger x target), what the online control vantages see now: 1 when
+        # one of them has it ok, 0 when every online control that measures it fails it (the
+        # service's own failure: a stale catalogue entry, CatalogueEndpointDown), absent when
+        # no online control measures it (no control, controls offline, or e.g. an IPv6
+        # target at a control without IPv6: vantage_offline is not a measurement).
+        {"record": control_ok,
+         "expr": ("max by (messenger, target) (\n"
+                  f"  (\n    max by ({per_target}) (reach_verdict{ok_sel})\n"
+                  f"    or max by ({per_target}) (reach_verdict{measured_sel}) * 0\n"
+                  "  )\n"
+                  f"  and on (vantage, messenger) {online}\n"
+                  '  and on (vantage) vantage:reach_vantage_info:max{role="control"}\n)')},
+        # Targets whose verdict was blocking in at least block_share of the window's samples:
+        # a persistent block, not one bad round, and not a different target in every round
+        # (what a lossy network gives). The samples of the window are counted once per
+        # vantage (its round timestamp is scraped with every verdict), so only the blocking
+        # series are read over the window: at 1,000 vantages that is the difference between
+        # reading ~116,000 series and a few hundred.
+        # Only a target an online control reached at every evaluation of the same window
+        # counts: an endpoint that fails at the controls too is the service's failure (a
+        # retired endpoint fails everywhere at once), never a block; and no control, no block.
+        {"record": "vantage_messenger:reach_targets_blocked_persistently:count",
+         "expr": (f"count by (vantage, messenger) (\n"
+                  f"  (\n"
+                  f"      sum by ({per_target}) (count_over_time(reach_verdict{s(blocking)}[{w}]))\n"
+                  f"    / on (vantage) group_left ()\n"
+                  f"      (sum by (vantage) (count_over_time(reach_round_last_timestamp_seconds{s()}[{w}]))"
+                  f" >= {p.min_samples})\n"
+                  f"    >= {p.block_share}\n"
+                  f"  )\n"
+                  f"  and on (messenger, target) (min_over_time({control_ok}[{w}]) == 1)\n"
+                  f")\nor {targets} * 0")},
+        # Targets that fail here (any verdict but ok and vantage_offline) and at every online
+        # control: the service's own failure at this vantage (status outage, not blocked).
+        {"record": "vantage_messenger:reach_targets_down_at_controls:count",
+         "expr": (f"count by (vantage, messenger) (\n"
+                  f"  count by ({per_target}) (reach_verdict{s(not_ok)})\n"
+                  f"  and on (messenger, target) ({control_ok} == 0)\n"
+                  f")\nor {targets} * 0")},
+        # The ok ratio among the targets this vantage can measure (its vantage_offline
+        # targets, e.g. IPv6 at a vantage without IPv6, are left out).
+        {"record": "vantage_messenger:reach_verdict_ok:ratio",
+         "expr": ("vantage_messenger:reach_verdict_ok:sum\n/ on (vantage, messenger)\n"
+                  f"({targets} - vantage_messenger:reach_verdict_offline:sum > 0)")},
         # Share of the window's rounds in which the vantage's own network was lossy/slow.
         {"record": "vantage:reach_vantage_degraded:avg",
          "expr": f"max by (vantage) (avg_over_time(reach_vantage_degraded{s()}[{w}]))"},
@@ -133,7 +167,9 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
                   f"  and on (vantage, messenger) {online}\n"
                   '  and on (vantage) vantage:reach_vantage_info:max{role="control"}\n)')},
         # Per vantage x messenger status (codes in probe/model/verdicts.py FLEET_STATUS), first
-        # match wins: blocked, outage, degraded, ok, unknown, offline.
+        # match wins: blocked, outage, degraded, ok, unknown, offline. Outage: the controls
+        # fail the messenger too, or a target failing here fails at every control (the
+        # service's own failure, e.g. a retired endpoint).
         {"record": "vantage_messenger:reach_status:code",
          "expr": ("(\n"
                   "    (\n"
@@ -145,11 +181,16 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
                   "  or\n"
                   "    (\n"
                   "      (\n"
-                  "        (vantage_messenger:reach_verdict_blocking:sum > 0)\n"
-                  "        or (vantage_messenger:reach_verdict_ok:ratio < 0.5)\n"
+                  "        (\n"
+                  "          (\n"
+                  "            (vantage_messenger:reach_verdict_blocking:sum > 0)\n"
+                  "            or (vantage_messenger:reach_verdict_ok:ratio < 0.5)\n"
+                  "          )\n"
+                  "          and on (messenger) (messenger:reach_control_verdict_ok:max_ratio < 0.5)\n"
+                  "        )\n"
+                  "        or (vantage_messenger:reach_targets_down_at_controls:count > 0)\n"
                   "      )\n"
                   f"      and on (vantage, messenger) {online}\n"
-                  "      and on (messenger) (messenger:reach_control_verdict_ok:max_ratio < 0.5)\n"
                   f"    ) * 0 + {code['outage']}\n"
                   "  or\n"
                   "    (\n"
@@ -223,6 +264,40 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
               "The best control vantage reaches only {{ $value | humanizePercentage }} of "
               "{{ $labels.messenger }}'s targets. Failures at subject vantages are not reported "
               "as blocks while this fires."),
+        alert("CatalogueEndpointDown", "ticket",
+              # Every online control fails this endpoint (and none reaches it); while the whole
+              # messenger is down (MessengerOutage) one ticket says it all.
+              ("(messenger_target:reach_control_verdict_ok:max == 0)\n"
+               "unless on (messenger) (messenger:reach_control_verdict_ok:max_ratio < 0.5)"),
+              p.endpoint_down_for, "10m",
+              "{{ $labels.messenger }} endpoint {{ $labels.target }} fails from every control vantage",
+              "Every online control vantage fails {{ $labels.messenger }}'s endpoint "
+              "{{ $labels.target }} (verdicts at the controls now: {{ range $i, $s := printf "
+              f'"count by (verdict) (reach_verdict{{{quoted_sel},messenger=%q,target=%q}} and on (vantage) '
+              'vantage:reach_vantage_info:max{role=\\"control\\"})" $labels.messenger $labels.target '
+              '| query | sortByLabel "verdict" }}{{ if $i }}, {{ end }}{{ .Labels.verdict }} on '
+              "{{ .Value }}{{ end }}) while the rest of the messenger answers: the service no "
+              "longer serves it, most likely an endpoint retired upstream. It is reported as the "
+              "service's own failure (status outage), never as a block. Review the catalogue "
+              "against its sources (docs/messengers.md, Reviewing a catalogue) and retire or "
+              "replace the endpoint."),
+        alert("TrustAnchorExpiring", "ticket",
+              # The anchor as a set: it expires when its last certificate does (a successor in
+              # the same file keeps it valid); the earliest over the vantages that load it.
+              (f"min by (anchor) (\n  max by (vantage, anchor) "
+               f"(reach_trust_anchor_expiry_timestamp_seconds{s()})\n)\n"
+               f"< time() + {p.anchor_warning_days} * 86400"),
+              "1h", "1h",
+              "Trust anchor {{ $labels.anchor }} expires within "
+              f"{p.anchor_warning_days} days",
+              "The trust anchor {{ $labels.anchor }} (probe/data/trust/{{ $labels.anchor }}.pem or "
+              "a tls.trust file) has no certificate valid after {{ $value | humanizeTimestamp }} at "
+              "{{ with printf \"count(max by (vantage) (reach_trust_anchor_expiry_timestamp_seconds{"
+              + quoted_sel + ",anchor=%q}) < time() + "
+              f"{p.anchor_warning_days} * 86400)\" $labels.anchor | query }}}}{{{{ . | first | value }}}}"
+              "{{ end }} vantages. After that, the hosts pinned to it fail verification "
+              "everywhere. Ship its successor certificate in the anchor file (docs/messengers.md) "
+              "and roll the probes out before then."),
         alert("VantageOffline", "ticket",
               # Only a vantage proven offline (reach_vantage_online == 0). Probes without that
               # metric: every verdict vantage_offline, as before.

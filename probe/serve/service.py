@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from probe.inputs.config import Config, ConfigError, load_config
+from probe.inputs.freshness import config_anchor_files
 from probe.inputs.plan import (
     MessengerPlan,
     baseline_targets,
@@ -101,7 +102,7 @@ class Service:
         self._wake = asyncio.Event()
         self._reload_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Future[tuple[bool, str]]] = set()
-        self.metrics.config_loaded(config.vantage.name, True)
+        self.metrics.config_loaded(config.vantage.name, True, config_anchor_files(config))
         self.planner = Planner(config, Bucket(config.budget.bytes_per_day))
 
     def reload(self) -> tuple[bool, str]:
@@ -148,7 +149,7 @@ class Service:
         self.evidence.configure(config)
         self.last_reload_error = None
         self.reloads += 1
-        self.metrics.config_loaded(config.vantage.name, True)
+        self.metrics.config_loaded(config.vantage.name, True, config_anchor_files(config))
         log.info("config reloaded from %s", self.path)
         if self.round_started_at is not None:  # the new interval applies, never earlier
             later = self.round_started_at + config.schedule.interval * self._jitter_factor

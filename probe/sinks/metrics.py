@@ -23,6 +23,7 @@ import platform
 import time
 from collections.abc import Iterable, Mapping
 from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -172,6 +173,27 @@ def network_lines(vantage: str, network: VantageNetwork) -> list[str]:
     return lines
 
 
+def trust_anchor_lines(vantage: str, files: Mapping[str, Path]) -> str:
+    """When each certificate of the trust anchors expires: one series per certificate (two
+    for the shipped anchors; a bare key, WhatsApp's Noise root, has no validity and none).
+    The fleet's TrustAnchorExpiring ticket fires 90 days before an anchor's last one."""
+    from probe.inputs.freshness import anchors
+    from probe.inputs.schema import ConfigError
+
+    try:
+        found = anchors(dict(files))
+    except ConfigError:
+        return ""  # an unreadable anchor file fails the config check, not the metrics
+    lines = ["# HELP reach_trust_anchor_expiry_timestamp_seconds When a certificate of a trust "
+             "anchor expires (its notAfter), read at config load.",
+             "# TYPE reach_trust_anchor_expiry_timestamp_seconds gauge"]
+    for a in found:
+        labels = _labels(("vantage", "anchor", "sha256"), (vantage, a.name, a.sha256[:16]))
+        lines.append(f"reach_trust_anchor_expiry_timestamp_seconds{{{labels}}} "
+                     f"{_number(a.not_after.timestamp())}")
+    return "\n".join(lines) + "\n" if found else ""
+
+
 class Metrics:
     """The probe's metrics: round state rendered per round, live state per scrape."""
 
@@ -199,11 +221,16 @@ class Metrics:
         self._bytes: dict[tuple[str, str, str], int] = {}  # (vantage, messenger, direction)
         self._checks: dict[Key, tuple[int, float]] = {}  # kept between the rounds measuring them
         self._budget_text = b""
+        self._anchor_text = b""
 
-    def config_loaded(self, vantage: str, ok: bool) -> None:
+    def config_loaded(self, vantage: str, ok: bool, anchor_files: Mapping[str, Path] | None = None) -> None:
+        """A config (re)load; with the loaded config's trust anchor files
+        (probe.inputs.freshness.config_anchor_files), their validity is read once here."""
         self.reload_ok.labels(vantage).set(1 if ok else 0)
         if ok:
             self.reload_time.labels(vantage).set(time.time())
+        if ok and anchor_files is not None:
+            self._anchor_text = trust_anchor_lines(vantage, anchor_files).encode()
 
     def record_round(self, result: RoundResult) -> None:
         """Fold a round into the accumulated metrics and re-render the round text."""
@@ -350,4 +377,4 @@ class Metrics:
 
     def render(self) -> bytes:
         """The full exposition: live registry metrics, then the latest round's."""
-        return generate_latest(self.registry) + self._round_text + self._budget_text
+        return generate_latest(self.registry) + self._round_text + self._budget_text + self._anchor_text

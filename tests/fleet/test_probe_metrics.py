@@ -56,6 +56,23 @@ def test_probe_exposition_has_the_contract_metrics(real_probe: promstack.Probe) 
         assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+def test_probe_exports_its_trust_anchors_validity(real_probe: promstack.Probe) -> None:
+    """Issue 21: each certificate of the anchors the probe loaded, with its notAfter, so the
+    fleet's TrustAnchorExpiring fires 90 days ahead; the dates are the `# valid:` lines of
+    probe/data/trust/signal.pem (Signal's two roots), and a bare key (WhatsApp) has none."""
+    import datetime as dt
+
+    series = {m.group(1): float(m.group(2)) for line in real_probe.metrics().splitlines()
+              if (m := re.match(r'reach_trust_anchor_expiry_timestamp_seconds\{vantage="lo-subject",'
+                                r'anchor="signal",sha256="([0-9a-f]{16})"\} (\d+)$', line))}
+    text = (promstack.REPO / "probe" / "data" / "trust" / "signal.pem").read_text()
+    valid_to = re.findall(r"^#\s+valid: \S+ to (\d{4}-\d\d-\d\d)$", text, re.M)
+    assert len(valid_to) == 2
+    days = sorted(dt.datetime.fromtimestamp(v, dt.UTC).date().isoformat() for v in series.values())
+    assert days == sorted(valid_to), (days, valid_to)
+    assert "anchor=\"whatsapp\"" not in real_probe.metrics()
+
+
 def test_rules_see_the_real_probe_as_vantage_offline(real_probe: promstack.Probe, tmp_path: Path) -> None:
     require_prometheus()
     target = real_probe.url.removeprefix("http://")

@@ -53,8 +53,8 @@ def test_rule_files_exist() -> None:
 def test_promtool_check_rules() -> None:
     result = run([tool("promtool"), "check", "rules", *map(str, RULE_FILES)])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
-    assert "SUCCESS: 16 rules found" in result.stdout
+    assert "SUCCESS: 12 rules found" in result.stdout
+    assert "SUCCESS: 18 rules found" in result.stdout
 
 
 def test_rule_files_and_unit_tests_match_their_generators() -> None:
@@ -119,12 +119,19 @@ def test_promtool_unit_tests_pass() -> None:
     [
         # forget "a control vantage reaches the messenger" in "blocked"
         ("and on (messenger) (messenger:reach_control_verdict_ok:max_ratio >= 0.5)\n", "\n",
-         "outage seen from the control too is not a block"),
+         "a control reaching a third of the messenger"),
         # page on any blocked round instead of a persistent block (issue 9)
         (">= 0.6\n", "> 0\n", "a single blocked round, or a different target each round, never pages"),
         # trust the baseline instead of the proof of connectivity (issue 14)
         ("max by (vantage) (reach_vantage_online{", "max by (vantage) (reach_baseline_success{",
          "a blocked baseline with connectivity"),
+        # count a target blocked although the control fails it too (issue 21: stale endpoint)
+        ("  and on (messenger, target) (min_over_time(messenger_target:reach_control_verdict_ok:max[2m])"
+         " == 1)\n",
+         "\n", "an endpoint that fails at the control too is an outage and a ticket, never a page"),
+        # accept a control's ok anywhere in the window: a retired endpoint pages at its onset
+        ("(min_over_time(messenger_target:", "(max_over_time(messenger_target:",
+         "an endpoint retired while watched"),
     ],
 )
 def test_promtool_unit_tests_can_fail(tmp_path: Path, old: str, new: str, caught_by: str) -> None:
@@ -177,6 +184,8 @@ def test_alerts_have_severity_annotations_and_runbook() -> None:
         "ProbeEvidenceWriteErrors",
         "ProbeRoundsOverrun",
         "ProbeBudgetShedding",
+        "CatalogueEndpointDown",
+        "TrustAnchorExpiring",
     }
     for alert in alerts:
         assert alert["labels"]["severity"] in {"page", "ticket"}
@@ -218,6 +227,9 @@ def test_amtool_check_config() -> None:
         (["alertname=VantageDegraded", "severity=ticket", "vantage=ir-lab"], "ticket"),
         (["alertname=ProbeRoundsOverrun", "severity=ticket", "vantage=ir-lab"], "ticket"),
         (["alertname=ProbeBudgetShedding", "severity=ticket", "vantage=ir-lab"], "ticket"),
+        (["alertname=CatalogueEndpointDown", "severity=ticket", "messenger=telegram",
+          "target=dc1-v4:443"], "ticket"),
+        (["alertname=TrustAnchorExpiring", "severity=ticket", "anchor=signal"], "ticket"),
     ],
 )
 def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:

@@ -127,7 +127,8 @@ class Scenario:
 
 ALL_ALERTS = ("MessengerBlocked", "MessengerOutage", "VantageOffline", "BaselineBlocked",
               "VantageDegraded", "ProbeAbsent", "ProbeConfigReloadFailed",
-              "ProbeEvidenceWriteErrors", "ProbeRoundsOverrun", "ProbeBudgetShedding")
+              "ProbeEvidenceWriteErrors", "ProbeRoundsOverrun", "ProbeBudgetShedding",
+              "CatalogueEndpointDown", "TrustAnchorExpiring")
 DCS = ("dc1-v4:443", "dc2-v4:443")
 WEB = "web.telegram.org/v4"
 
@@ -360,6 +361,31 @@ def outage() -> Scenario:
     return s
 
 
+def mostly_down_at_control() -> Scenario:
+    """The control reaches one target of three: the messenger is mostly down for it too, so
+    the subject's failures are an outage, even on the one target the control reaches."""
+    s = Scenario("a control reaching a third of the messenger: an outage, not a block, even where it "
+                 "reaches", 20)
+    s.vantage("ir-mci", "IR", "subject")
+    for target in (*DCS, WEB):
+        s.target("ir-mci", target, rounds("ip_blocking", 1))
+    s.vantage("nl-ams", "NL", "control")
+    s.target("nl-ams", DCS[0], rounds("ok", 1))
+    s.target("nl-ams", DCS[1], rounds("ip_blocking", 1))
+    s.target("nl-ams", WEB, rounds("ip_blocking", 1))
+    s.expect("vantage_messenger:reach_status:code", "5m",
+             [status("ir-mci", "IR", "subject", 4), status("nl-ams", "NL", "control", 4)])
+    for at in ("5m", "15m"):
+        s.none(at, "MessengerBlocked", "CatalogueEndpointDown")
+    s.alert("MessengerOutage", "15m", (
+        {"severity": "ticket", "messenger": "telegram"},
+        {"summary": "telegram fails from the control vantages too (outage)",
+         "description": "The best control vantage reaches only 33.33% of telegram's targets. Failures "
+                        "at subject vantages are not reported as blocks while this fires.",
+         "runbook_url": f"{RUNBOOK}#messengeroutage"}))
+    return s
+
+
 def no_control() -> Scenario:
     s = Scenario("no control online: unknown, never blocked", 10)
     s.vantage("ir-mci", "IR", "subject")
@@ -471,9 +497,153 @@ def probe_absent() -> Scenario:
     return s
 
 
+def endpoint_down_alert(verdicts: str, target: str = DCS[0]) -> tuple[dict[str, str], dict[str, str]]:
+    return ({"severity": "ticket", "messenger": "telegram", "target": target},
+            {"summary": f"telegram endpoint {target} fails from every control vantage",
+             "description": f"Every online control vantage fails telegram's endpoint {target} "
+                            f"(verdicts at the controls now: {verdicts}) while the rest of the "
+                            "messenger answers: the service no longer serves it, most likely an "
+                            "endpoint retired upstream. It is reported as the service's own failure "
+                            "(status outage), never as a block. Review the catalogue against its "
+                            "sources (docs/messengers.md, Reviewing a catalogue) and retire or "
+                            "replace the endpoint.",
+             "runbook_url": f"{RUNBOOK}#catalogueendpointdown"})
+
+
+def endpoint_down() -> Scenario:
+    """Issue 21: an endpoint retired upstream fails everywhere, the control included: an
+    outage of that endpoint (one ticket), never a block, at any subject."""
+    s = Scenario("an endpoint that fails at the control too is an outage and a ticket, never a page", 45)
+    s.vantage("ir-mci", "IR", "subject")
+    s.vantage("ir-tci", "IR", "subject")
+    s.target("ir-mci", DCS[0], rounds("ip_blocking", 1))
+    s.target("ir-tci", DCS[0], rounds("tcp_reset", 1))
+    for vantage in ("ir-mci", "ir-tci"):
+        s.target(vantage, DCS[1], rounds("ok", 1))
+        s.target(vantage, WEB, rounds("ok", 1))
+    s.vantage("nl-ams", "NL", "control")
+    s.target("nl-ams", DCS[0], rounds("ip_blocking", 1))
+    s.target("nl-ams", DCS[1], rounds("ok", 1))
+    s.target("nl-ams", WEB, rounds("ok", 1))
+    record = "messenger_target:reach_control_verdict_ok:max"
+    s.expect(record, "5m", [(f'{record}{{messenger="telegram",target="{DCS[0]}"}}', 0),
+                            (f'{record}{{messenger="telegram",target="{DCS[1]}"}}', 1),
+                            (f'{record}{{messenger="telegram",target="{WEB}"}}', 1)])
+    for record, values in (("vantage_messenger:reach_targets_blocked_persistently:count", (0, 0, 0)),
+                           ("vantage_messenger:reach_targets_down_at_controls:count", (1, 1, 1))):
+        s.expect(record, "5m", [(f'{record}{{vantage="{v}",messenger="telegram"}}', n)
+                                for v, n in zip(("ir-mci", "ir-tci", "nl-ams"), values, strict=True)])
+    s.expect("vantage_messenger:reach_status:code", "5m", [
+        status("ir-mci", "IR", "subject", 4), status("ir-tci", "IR", "subject", 4),
+        status("nl-ams", "NL", "control", 4)])
+    s.expect("country_messenger:reach_status:code", "5m", [
+        ('country_messenger:reach_status:code{country="IR",messenger="telegram"}', 4),
+        ('country_messenger:reach_status:code{country="NL",messenger="telegram"}', 4)])
+    for at in ("3m", "10m", "25m", "40m"):
+        s.none(at, "MessengerBlocked", "MessengerOutage")
+    s.none("25m", "CatalogueEndpointDown")
+    s.alert("CatalogueEndpointDown", "40m", endpoint_down_alert("ip_blocking on 1"))
+    return s
+
+
+def endpoint_retired_while_watched() -> Scenario:
+    """The endpoint is retired at 10m: the subjects see it fail first, the control two rounds
+    (60 s) later, as its round comes later. The control failing inside the window takes the
+    target out of the persistent count before its share reaches 60 % (70 s): no page."""
+    s = Scenario("an endpoint retired while watched: the control's late failure still prevents a page",
+                 45)
+    s.vantage("ir-mci", "IR", "subject")
+    s.target("ir-mci", DCS[0], rounds("ok", 20, "ip_blocking", 100))
+    s.target("ir-mci", DCS[1], rounds("ok", 1))
+    s.target("ir-mci", WEB, rounds("ok", 1))
+    s.vantage("nl-ams", "NL", "control")
+    s.target("nl-ams", DCS[0], rounds("ok", 22, "ip_blocking", 100))
+    s.target("nl-ams", DCS[1], rounds("ok", 1))
+    s.target("nl-ams", WEB, rounds("ok", 1))
+    for at in ("10m30s", "11m", "11m10s", "11m30s", "12m", "15m", "20m", "44m"):
+        s.none(at, "MessengerBlocked")
+    s.expect("vantage_messenger:reach_status:code", "15m",
+             [status("ir-mci", "IR", "subject", 4), status("nl-ams", "NL", "control", 4)])
+    s.alert("CatalogueEndpointDown", "44m", endpoint_down_alert("ip_blocking on 1"))
+    return s
+
+
+def controls_offline_or_blind() -> Scenario:
+    """Which control may confirm a block: one that is online and measures the target. A second
+    control offline changes nothing; a target the control cannot measure (vantage_offline
+    there, e.g. IPv6 at a control without IPv6) does not count, the others still page."""
+    s = Scenario("a block is confirmed only by an online control that measures the target", 10)
+    s.vantage("ir-mci", "IR", "subject")
+    s.target("ir-mci", DCS[0], rounds("ip_blocking", 1))
+    s.target("ir-mci", DCS[1], rounds("ip_blocking", 1))
+    s.target("ir-mci", WEB, rounds("ok", 1))
+    s.vantage("nl-ams", "NL", "control")
+    s.target("nl-ams", DCS[0], rounds("ok", 1))
+    s.target("nl-ams", DCS[1], rounds("vantage_offline", 1))
+    s.target("nl-ams", WEB, rounds("ok", 1))
+    s.vantage("de-fra", "DE", "control", online=0, baseline=0)
+    for target in (*DCS, WEB):
+        s.target("de-fra", target, rounds("vantage_offline", 1))
+    record = "messenger_target:reach_control_verdict_ok:max"
+    s.expect(record, "5m", [(f'{record}{{messenger="telegram",target="{DCS[0]}"}}', 1),
+                            (f'{record}{{messenger="telegram",target="{WEB}"}}', 1)])
+    record = "vantage_messenger:reach_targets_blocked_persistently:count"
+    s.expect(record, "5m", [(f'{record}{{vantage="ir-mci",messenger="telegram"}}', 1),
+                            (f'{record}{{vantage="nl-ams",messenger="telegram"}}', 0),
+                            (f'{record}{{vantage="de-fra",messenger="telegram"}}', 0)])
+    s.alert("MessengerBlocked", "5m", blocked_alert("ip_blocking on 2 targets"))
+    s.none("9m", "CatalogueEndpointDown", "MessengerOutage")
+    return s
+
+
+def only_control_offline() -> Scenario:
+    s = Scenario("the only control offline: nothing is blocked, no endpoint is down", 40)
+    s.vantage("ir-mci", "IR", "subject")
+    for target in (*DCS, WEB):
+        s.target("ir-mci", target, rounds("ip_blocking", 1))
+    s.vantage("nl-ams", "NL", "control", online=0, baseline=0)
+    for target in (*DCS, WEB):
+        s.target("nl-ams", target, rounds("vantage_offline", 1))
+    s.expect("vantage_messenger:reach_status:code", "5m",
+             [status("ir-mci", "IR", "subject", 2), status("nl-ams", "NL", "control", 1)])
+    s.none("39m", "MessengerBlocked", "MessengerOutage", "CatalogueEndpointDown")
+    return s
+
+
+def trust_anchor_expiring() -> Scenario:
+    """Issue 21: an anchor whose last certificate expires within 90 days is a ticket; a
+    successor certificate in the same file (or at another vantage) keeps it quiet there."""
+    s = Scenario("a trust anchor 90 days before its last certificate expires is a ticket", 100)
+    s.vantage("ir-mci", "IR", "subject")
+    s.vantage("nl-ams", "NL", "control")
+    day = 86400
+    soon = 90 * day + 30 * 60  # inside the 90 days from minute 30
+    for vantage, anchor, sha, not_after in (
+            ("ir-mci", "signal", "aa11", soon),  # ir-mci runs the old file: no successor
+            ("nl-ams", "signal", "aa11", soon),
+            ("nl-ams", "signal", "bb22", 3650 * day),  # nl-ams has the successor
+            ("ir-mci", "telegram-ca", "cc33", 400 * day),
+            ("nl-ams", "telegram-ca", "cc33", 400 * day)):
+        labels = f'{JOB},instance="{vantage}",vantage="{vantage}",anchor="{anchor}",sha256="{sha}"'
+        s.add(f"reach_trust_anchor_expiry_timestamp_seconds{{{labels}}}", s.const(not_after))
+    s.none("25m", "TrustAnchorExpiring")
+    s.none("80m", "TrustAnchorExpiring")  # pending: `for` 1h
+    s.alert("TrustAnchorExpiring", "95m", (
+        {"severity": "ticket", "anchor": "signal"},
+        {"summary": "Trust anchor signal expires within 90 days",
+         "description": "The trust anchor signal (probe/data/trust/signal.pem or a tls.trust file) has "
+                        "no certificate valid after 1970-04-01 00:30:00 +0000 UTC at 1 vantages. After "
+                        "that, the hosts pinned to it fail verification everywhere. Ship its successor "
+                        "certificate in the anchor file (docs/messengers.md) and roll the probes out "
+                        "before then.",
+         "runbook_url": f"{RUNBOOK}#trustanchorexpiring"}))
+    return s
+
+
 SCENARIOS = (iran_block, onset_to_page, intermittent, blip, lossy, blocked_baseline, uplink_cut,
              old_probe_offline, outage, no_control, country_precedence, probe_health, probe_absent,
-             budget_shedding)
+             budget_shedding, endpoint_down, endpoint_retired_while_watched, controls_offline_or_blind,
+             only_control_offline, trust_anchor_expiring, mostly_down_at_control)
 
 
 def render() -> str:

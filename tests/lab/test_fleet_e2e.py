@@ -37,7 +37,7 @@ from tests.fleet.test_dashboards import all_queries, substitute
 from tests.lab import plan
 from tests.lab.configs import probe_config
 from tests.lab.scenarios import Scenario, apply_scenario, scenario_by_id
-from tests.lab.topology import PROBE_BIN, ROOT, Lab, lab_available, ns_exec
+from tests.lab.topology import PROBE_BIN, ROOT, Lab, lab_available, ns_exec, ns_run
 
 RESULTS_FILE = ROOT / "build" / "lab-fleet-e2e.json"
 
@@ -228,7 +228,9 @@ def start_lab_probe(vantage: str, lab: Lab, workdir: Path) -> promstack.Probe:
 
 
 @contextlib.contextmanager
-def fleet_stack(lab: Lab, scenario: Scenario, workdir: Path) -> Iterator[FleetStack]:
+def fleet_stack(
+    lab: Lab, scenario: Scenario, workdir: Path, also: Callable[[Lab], None] | None = None
+) -> Iterator[FleetStack]:
     """Put the lab into ``scenario``, start probes, Alertmanager and Prometheus; always stop.
 
     The probes start after the scenario is applied and Prometheus only after both finished
@@ -239,6 +241,8 @@ def fleet_stack(lab: Lab, scenario: Scenario, workdir: Path) -> Iterator[FleetSt
         shutil.rmtree(workdir)
     lab.reset()
     apply_scenario(lab, scenario)
+    if also is not None:
+        also(lab)  # what the scenario table cannot say (undone by the next lab.reset())
     started: list[Any] = []
     try:
         probes = {}
@@ -383,6 +387,74 @@ def test_service_outage_is_an_outage_not_a_block(fleet_lab: Lab, tmp_path: Path)
             VANTAGE[plan.SUBJECT]: 4,
             VANTAGE[plan.CONTROL]: 4,
         }
+
+
+#: The endpoint the service "retired": DC1's IPv4 address on port 443 (target dc1-v4:443).
+RETIRED = (plan.DCS[0].v4[0], 443)
+RETIRED_TARGET = f"{plan.DCS[0].name}-v4:{RETIRED[1]}"
+
+STALE_ENDPOINT = Scenario(
+    "21-stale-endpoint",
+    "Stale endpoint",
+    f"the service no longer serves {RETIRED_TARGET} (its server refuses the port, for every "
+    "client: a catalogue entry retired upstream); everything else answers; no censor",
+    subject=((RETIRED_TARGET, "tcp_reset"), ("*", "ok")),
+    control=((RETIRED_TARGET, "tcp_reset"), ("*", "ok")),
+)
+
+
+def retire_endpoint(lab: Lab) -> None:
+    """On the service's side (the internet namespace, where the DC servers live), refuse
+    one DC address and port to everyone: the subject (through the censor) and the control."""
+    address, port = RETIRED
+    ns_run(plan.INTERNET, "iptables", "-I", "INPUT", "-d", address, "-p", "tcp", "--dport", str(port),
+           "-j", "REJECT", "--reject-with", "tcp-reset")
+
+
+def test_stale_endpoint_is_one_ticket_and_no_page(fleet_lab: Lab, tmp_path: Path) -> None:
+    """Issue 21: an endpoint removed everywhere (one DC target refused to both vantages) is
+    the service's own failure: no MessengerBlocked page at the subject, one
+    CatalogueEndpointDown ticket naming the endpoint, fleet status outage at both vantages.
+    (Before, the subject's persistent tcp_reset on it paged MessengerBlocked.)"""
+    with fleet_stack(fleet_lab, STALE_ENDPOINT, tmp_path / "stale", also=retire_endpoint) as stack:
+        log, prom = stack.log, stack.prometheus
+        subject, control = VANTAGE[plan.SUBJECT], VANTAGE[plan.CONTROL]
+        # the rules see the endpoint fail at the control and the subject (the premise)
+        prom.wait_for_series(
+            f'messenger_target:reach_control_verdict_ok:max{{target="{RETIRED_TARGET}"}} == 0', timeout=30)
+        failing = prom.query(f'reach_verdict{{target="{RETIRED_TARGET}",verdict!="ok"}}')
+        assert {r["metric"]["vantage"] for r in failing} == {subject, control}, failing
+        # CatalogueEndpointDown's shortened `for` is 30 s (30m); MessengerBlocked, with no
+        # `for`, would have fired ~8 s in (its window, 2m, is 8 s here)
+        log.watch(
+            prom,
+            timeout=90,
+            until=lambda: bool(log.matching("CatalogueEndpointDown", "firing", messenger=MESSENGER)),
+            what="CatalogueEndpointDown firing",
+        )
+        (alert,) = prom.firing("CatalogueEndpointDown")
+        assert alert["labels"]["target"] == RETIRED_TARGET
+        assert alert["labels"]["severity"] == "ticket"
+        description = alert["annotations"]["description"]
+        assert RETIRED_TARGET in description and "docs/messengers.md" in description, description
+        ticket = stack.webhook.wait_for_alert("CatalogueEndpointDown", path="/ticket", timeout=30)
+        assert ticket["labels"]["target"] == RETIRED_TARGET
+        log.watch(prom, timeout=3)  # a few more evaluations
+        record = stack.record()
+        RESULTS["scenarios"][STALE_ENDPOINT.id] = record
+        assert not log.matching("MessengerBlocked"), f"MessengerBlocked seen: {log.summary()}"
+        assert not stack.webhook.notifications("/page")
+        for name in ("MessengerOutage", "VantageOffline"):
+            assert not log.matching(name), f"{name} seen: {log.summary()}"
+        # one ticket: one alert instance, the retired endpoint, and no other endpoint
+        assert [e["labels"]["target"] for e in log.matching("CatalogueEndpointDown")] == [RETIRED_TARGET]
+        # the tickets about the messenger (probe-health tickets such as ProbeRoundsOverrun,
+        # which the lab's 2 s interval can raise, say nothing about the service)
+        tickets = {(a["labels"].get("alertname"), a["labels"].get("target"))
+                   for body in stack.webhook.notifications("/ticket") for a in body.get("alerts", [])
+                   if "messenger" in a["labels"]}
+        assert tickets == {("CatalogueEndpointDown", RETIRED_TARGET)}, tickets
+        assert record["status_code_per_vantage"] == {subject: 4, control: 4}
 
 
 def test_uplink_cut_is_vantage_offline_only(fleet_lab: Lab, tmp_path: Path) -> None:

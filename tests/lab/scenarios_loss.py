@@ -2,9 +2,19 @@
 censorship, each over several rounds of a real `probe run` in both vantages.
 
 Why rounds and not one `probe once`: a verdict that holds on a lossy network is a claim
-about a rate (0 blocking verdicts over 10 rounds, a block seen in >= 9 of 10), so each
+about a rate (0 blocking verdicts over 10 rounds, a block seen in >= 90% of them), so each
 scenario runs one long-lived `probe run` per vantage and reads its rounds back from the
 evidence log (one JSON line per round, the same object `probe once --format json` prints).
+
+`probe run` works in tiers (probe.serve.schedule): its first round is full (transfers
+included, the lab having no traffic budget); after it, each interval measures a few
+sentinel targets and a sweep slice, and a messenger's full round (transfers again) when they
+saw a change; the other targets keep their last verdict, stamped with when they were
+measured. The scenarios run those shipped tiers, as a user's probe would: a lossy link
+makes most intervals full rounds, a clean one few (``fresh_per_round`` in the records says
+how many targets each round measured). So the rate-limit scenarios measure the rate in
+their first round and show it carried after; the residual scenario's web.telegram.org is
+measured in round 0 and carried (see R-residual-sni below).
 
 netem is not available, so: iptables `-m statistic --mode random` for loss, `-m recent`
 for the residual block, tc tbf/htb for rate limits. All rules live in the censor namespace,
@@ -24,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from probe.measure.round import is_transfer
 from probe.model.verdicts import BLOCKING_VERDICTS
 from tests.lab import plan
 from tests.lab.configs import probe_config
@@ -181,6 +192,18 @@ def verdict_in_every_round(pattern: str, verdict: str, failures: tuple[str, ...]
     return check
 
 
+def transfer_measured(pattern: str) -> Check:
+    """Every round's verdict on targets matching ``pattern`` rests on a transfer (a
+    throughput check): without one a rate-limit scenario would pass without measuring a
+    rate (as it did while a traffic budget held the first transfers back)."""
+    def check(r: Rounds) -> list[str]:
+        return [f"subject round {i}: {v['target']} {v['verdict']} without a transfer "
+                f"(evidence: {sorted({e['check'] for e in v['evidence']})})"
+                for i, vs in enumerate(Rounds.verdicts(r.subject, pattern)) for v in vs
+                if not any(is_transfer(e["check"]) for e in v["evidence"])]
+    return check
+
+
 def verdict_absent(verdict: str) -> Check:
     def check(r: Rounds) -> list[str]:
         return [f"{name} round {i}: {v['target']} {verdict}"
@@ -210,12 +233,23 @@ LOSS_SCENARIOS: tuple[LossScenario, ...] = (
         "no censor; 25% of the packets *to* the subject dropped (answers, SYN-ACKs), none of "
         "its own", 5, lossy_link(0.25, up=False),
         (no_blocks("subject"), no_blocks("control"), control_all_ok, degraded(0.6))),
+    # 5 rounds, not 10: every round of the runs measured had 12-22 blocking DC verdicts
+    # (2026-12-05, 20 rounds in 2 runs), and the check asks for one in >= 90% of the
+    # rounds, i.e. in all 5 (one in 9 of 10 before): ~100 s less.
     LossScenario(
         "L80-intermittent-dc-block", "Intermittent targeted block",
         "the censor drops 80% of the packets to the DCs (both families) at random; "
-        "baseline and web fronts untouched", 10, intermittent_dc_drop(0.8),
+        "baseline and web fronts untouched", 5, intermittent_dc_drop(0.8),
         (detected("dc*", 0.9, ("generic_timeout_error",)), no_blocks("control"),
          control_all_ok)),
+    # With the tiers, web.telegram.org is measured in round 0 and carried in rounds 1-2 (it
+    # is neither a sentinel nor in those rounds' sweep slices). Measured in every round
+    # (schedule.sweep = interval, tried 2026-12-05) it came out ip_blocking/connect_timeout
+    # in rounds 1 and 2 of one run of two, apparently because a sweep's ClientHello armed the
+    # residual drop and the full round a change triggered at once (the logs of that run were
+    # not kept) reached the address inside the 20 s window.
+    # A scheduler/classifier gap (probe/serve/schedule.py, probe/judge), reported, not
+    # papered over here: this scenario keeps the shipped tiers.
     LossScenario(
         "R-residual-sni", "Residual censorship",
         "a ClientHello naming web.telegram.org is reset, then every packet to that address's "
@@ -226,12 +260,15 @@ LOSS_SCENARIOS: tuple[LossScenario, ...] = (
     LossScenario(
         "T-uplink-rate-limit", "Rate limit on the whole access link",
         "tc tbf at 2 Mbit/s on everything the subject receives (a slow link, not a censor)",
-        3, uplink_rate_limit("2mbit"), (verdict_absent("throttling"), no_blocks("subject"))),
+        3, uplink_rate_limit("2mbit"),
+        (verdict_absent("throttling"), no_blocks("subject"), transfer_measured("telegram.org/*"),
+         transfer_measured("web.telegram.org/*"))),
     LossScenario(
         "T-front-rate-limit", "The same rate limit on the service's fronts only",
         "tc htb + tbf at 2 Mbit/s on traffic from the web fronts only", 3, throttle("2mbit"),
         (verdict_in_every_round("telegram.org/*", "throttling"),
-         verdict_in_every_round("web.telegram.org/*", "throttling"), no_blocks("control"))),
+         verdict_in_every_round("web.telegram.org/*", "throttling"), no_blocks("control"),
+         transfer_measured("telegram.org/*"), transfer_measured("web.telegram.org/*"))),
 )
 
 
@@ -257,8 +294,20 @@ def read_rounds(evidence: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def run_rounds(lab: Lab, rounds: int, interval: float, per_round: float = 60) -> Rounds:
-    """`probe run` in both vantages until each wrote ``rounds`` rounds; stop them (SIGTERM)."""
+    """`probe run` in both vantages until each wrote ``rounds`` rounds; each is stopped
+    (SIGTERM) once it has (the control, done long before the lossy subject, would otherwise
+    run a round a second on the shared cores while it waits)."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
     evidence: dict[str, Path] = {}
     try:
@@ -276,7 +325,9 @@ def run_rounds(lab: Lab, rounds: int, interval: float, per_round: float = 60) ->
             if all(n >= rounds for n in done.values()):
                 break
             for vantage, proc in procs.items():
-                if proc.poll() is not None:
+                if done[vantage] >= rounds:
+                    _stop(proc)
+                elif proc.poll() is not None:
                     raise LabError(f"{vantage}: probe run exited {proc.returncode} "
                                    f"(log: {lab.logdir}/probe-run-{vantage}.log)")
             if time.monotonic() > deadline:
@@ -287,11 +338,7 @@ def run_rounds(lab: Lab, rounds: int, interval: float, per_round: float = 60) ->
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            _stop(proc)
     return Rounds(read_rounds(evidence[plan.SUBJECT])[:rounds],
                   read_rounds(evidence[plan.CONTROL])[:rounds])
 
@@ -312,6 +359,9 @@ def summarise(scenario: LossScenario, r: Rounds, mismatches: list[str]) -> dict[
             "loss_ratio": [x["network"].get("loss_ratio") for x in rounds],
             "retransmit_ratio": [x["network"].get("retransmit_ratio") for x in rounds],
             "retried_ratio": [x["network"].get("retried_ratio") for x in rounds],
+            # targets measured in each round (the others carried their last verdict)
+            "fresh_per_round": [sum(v.get("measured", x["started"]) >= x["started"]
+                                    for v in x["verdicts"]) for x in rounds],
         }
     return {"id": scenario.id, "title": scenario.title, "how": scenario.how,
             "subject": per_vantage(r.subject), "control": per_vantage(r.control),

@@ -291,7 +291,10 @@ def read_rounds(evidence: Path) -> list[dict[str, Any]]:
     path = evidence / "evidence.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # the probe may be writing a round right now: only whole lines are rounds
+    text = path.read_text()
+    complete = text[:text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

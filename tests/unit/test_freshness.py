@@ -8,6 +8,7 @@ import datetime as dt
 import re
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 
 from probe.inputs import catalog, freshness, prefixes
 from probe.inputs.config import load_config
+from probe.sinks.statuspage.routes import StatusPage
 
 UTC = dt.UTC
 
@@ -119,3 +121,34 @@ def test_probe_prefixes_says_where_each_list_came_from() -> None:
     ("no", False), ("no (hand-written)", False), ("", False)])
 def test_verified_field(value: str, verified: bool) -> None:
     assert prefixes.is_verified(prefixes.provenance(f"# verified: {value}\n1.2.3.0/24\n")) is verified
+
+
+@dataclass
+class _Source:
+    """What the status page reads of a running service, before its first round."""
+
+    config: Any
+    latest: Any = None
+    round_listeners: list[Any] = field(default_factory=list)
+    last_reload_error: str | None = None
+    next_round_at: float | None = None
+
+
+async def test_the_status_page_warns_of_a_catalogue_past_review(tmp_path: Path) -> None:
+    write(tmp_path / "old.yaml", {
+        "messenger": "old", "reviewed": "2020-01-01", "review_by": "2020-04-01",
+        "sources": [{"url": "https://example.org/list", "date": "2020-01-01"}],
+        "groups": {"g": {"endpoints": [{"name": "a.example.org"}], "steps": ["dns"]}}})
+    config = load_config(write(tmp_path / "probe.yaml", {
+        "vantage": {"name": "t"}, "messengers": {"old": {"catalog": "old.yaml"}}}))
+    response = await StatusPage(_Source(config)).page(None)  # type: ignore[arg-type]
+    banners = [re.sub(r"<[^>]+>", "", b) for b in
+               re.findall(r"<div class='banner' role='alert'>(.*?)</div>", response.text)]
+    assert len(banners) == 1, banners
+    assert banners[0].startswith("Stale knowledge: catalogue ")
+    assert "is past its review date (2020-04-01; reviewed 2020-01-01)" in banners[0]
+    # the shipped catalogues are not past review: no banner
+    fresh = load_config(write(tmp_path / "fresh.yaml", {"vantage": {"name": "t"},
+                                                       "messengers": {"signal": {}}}))
+    response = await StatusPage(_Source(fresh)).page(None)  # type: ignore[arg-type]
+    assert "Stale knowledge" not in (response.text or "")

@@ -205,7 +205,7 @@ def target_link(messenger: str, target: str) -> str:
 
 
 def _banners(round_: Mapping[str, Any], network: Mapping[str, Any], verdicts: list[dict[str, Any]],
-             reload_error: str | None) -> list[str]:
+             reload_error: str | None, stale: Sequence[str] = ()) -> list[str]:
     out = []
     baseline_failures = sorted({f"{o.get('target')}: {o.get('failure')}"
                                 for o in round_.get("observations") or []
@@ -237,6 +237,8 @@ def _banners(round_: Mapping[str, Any], network: Mapping[str, Any], verdicts: li
     if reload_error:
         out.append(f"<strong>The last config reload was refused</strong>; the running config stays: "
                    f"{html.escape(reload_error)}")
+    out.extend(f"<strong>Stale knowledge</strong>: {html.escape(line)}. A verdict on what changed "
+               "upstream since may be wrong." for line in stale)
     return out
 
 
@@ -260,8 +262,10 @@ def budget_line(round_: Mapping[str, Any]) -> str:
 
 def render_page(round_: Mapping[str, Any] | None, history: History, *, vantage: Mapping[str, Any],
                 now: float, refresh: int = 30, reload_error: str | None = None,
-                next_round: str | None = None) -> str:
-    """The whole page for the latest round (round JSON as in /api/status) and the history."""
+                next_round: str | None = None, stale: Sequence[str] = ()) -> str:
+    """The whole page for the latest round (round JSON as in /api/status) and the history;
+    `stale`: warnings about the probe's knowledge (a catalogue past review, an anchor near
+    expiry), shown as banners."""
     name = html.escape(str(vantage.get("name", "")))
     head = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
@@ -276,7 +280,7 @@ def render_page(round_: Mapping[str, Any] | None, history: History, *, vantage: 
     if round_ is None:
         parts.append(f"<p class='meta'>{where}. The first round is running.</p>")
         parts.extend(f"<div class='banner' role='alert'>{b}</div>"
-                     for b in _banners({}, {}, [], reload_error))
+                     for b in _banners({}, {}, [], reload_error, stale))
         parts.append(_footer(next_round))
         return "".join(parts)
     network = _network(round_)
@@ -286,7 +290,7 @@ def render_page(round_: Mapping[str, Any] | None, history: History, *, vantage: 
     parts.append(f"<p class='meta'>{where}. Last round {html.escape(str(round_.get('started', '?')))}"
                  + (f", {duration:.1f} s" if isinstance(duration, int | float) else "") + ".</p>")
     parts.extend(f"<div class='banner' role='alert'>{b}</div>"
-                 for b in _banners(round_, network, verdicts, reload_error))
+                 for b in _banners(round_, network, verdicts, reload_error, stale))
     traffic = budget_line(round_)
     if traffic:
         parts.append(f"<p class='meta'>{html.escape(traffic)}</p>")

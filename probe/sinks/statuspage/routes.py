@@ -13,7 +13,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from probe.inputs import freshness
 from probe.inputs.config import Config
+from probe.inputs.schema import ConfigError
 from probe.model.observation import RoundResult
 from probe.sinks.report import round_json
 from probe.sinks.statuspage.history import History, iso
@@ -44,6 +46,7 @@ class StatusPage:
         self.service = service
         self.history = History()
         self._cache: tuple[object, str] | None = None
+        self._stale: tuple[object, list[str]] = (None, [])
         self._round_json: tuple[object, dict[str, Any]] | None = None
         self._targets_key: object = None
         self._targets: dict[tuple[str, str], str] = {}  # /api/target bodies of this round
@@ -101,7 +104,8 @@ class StatusPage:
     async def page(self, request: web.Request) -> web.Response:
         service = self.service
         now = time.time()
-        key = (id(service.latest), self.history.version, service.last_reload_error, int(now // 60))
+        key = (id(service.latest), self.history.version, service.last_reload_error, int(now // 60),
+               id(service.config))
         if self._cache is None or self._cache[0] != key:
             v = service.config.vantage
             next_round = service.next_round_at
@@ -111,10 +115,23 @@ class StatusPage:
                 vantage={"name": v.name, "country": v.country, "asn": v.asn, "network": v.network,
                          "role": v.role},
                 reload_error=service.last_reload_error,
-                next_round=iso(next_round) if next_round else None)
+                next_round=iso(next_round) if next_round else None,
+                stale=self.stale(service.config, now))
             self._cache = (key, body)
         return web.Response(text=self._cache[1], content_type="text/html",
                             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+
+    def stale(self, config: Config, now: float) -> list[str]:
+        """What the probe's knowledge is past (probe.inputs.freshness), worked out once per
+        config and day: warnings for the page, never errors."""
+        key = (id(config), int(now // 86400))
+        if self._stale[0] != key:
+            try:
+                lines = freshness.warnings(config)
+            except ConfigError as exc:  # an unreadable anchor file: the TLS checks say so too
+                lines = [str(exc)]
+            self._stale = (key, lines)
+        return self._stale[1]
 
     async def target(self, request: web.Request) -> web.Response:
         """One target's evidence, rendered once per round (and history change) per target:

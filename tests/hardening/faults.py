@@ -194,6 +194,7 @@ async def soak(directory: Path, rounds: int, interval: float = 0.3, timeout: flo
         starts: list[float] = []
         durations: list[float] = []
         measured: list[float] = []  # each round (an interval may hold a sweep and a full round)
+        cut: list[int] = []  # intervals whose round the service cut at its budget
         samples: dict[str, tuple[int, int]] = {}
         done = asyncio.Event()
         run_one = service.run_one
@@ -208,17 +209,24 @@ async def soak(directory: Path, rounds: int, interval: float = 0.3, timeout: flo
 
         service._measure = timed  # type: ignore[method-assign]
 
+        def record() -> None:  # the interval's work: its rounds, metrics and evidence
+            durations.append(time.monotonic() - starts[-1])
+            if len(starts) == warmup:
+                samples["warm"] = (open_fds(), len(asyncio.all_tasks()))
+            if len(durations) >= rounds:
+                samples["end"] = (open_fds(), len(asyncio.all_tasks()))
+                done.set()
+
         async def counted() -> Any:
             starts.append(time.monotonic())
             try:
-                return await run_one()
-            finally:  # a round cut at the service's budget (TimeoutError) counts too
-                durations.append(time.monotonic() - starts[-1])  # the round, metrics and evidence
-                if len(starts) == warmup:
-                    samples["warm"] = (open_fds(), len(asyncio.all_tasks()))
-                if len(durations) >= rounds:
-                    samples["end"] = (open_fds(), len(asyncio.all_tasks()))
-                    done.set()
+                result = await run_one()
+            except TimeoutError:  # cut at the service's budget: an interval without evidence
+                cut.append(len(starts))
+                record()
+                raise
+            record()  # (an interval cancelled when the soak ends is not counted)
+            return result
 
         service.run_one = counted  # type: ignore[method-assign]
         rss_before = rss_mib()
@@ -253,6 +261,7 @@ async def soak(directory: Path, rounds: int, interval: float = 0.3, timeout: flo
             "rss_growth_mib": round(rss_mib() - rss_before, 1),
             "evidence_rounds": evidence_rounds, "evidence_torn_lines": torn,
             "rounds_lost": len(durations) - evidence_rounds,
+            "rounds_cut": len(cut),  # at the service's budget (interval + round_seconds)
             "observations_per_round": len(service.latest.observations) if service.latest else 0,
         }
 

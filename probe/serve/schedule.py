@@ -4,11 +4,11 @@ A vantage is often a volunteer's home line or a metered mobile plan where the me
 are blocked: measuring everything every 30 s costs gigabytes a day and is a burst of
 handshakes towards blocked services from one address. So the work comes in tiers:
 
-- **sentinels**, every `schedule.interval`: per messenger, a few cheap targets covering
-  both families and the main mechanisms (the first fixed-address target of each family,
-  a DC for Telegram, and the first target with a DNS step, which compares resolvers);
-- **sweeps**: every target and baseline site at least once per `schedule.sweep`, a slice
-  each interval (an even trickle, not a burst);
+- **sentinels**: per messenger, a few cheap targets covering both families and the main
+  mechanisms (the first fixed-address target of each family, a DC for Telegram, and the
+  first target with a DNS step, which compares resolvers);
+- **sweeps**: every target and baseline site once per sweep, a slice each interval (an
+  even trickle, not a burst);
 - **full rounds**: a messenger's every target with the whole baseline sample, at once when
   a sentinel or a sweep saw a target change (its steps' outcomes differ from the last
   time it was measured), for that messenger only; transfers (throughput checks) run in
@@ -18,9 +18,25 @@ Between the rounds that measure it a target keeps its last verdict, stamped with
 was measured (`Verdict.measured`), so boards and rules see every target every interval.
 
 The budget (`budget.bytes_per_day`) is a token bucket filled at bytes_per_day / 86400 a
-second and holding an hour's worth. Work is shed as it empties, in this order: transfers,
-then sweeps, then full rounds, sentinels last (at an empty bucket an interval is skipped).
-Shedding is never silent: it is on the metrics, the status page and a ticket alert.
+second and holding an hour's worth. The work is fitted to it, not starved by it:
+
+- what the work costs is learnt from the rounds' own byte counts (`Costs`: per target and
+  baseline site, an average over its last measurements, from the first full round on);
+- sentinels get SHARES["sentinels"] of the refill rate and sweeps SHARES["sweeps"]; the
+  rest, and the bucket itself, pay for full rounds on a change and for transfers;
+- each tier runs at the pace its share buys: the sentinel period stretches (never below
+  `schedule.interval`) and the sweep period too (never below `schedule.sweep`). When the
+  whole sentinel set does not fit in one interval, a sentinel round measures one of each
+  messenger's sentinels in turn (a whole-messenger block is seen by any of them, so the
+  page stays quick; each sentinel comes round every few sentinel rounds);
+- the effective periods are in every round's `budget` (sentinel_seconds, sweep_seconds)
+  and on the metrics (reach_budget_period_seconds).
+
+The bucket stays the safety net: as it empties, work is shed in this order: transfers,
+then sweeps, then full rounds, sentinels last (at an empty bucket an interval measures
+nothing). Shedding is never silent: it is on the metrics, the status page and a ticket
+alert. Without a budget (`bytes_per_day: unlimited`) every interval runs the sentinels
+and a slice sized for `schedule.sweep`.
 """
 
 from __future__ import annotations
@@ -45,6 +61,11 @@ BUCKET_SECONDS = 3600  # the bucket holds an hour of the daily budget
 # (probe.measure.checks.http matches the first 64 KiB) and to tell a throttled path (cut by
 # time) from a free one; a full-size transfer is what `budget: unlimited` buys.
 BUDGET_TRANSFER_BYTES = 64 << 10
+# the refill rate's shares paced work may spend; the rest (and the bucket) pays for the
+# full rounds a change calls for and for transfers. Sentinels get the larger share: they
+# are what pages for a whole-messenger block.
+SHARES = {"sentinels": 0.5, "sweeps": 0.3}
+COST_WEIGHT = 0.3  # a new measurement's weight in a target's average cost (EWMA)
 
 Signature = tuple[tuple[str, str, str], ...]
 
@@ -78,6 +99,52 @@ def sentinels(targets: Iterable[Target]) -> dict[str, list[str]]:
                     names.append(pick.name)
         chosen[messenger] = names or [group[0].name]
     return chosen
+
+
+class Costs:
+    """What measuring each target and baseline site costs on the wire, learnt from the
+    rounds' own byte counts: a moving average (EWMA) per name, seeded by its first round.
+
+    A round counts bytes per messenger (`RoundResult.traffic`) and per check (each step's
+    first observation: details bytes_sent / bytes_received); a messenger's bytes are split
+    over its measured targets in proportion to their checks' counts, so the costs add up
+    to what the sockets counted. A baseline site's cost is the round's baseline bytes over
+    the sites it sampled (a full round samples more: its seed is high, sweeps bring it
+    down)."""
+
+    def __init__(self) -> None:
+        self.bytes: dict[str, float] = {}
+
+    def learn(self, result: RoundResult, sites: Iterable[str]) -> None:
+        weights: dict[str, dict[str, float]] = {}
+        for obs in result.observations:
+            if obs.messenger is None or obs.started < result.started:
+                continue
+            mine = weights.setdefault(obs.messenger, {})
+            mine[obs.target] = mine.get(obs.target, 0.0) + float(
+                (obs.details.get("bytes_sent") or 0) + (obs.details.get("bytes_received") or 0))
+        for messenger, mine in weights.items():
+            sent, received = result.traffic.get(messenger, (0, 0))
+            total, counted = sent + received, sum(mine.values())
+            for target, weight in mine.items():
+                share = weight / counted if counted else 1 / len(mine)
+                self._add(target, total * share)
+        sampled = list(sites)
+        if sampled and "baseline" in result.traffic:
+            each = sum(result.traffic["baseline"]) / len(sampled)
+            for site in sampled:
+                self._add(site, each)
+
+    def _add(self, name: str, nbytes: float) -> None:
+        old = self.bytes.get(name)
+        self.bytes[name] = nbytes if old is None else old + COST_WEIGHT * (nbytes - old)
+
+    def of(self, names: Iterable[str]) -> float:
+        """The expected bytes of measuring these names (an unknown one at the average)."""
+        names = list(names)
+        known = [self.bytes[n] for n in names if n in self.bytes]
+        mean = sum(self.bytes.values()) / len(self.bytes) if self.bytes else 0.0
+        return sum(known) + mean * (len(names) - len(known))
 
 
 class Bucket:
@@ -175,6 +242,12 @@ class Planner:
     cursor: int = 0
     last_transfers: float = 0.0
     last_sweep_slice: float = 0.0
+    costs: Costs = field(default_factory=Costs)
+    ticked: float | None = None  # when next_work last ran
+    wave: int = 0  # the sentinel round to come, when the sentinels are measured in turn
+    sentinel_credit: float = 0.0  # bytes the sentinels' share has put by
+    sweep_credit: float = 0.0  # bytes the sweeps' share has put by
+    slice_sites: set[str] = field(default_factory=set)  # the sites of the last paced round
 
     def __post_init__(self) -> None:
         self.configure(self.config)
@@ -222,11 +295,55 @@ class Planner:
     def transfers_due(self, now: float) -> bool:
         return now - self.last_transfers >= self.config.schedule.transfers
 
+    @property
+    def rate(self) -> float | None:
+        """The bucket's refill, bytes a second (None: unlimited)."""
+        b = self.bucket.bytes_per_day
+        return None if b is None else b / 86400
+
+    def sentinel_waves(self) -> list[set[str]]:
+        """The sentinel rounds, in turn: all sentinels every round while their cost fits in
+        the sentinels' share of one interval, else one of each messenger's at a time."""
+        every = {n for names in self.sentinels.values() for n in names}
+        rate = self.rate
+        if rate is None or self.costs.of(every) <= SHARES["sentinels"] * rate * self.config.schedule.interval:
+            return [every]
+        turns = max((len(names) for names in self.sentinels.values()), default=1)
+        return [{names[i % len(names)] for names in self.sentinels.values() if names}
+                for i in range(turns)]
+
+    def sentinel_seconds(self) -> float:
+        """How often a sentinel round runs at the pace the budget buys."""
+        interval = self.config.schedule.interval
+        rate = self.rate
+        if rate is None:
+            return interval
+        waves = self.sentinel_waves()
+        mean = sum(self.costs.of(w) for w in waves) / len(waves)
+        return max(interval, mean / (SHARES["sentinels"] * rate))
+
+    def sentinel_cycle_seconds(self) -> float:
+        """How often every sentinel is measured (each in its turn)."""
+        return self.sentinel_seconds() * len(self.sentinel_waves())
+
+    def sweep_seconds(self) -> float:
+        """How long a sweep (every target and site once) takes at the pace the budget buys."""
+        sweep = self.config.schedule.sweep
+        rate = self.rate
+        if rate is None:
+            return sweep
+        return max(sweep, self.costs.of(self.rotation) / (SHARES["sweeps"] * rate))
+
     def next_work(self, now: float) -> Work | None:
-        """This interval's round: a full one while anything is unknown, else sentinels plus
-        a sweep slice. None when the budget is spent (the interval is skipped)."""
+        """This interval's round: a full one while anything is unknown, else sentinels (when
+        their share has put their cost by) plus a sweep slice (as many entries as its share
+        pays for). None when the bucket is empty (the interval is skipped)."""
         self.bucket.refill(now)
         shed = self.bucket.shed()
+        interval = self.config.schedule.interval
+        # an interval's worth at least: rounds come an interval apart (or later, overrun)
+        step = interval if self.ticked is None else max(interval, now - self.ticked)
+        self.ticked = now
         transfers = self.transfers_due(now) and "transfers" not in shed
         if any(t.name not in self.known for t in self.targets):
             if "sentinels" in shed:
@@ -234,15 +351,46 @@ class Planner:
             return Work("full", None, None, transfers)
         if "sentinels" in shed:
             return None
-        only = {n for names in self.sentinels.values() for n in names}
+        rate = self.rate
+        only: set[str] = set()
+        waves = self.sentinel_waves()
+        if rate is None or (len(waves) == 1 and self.sentinel_seconds() <= interval):
+            only = set(waves[0])
+            self.sentinel_credit = 0.0
+        else:
+            wave = waves[self.wave % len(waves)]
+            cost = self.costs.of(wave)
+            self.sentinel_credit = min(max(cost, self.sentinel_credit),
+                                       self.sentinel_credit + step * SHARES["sentinels"] * rate)
+            if self.sentinel_credit >= cost:
+                self.sentinel_credit -= cost
+                self.wave += 1
+                only = set(wave)
         sites: set[str] = set()
+        entries: list[str] = []
         if "sweeps" not in shed:
-            size = self.slice_size()
-            for i in range(size):
-                name = self.rotation[(self.cursor + i) % len(self.rotation)]
+            if rate is None or self.sweep_seconds() <= self.config.schedule.sweep:
+                entries = [self.rotation[(self.cursor + i) % len(self.rotation)]
+                           for i in range(self.slice_size())]
+                self.sweep_credit = 0.0
+            else:
+                # as many entries as the sweeps' share has put by, in rotation order; the
+                # credit keeps at most the dearest entry's cost, so every entry comes round
+                put_by = step * SHARES["sweeps"] * rate
+                dearest = max(self.costs.of([n]) for n in self.rotation)
+                self.sweep_credit = min(max(dearest, put_by), self.sweep_credit + put_by)
+                while len(entries) < len(self.rotation):
+                    name = self.rotation[(self.cursor + len(entries)) % len(self.rotation)]
+                    cost = self.costs.of([name])
+                    if cost > self.sweep_credit:
+                        break
+                    self.sweep_credit -= cost
+                    entries.append(name)
+            for name in entries:
                 (sites if name in self.sites else only).add(name)
-            self.cursor = (self.cursor + size) % len(self.rotation)
-        tier = "sentinel" if "sweeps" in shed else "sweep"
+            self.cursor = (self.cursor + len(entries)) % len(self.rotation)
+        self.slice_sites = set(sites)
+        tier = "sweep" if entries else "sentinel" if only else "carried"
         return Work(tier, only, sites, False)
 
     def absorb(self, result: RoundResult, full: bool, accept: bool = False) -> set[str]:
@@ -252,6 +400,9 @@ class Planner:
         that follows to judge, in context), unless `accept` (full rounds are shed: the
         partial round's verdict is the best there is)."""
         now = result.finished
+        # a full round samples the whole baseline: its site costs only seed unknown ones
+        self.costs.learn(result, [n for n in self.sites if n not in self.costs.bytes] if full
+                         else self.slice_sites)
         self.site_states.update(result.network.baseline_sites)
         if any(o.messenger is None for o in result.observations):
             self.network = result.network
@@ -329,4 +480,13 @@ class Planner:
     def report(self, shed: list[str]) -> dict[str, object]:
         b = self.bucket
         return {"bytes_per_day": b.bytes_per_day, "used_today": b.used_today,
-                "day": b.day, "fill": round(b.fill, 4), "shedding": list(shed)}
+                "day": b.day, "fill": round(b.fill, 4), "shedding": list(shed),
+                # the pace the budget buys, from the measured costs: a sentinel round every
+                # sentinel_seconds (every sentinel each sentinel_cycle_seconds), every
+                # target and site once per sweep_seconds
+                "sentinel_seconds": round(self.sentinel_seconds(), 1),
+                "sentinel_cycle_seconds": round(self.sentinel_cycle_seconds(), 1),
+                "sweep_seconds": round(self.sweep_seconds(), 1),
+                "sentinel_round_bytes": round(sum(self.costs.of(w) for w in waves) / len(waves))
+                if (waves := self.sentinel_waves()) else 0,
+                "sweep_bytes": round(self.costs.of(self.rotation))}

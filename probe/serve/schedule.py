@@ -55,7 +55,10 @@ from probe.model.observation import Observation, RoundDraft, RoundResult, Vantag
 
 SHED_ORDER = ("transfers", "sweeps", "full_rounds", "sentinels")
 # the bucket's fill (share of its capacity) below which each kind of work is shed
-SHED_BELOW = {"transfers": 0.75, "sweeps": 0.5, "full_rounds": 0.25, "sentinels": 0.0}
+# (the paced tiers spend at most their shares of the refill: what empties the bucket is the
+# full rounds of changes, transfers and a (re)start's first full round, so sweeps go only
+# when little is left for anything else)
+SHED_BELOW = {"transfers": 0.5, "sweeps": 0.2, "full_rounds": 0.1, "sentinels": 0.0}
 BUCKET_SECONDS = 3600  # the bucket holds an hour of the daily budget
 # Under a finite budget a transfer reads at most this much: enough to match a blockpage
 # (probe.measure.checks.http matches the first 64 KiB) and to tell a throttled path (cut by
@@ -66,6 +69,10 @@ BUDGET_TRANSFER_BYTES = 64 << 10
 # are what pages for a whole-messenger block.
 SHARES = {"sentinels": 0.5, "sweeps": 0.3}
 COST_WEIGHT = 0.3  # a new measurement's weight in a target's average cost (EWMA)
+# a paced sweep slice waits until its share has put this much by (or the whole sweep's
+# cost, if less): a round's first DNS comparison pays for the control resolvers'
+# connections (about 8 kB in the lab), which a bigger slice shares
+SWEEP_BATCH_BYTES = 32_000
 
 Signature = tuple[tuple[str, str, str], ...]
 
@@ -244,8 +251,11 @@ class Planner:
     last_sweep_slice: float = 0.0
     costs: Costs = field(default_factory=Costs)
     ticked: float | None = None  # when next_work last ran
-    wave: int = 0  # the sentinel round to come, when the sentinels are measured in turn
-    sentinel_credit: float = 0.0  # bytes the sentinels' share has put by
+    # per messenger: bytes its part of the sentinels' share has put by; per sentinel: bytes
+    # spent on it (the next one measured is the one that has cost least, counting its own
+    # cost: cheap ones come round more often, every one comes round)
+    sentinel_credit: dict[str, float] = field(default_factory=dict)
+    sentinel_spent: dict[str, float] = field(default_factory=dict)
     sweep_credit: float = 0.0  # bytes the sweeps' share has put by
     slice_sites: set[str] = field(default_factory=set)  # the sites of the last paced round
 
@@ -301,30 +311,46 @@ class Planner:
         b = self.bucket.bytes_per_day
         return None if b is None else b / 86400
 
-    def sentinel_waves(self) -> list[set[str]]:
-        """The sentinel rounds, in turn: all sentinels every round while their cost fits in
-        the sentinels' share of one interval, else one of each messenger's at a time."""
-        every = {n for names in self.sentinels.values() for n in names}
+    def sentinels_fit(self) -> bool:
+        """Whether every sentinel can be measured every interval within the sentinels'
+        share of the budget (always, without a budget)."""
         rate = self.rate
-        if rate is None or self.costs.of(every) <= SHARES["sentinels"] * rate * self.config.schedule.interval:
-            return [every]
-        turns = max((len(names) for names in self.sentinels.values()), default=1)
-        return [{names[i % len(names)] for names in self.sentinels.values() if names}
-                for i in range(turns)]
+        every = [n for names in self.sentinels.values() for n in names]
+        return rate is None or (
+            self.costs.of(every) <= SHARES["sentinels"] * rate * self.config.schedule.interval)
+
+    def _messenger_rate(self) -> float:
+        """Each messenger's part of the sentinels' share, bytes a second."""
+        return SHARES["sentinels"] * (self.rate or 0.0) / max(1, len(self.sentinels))
+
+    def sentinel_periods(self) -> dict[str, float]:
+        """Per messenger, how often one of its sentinels is measured: all every interval
+        when they fit, else one at a time, each messenger at the pace its part of the
+        sentinels' share pays for (a cheap sentinel more often than a dear one, the same
+        bytes on each)."""
+        interval = self.config.schedule.interval
+        if self.sentinels_fit():
+            return dict.fromkeys(self.sentinels, float(interval))
+        per = self._messenger_rate()
+        periods = {}
+        for messenger, names in self.sentinels.items():
+            costs = [max(1.0, self.costs.of([n])) for n in names]
+            mean = len(costs) / sum(1 / c for c in costs)  # bytes per measurement, byte-fair
+            periods[messenger] = max(float(interval), mean / per)
+        return periods
 
     def sentinel_seconds(self) -> float:
-        """How often a sentinel round runs at the pace the budget buys."""
-        interval = self.config.schedule.interval
-        rate = self.rate
-        if rate is None:
-            return interval
-        waves = self.sentinel_waves()
-        mean = sum(self.costs.of(w) for w in waves) / len(waves)
-        return max(interval, mean / (SHARES["sentinels"] * rate))
+        """The longest any messenger waits for a sentinel, at the pace the budget buys."""
+        return max(self.sentinel_periods().values(), default=float(self.config.schedule.interval))
 
     def sentinel_cycle_seconds(self) -> float:
-        """How often every sentinel is measured (each in its turn)."""
-        return self.sentinel_seconds() * len(self.sentinel_waves())
+        """How long until every sentinel has been measured (the dearest come round least)."""
+        interval = self.config.schedule.interval
+        if self.sentinels_fit():
+            return float(interval)
+        per = self._messenger_rate()
+        return max((max(interval, len(names) * max(self.costs.of([n]) for n in names) / per)
+                    for names in self.sentinels.values() if names), default=float(interval))
 
     def sweep_seconds(self) -> float:
         """How long a sweep (every target and site once) takes at the pace the budget buys."""
@@ -353,19 +379,27 @@ class Planner:
             return None
         rate = self.rate
         only: set[str] = set()
-        waves = self.sentinel_waves()
-        if rate is None or (len(waves) == 1 and self.sentinel_seconds() <= interval):
-            only = set(waves[0])
-            self.sentinel_credit = 0.0
+        if rate is None or self.sentinels_fit():
+            only = {n for names in self.sentinels.values() for n in names}
+            self.sentinel_credit.clear()
         else:
-            wave = waves[self.wave % len(waves)]
-            cost = self.costs.of(wave)
-            self.sentinel_credit = min(max(cost, self.sentinel_credit),
-                                       self.sentinel_credit + step * SHARES["sentinels"] * rate)
-            if self.sentinel_credit >= cost:
-                self.sentinel_credit -= cost
-                self.wave += 1
-                only = set(wave)
+            per = self._messenger_rate()
+            for messenger, names in self.sentinels.items():
+                if not names:
+                    continue
+                pick = min(names, key=lambda n: (self.sentinel_spent.get(n, 0.0)
+                                                 + self.costs.of([n])))
+                cost = self.costs.of([pick])
+                credit = self.sentinel_credit.get(messenger, 0.0)
+                credit = min(max(cost, credit), credit + step * per)
+                if credit >= cost:
+                    credit -= cost
+                    only.add(pick)
+                    self.sentinel_spent[pick] = self.sentinel_spent.get(pick, 0.0) + cost
+                    floor = min(self.sentinel_spent.get(n, 0.0) for n in names)
+                    for n in names:  # kept relative: a new sentinel does not wait for the others
+                        self.sentinel_spent[n] = self.sentinel_spent.get(n, 0.0) - floor
+                self.sentinel_credit[messenger] = credit
         sites: set[str] = set()
         entries: list[str] = []
         if "sweeps" not in shed:
@@ -378,8 +412,9 @@ class Planner:
                 # credit keeps at most the dearest entry's cost, so every entry comes round
                 put_by = step * SHARES["sweeps"] * rate
                 dearest = max(self.costs.of([n]) for n in self.rotation)
-                self.sweep_credit = min(max(dearest, put_by), self.sweep_credit + put_by)
-                while len(entries) < len(self.rotation):
+                batch = min(SWEEP_BATCH_BYTES, self.costs.of(self.rotation))
+                self.sweep_credit = min(max(dearest, put_by, batch), self.sweep_credit + put_by)
+                while (self.sweep_credit >= batch or entries) and len(entries) < len(self.rotation):
                     name = self.rotation[(self.cursor + len(entries)) % len(self.rotation)]
                     cost = self.costs.of([name])
                     if cost > self.sweep_credit:
@@ -481,12 +516,13 @@ class Planner:
         b = self.bucket
         return {"bytes_per_day": b.bytes_per_day, "used_today": b.used_today,
                 "day": b.day, "fill": round(b.fill, 4), "shedding": list(shed),
-                # the pace the budget buys, from the measured costs: a sentinel round every
-                # sentinel_seconds (every sentinel each sentinel_cycle_seconds), every
-                # target and site once per sweep_seconds
+                # the pace the budget buys, from the measured costs: a sentinel of each
+                # messenger at least every sentinel_seconds (per messenger in
+                # sentinel_seconds_by_messenger), every sentinel once per
+                # sentinel_cycle_seconds, every target and site once per sweep_seconds
                 "sentinel_seconds": round(self.sentinel_seconds(), 1),
+                "sentinel_seconds_by_messenger": {m: round(v, 1) for m, v
+                                                  in self.sentinel_periods().items()},
                 "sentinel_cycle_seconds": round(self.sentinel_cycle_seconds(), 1),
                 "sweep_seconds": round(self.sweep_seconds(), 1),
-                "sentinel_round_bytes": round(sum(self.costs.of(w) for w in waves) / len(waves))
-                if (waves := self.sentinel_waves()) else 0,
                 "sweep_bytes": round(self.costs.of(self.rotation))}

@@ -13,6 +13,7 @@ from probe.inputs.config import load_config
 from probe.serve.schedule import SHARES, SHED_ORDER, Bucket
 from probe.serve.service import Service
 from probe.sinks.report import round_json
+from probe.sinks.statuspage.render import budget_line
 from tests.unit.conftest import WEB, World
 from tests.unit.test_cli import write_config
 
@@ -123,6 +124,8 @@ async def test_unlimited_runs_every_sentinel_and_a_slice_each_interval(world: Wo
         budget = round_json(result)["budget"]
         assert budget["bytes_per_day"] is None and budget["shedding"] == []
         assert budget["sentinel_seconds"] == 30 and budget["sweep_seconds"] == 86400
+    assert ("At this budget: a sentinel of each messenger at least every 30 s, every endpoint once"
+            " every 24.0 h.") in budget_line(round_json(result))  # the status page
     text = svc.metrics.render().decode()
     assert 'reach_budget_period_seconds{vantage="unit",work="sentinels"} 30.0' in text
     assert 'reach_budget_period_seconds{vantage="unit",work="sweeps"} 86400.0' in text

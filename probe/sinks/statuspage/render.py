@@ -257,7 +257,21 @@ def budget_line(round_: Mapping[str, Any]) -> str:
     this = float(traffic.get("bytes_sent", 0)) + float(traffic.get("bytes_received", 0))
     of = (f" of {_size(float(allowed))} ({used / float(allowed):.0%})"
           if isinstance(allowed, int | float) and allowed else " (budget unlimited)")
-    return f"Traffic today (UTC): {_size(used)}{of}; this round {_size(this)}."
+    pace = ""
+    sentinel, sweep = budget.get("sentinel_seconds"), budget.get("sweep_seconds")
+    if isinstance(sentinel, int | float) and isinstance(sweep, int | float):
+        pace = (f" At this budget: a sentinel of each messenger at least every {_duration(sentinel)},"
+                f" every endpoint once every {_duration(sweep)}.")
+    return f"Traffic today (UTC): {_size(used)}{of}; this round {_size(this)}.{pace}"
+
+
+def _duration(seconds: float) -> str:
+    """90 -> '90 s', 1500 -> '25 min', 7200 -> '2.0 h'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def render_page(round_: Mapping[str, Any] | None, history: History, *, vantage: Mapping[str, Any],

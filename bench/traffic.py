@@ -156,6 +156,9 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
                 time.sleep(2)
             iface1, socket1 = interface_bytes(), socket_bytes(subject)
             elapsed = time.monotonic() - t0
+            with contextlib.suppress(OSError, ValueError):  # what the budget buys, as learnt
+                status = promstack.http_get_json(f"{subject}/api/status", timeout=10)
+                results["budget"] = (status.get("round") or {}).get("budget")
         finally:
             for server in reversed(started):
                 with contextlib.suppress(Exception):
@@ -199,7 +202,20 @@ def report(r: dict[str, Any]) -> str:
            else "NOT detected"),
         "  whole Telegram blocked   onset -> MessengerBlocked firing "
         + (f"{page:.0f} s (goal <= 180 s)" if page is not None else "NOT firing"),
+        *pace(r.get("budget")),
     ])
+
+
+def pace(budget: dict[str, Any] | None) -> list[str]:
+    """What the budget buys at the end of the run, as the subject worked it out."""
+    if not budget or budget.get("sweep_seconds") is None:
+        return []
+    by = budget.get("sentinel_seconds_by_messenger") or {}
+    return ["  the budget buys          a sentinel every "
+            + ", ".join(f"{m} {s:.0f} s" for m, s in sorted(by.items()))
+            + f"; every sentinel once per {budget['sentinel_cycle_seconds'] / 60:.0f} min;"
+            f" every endpoint once per {budget['sweep_seconds'] / 60:.0f} min"
+            f" (bucket {budget['fill']:.0%} full, shedding {budget['shedding'] or 'nothing'})"]
 
 
 def main(argv: list[str] | None = None) -> int:

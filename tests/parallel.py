@@ -40,9 +40,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 LAB = TESTS / "lab"
-#: Run in its own process: the uplink cut (a namespace of its own) and the 500-round soak,
-#: whose scheduler timing is asserted.
-FAULTS = TESTS / "hardening" / "test_faults.py"
+#: Each in a process of its own at normal priority, out of their directory's niced job:
+#: the uplink cut (a namespace of its own) and the 500-round soak, whose scheduler timing is
+#: asserted; the load run, whose requests served and CPU share are asserted (niced beside
+#: the lab it was starved: 25 requests in 4 s where a quiet machine serves hundreds).
+TIMED = (TESTS / "hardening" / "test_faults.py", TESTS / "hardening" / "test_load.py")
 
 #: Wall seconds per job measured in a parallel run on 2 busy cores (only the order
 #: matters). Unknown jobs get DEFAULT_WEIGHT.
@@ -51,6 +53,7 @@ WEIGHTS = {
     "tests/fleet": 640,
     "tests/hardening": 650,
     "tests/hardening/test_faults.py": 720,
+    "tests/hardening/test_load.py": 60,
     "tests/lab/test_scenarios.py": 490,
     "tests/lab/test_loss.py[1]": 190,
     "tests/lab/test_loss.py[2]": 170,
@@ -114,11 +117,11 @@ def discover(split: bool = True) -> list[Job]:
         rest = "not (" + " or ".join(f"({k})" for k in parts) + ")"
         for i, keywords in enumerate((*parts, rest), 1):
             jobs.append(Job(f"{rel(path)}[{i}]", [rel(path), "-k", keywords], lab=True, waits=True))
-    jobs.append(Job(rel(FAULTS), [rel(FAULTS)], waits=True))
+    jobs += [Job(rel(path), [rel(path)], waits=True) for path in TIMED]
     top: list[str] = []
     for path in sorted(TESTS.iterdir()):
         if path.is_dir() and path != LAB and (path / "__init__.py").exists() and any(path.glob("test_*.py")):
-            ignore = [rel(FAULTS)] if FAULTS.parent == path else []
+            ignore = [rel(timed) for timed in TIMED if timed.parent == path]
             jobs.append(Job(rel(path), [rel(path)], ignore=ignore))
         elif path.is_file() and path.name.startswith("test_") and path.suffix == ".py":
             top.append(rel(path))

@@ -61,7 +61,11 @@ def telegram_on_loopback(world: World) -> dict[str, Any]:
 @pytest.fixture
 async def served(world: World, tmp_path: Path) -> AsyncIterator[tuple[Service, str]]:
     path = write_config(world, tmp_path / "probe.yaml", messengers=telegram_on_loopback(world),
-                        evidence={"directory": str(tmp_path / "evidence")})
+                        evidence={"directory": str(tmp_path / "evidence")},
+                        # every round measures every target: this test is about the card,
+                        # not the scheduler's pacing (tests/unit/test_schedule.py)
+                        budget={"bytes_per_day": "unlimited"},
+                        schedule={**world.config_data()["schedule"], "sweep": 1})
     service = Service(path, load_config(path))
     runner = web.AppRunner(make_app(service))
     await runner.setup()

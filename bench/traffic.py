@@ -150,7 +150,12 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
                         if telegram_page_firing(prom):
                             telegram_paged = now
                             print(f"[{now:6.0f}s] MessengerBlocked firing for telegram", flush=True)
-                done = now >= minutes * 60 and telegram_paged is not None and single_seen is not None
+                # past the goals (page 3 min, single endpoint 15 min) a miss is a miss
+                page_over = telegram_paged is not None or (
+                    telegram_onset is not None and now - telegram_onset > 600)
+                single_over = single_seen is not None or (
+                    single_onset is not None and now - single_onset > 900 + 60)
+                done = now >= minutes * 60 and page_over and single_over
                 if done or now >= minutes * 60 + 20 * 60:
                     break
                 time.sleep(2)
@@ -199,7 +204,7 @@ def report(r: dict[str, Any]) -> str:
         " goal <= 30 MB)",
         f"  single endpoint blocked  {r['single_endpoint']['target']}: "
         + (f"verdict changed after {single:.0f} s (goal <= 900 s)" if single is not None
-           else "NOT detected"),
+           else f"NOT detected in {(r['seconds'] - 60) / 60:.0f} min"),
         "  whole Telegram blocked   onset -> MessengerBlocked firing "
         + (f"{page:.0f} s (goal <= 180 s)" if page is not None else "NOT firing"),
         *pace(r.get("budget")),

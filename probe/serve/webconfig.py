@@ -166,10 +166,12 @@ class BcryptWorker:
     async def check(self, password: bytes, hashed: bytes, source: str = "") -> bool | None:
         """Whether `password` matches `hashed`; None when `source` already has a check
         waiting, or too many are waiting (more than `queue`, or more than `max_wait`
-        seconds of work ahead). The worker runs checks in arrival order, so with one place
+        seconds of work ahead, unless it would be the second: on a loaded machine one slow
+        check alone can be `max_wait` of work, and a flood from one address must still not
+        lock everyone else out). The worker runs checks in arrival order, so with one place
         per source it serves the sources in turn."""
         if self._pending_from.get(source) or self.pending >= self.queue or (
-                self.pending and self.pending * self.cost / self.duty > self.max_wait):
+                self.pending > 1 and self.pending * self.cost / self.duty > self.max_wait):
             self.refused += 1
             return None
         if self._executor is None:

@@ -63,6 +63,8 @@ WEIGHTS = {
     "tests/lab/test_statuspage_lab.py": 75,
     "tests/lab/test_offline_scenarios.py": 145,
     "tests/lab/test_transport_scenarios.py": 125,
+    "tests/lab/test_residual_scenarios.py[1]": 170,
+    "tests/lab/test_residual_scenarios.py[2]": 200,
     "tests/top-level": 230,
     "tests/browser": 60,
 }
@@ -71,8 +73,11 @@ DEFAULT_WEIGHT = 120
 #: (which runs the rest). tests/lab/test_loss.py: one `probe run` scenario after another
 #: took 460 s in one process (L80 200 s, R-residual 75 s: 3 rounds 30 s apart, L15 65-140 s);
 #: split (L80 at 5 rounds), its parts took 181 s and 163 s (2026-12-05, lab instance 5).
+#: tests/lab/test_residual_scenarios.py: the 60 s drop (6 rounds 15 s apart) took 168 s, the
+#: 180 s one (3 rounds 75 s apart) ~200 s: one job each keeps both under 4 minutes.
 SPLIT = {
     "tests/lab/test_loss.py": ("L80 or R-residual or T-front",),
+    "tests/lab/test_residual_scenarios.py": ("R60",),
 }
 #: niceness of the CPU-bound jobs
 NICE = 10

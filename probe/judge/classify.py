@@ -11,10 +11,11 @@ the evidence for it is positive (a fingerprint, a second answer, a working neutr
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from probe.inputs.catalog import Target
+from probe.judge import residual as R
 from probe.judge.vantage import (
     ALPHA_SERVICE,
     ALPHA_TARGET,
@@ -57,6 +58,17 @@ class TargetView:
     # The round's loss counts (probe.judge.vantage). None in views built by hand: no comparison
     # with the baseline is possible, and failures are judged by mechanism alone.
     loss: LossContext | None = None
+    # The round's residual drops per address and port (probe.judge.residual), those of
+    # earlier rounds still running included. None, in views built by hand: the view's own
+    # observations are read for one.
+    residuals: Mapping[R.Key, R.Residual] | None = None
+
+    def residual(self) -> R.Residual | None:
+        """The residual drop at the address and port this target's steps went to."""
+        found = R.find(self.observations) if self.residuals is None else self.residuals
+        keys = {(o.address, o.port) for o in self.observations
+                if o.address is not None and o.port is not None}
+        return next((found[k] for k in keys if k in found), None)
 
     def online(self) -> bool:
         """Something outside the vantage's network answered in the target's family."""
@@ -353,6 +365,36 @@ def _sni_reset_then_drop(v: TargetView) -> Evidence:
     return None
 
 
+def _residual_drop(apps_transport: bool) -> Callable[[TargetView], Evidence]:
+    """Every failure of a DC target is a residual drop at its address and port (or the
+    payload that triggered it), and the apps' transport did not get through: triggered by
+    obfuscated2 (`apps_transport`), the filter keys on the apps' protocol; triggered by
+    another transport, the apps' was swallowed by the drop before it could be judged."""
+    def test(v: TargetView) -> Evidence:
+        if not any(s.check == "mtproto" for s in v.target.steps):
+            return None
+        mtproto = v.primary("mtproto")
+        if mtproto is not None and mtproto.ok:
+            return None
+        residual = v.residual()
+        if residual is None or (residual.transport == "obfuscated2") != apps_transport:
+            return None
+        failed = R.explained(v.observations, residual)
+        if failed is None:
+            return None
+        before = [o for o in v.observations if o.ok and o.role == "differential"
+                  and o.started < residual.triggered]  # a transport that answered before it
+        trigger = [residual.trigger] if residual.trigger is not None and not any(
+            o is residual.trigger for o in failed) else []
+        return [*failed, *trigger, *before]
+    return test
+
+
+def _residual_sequence(v: TargetView) -> str:
+    residual = v.residual()
+    return residual.sentence() if residual is not None else ""
+
+
 def _all_ok(v: TargetView) -> Evidence:
     primaries = [o for o in v.observations if o.primary]
     return primaries if primaries and all(o.ok for o in primaries) else None
@@ -405,6 +447,19 @@ RULES: tuple[Rule, ...] = (
          "no resolver, control included, gave an address in this family", _dns_nowhere),
     Rule("http_blockpage_fingerprint", "http_blockpage",
          "the HTTP answer matches a known blockpage", _blockpage),
+    Rule("mtproto_silenced_then_drop", "protocol_filtering",
+         "the apps' obfuscated2 transport connected and its first payload was silenced or reset, "
+         "then every connect to the same address and port was dropped (a residual drop, up to "
+         f"{R.RESIDUAL_SECONDS:.0f} s after the trigger, {R.WINDOW_SLACK:.0f} s of slack, seen in this round "
+         "or remembered from an "
+         "earlier one): a filter on the apps' protocol, not on the address, which drops from the "
+         "first SYN on",
+         _residual_drop(apps_transport=True), _residual_sequence),
+    Rule("residual_drop_other_transport", "inconclusive",
+         "every connect to the address and port was dropped after another transport's first "
+         "payload there (the plain MTProto transport or HTTP) was silenced or reset: a residual "
+         "drop swallowed the apps' transport before it could be judged",
+         _residual_drop(apps_transport=False), _residual_sequence),
     Rule("connect_timeout", "ip_blocking",
          "TCP connect timed out or the address is unreachable (a router's ICMP or ICMPv6 "
          "unreachable, administratively prohibited included)", _failed("tcp", TIMEOUTS)),
@@ -496,6 +551,10 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+#: The rules whose verdict carries the residual drop's sequence (Verdict.residual).
+RESIDUAL_RULES = frozenset({"mtproto_silenced_then_drop", "residual_drop_other_transport"})
+
+
 def _loss_comparison(v: TargetView, failed_only: bool) -> str:
     if v.loss is None or v.target.messenger is None:
         return ""
@@ -541,22 +600,28 @@ def classify_target(view: TargetView) -> Verdict:
             reason = _reason(rule, evidence, blocked_baseline)
             if rule.explain is not None:
                 reason += f"; {rule.explain(view)}"
+            residual = view.residual() if rule.id in RESIDUAL_RULES else None
             return Verdict(view.target.messenger, view.target.name, rule.verdict, rule.id,
                            reason, [*evidence, *blocked_baseline],
-                           circumvention=view.target.circumvention)
+                           circumvention=view.target.circumvention,
+                           residual=residual.to_json() if residual is not None else None)
     raise AssertionError("the last rule always matches")
 
 
-def classify_round(result: RoundDraft) -> list[Verdict]:
-    """One verdict per planned target, in plan order."""
+def classify_round(result: RoundDraft,
+                   residuals: Mapping[R.Key, R.Residual] | None = None) -> list[Verdict]:
+    """One verdict per planned target, in plan order. `residuals`: the round's residual
+    drops, earlier rounds' included (probe.judge.residual.find); None: this round's alone."""
     by_target: dict[tuple[str | None, str], list[Observation]] = defaultdict(list)
     for obs in result.observations:
         by_target[(obs.messenger, obs.target)].append(obs)
     baseline_obs = [o for o in result.observations if o.messenger is None]
     loss = LossContext.of(result.observations, result.network.degraded, len(result.targets))
+    if residuals is None:
+        residuals = R.find(result.observations)
     return [
         classify_target(TargetView(t, by_target[(t.messenger, t.name)], result.baseline,
-                                   baseline_obs, result.network, loss))
+                                   baseline_obs, result.network, loss, residuals))
         for t in result.targets
     ]
 

@@ -24,6 +24,8 @@ from probe.inputs.catalog import StepSpec, Target
 from probe.inputs.config import Config
 from probe.inputs.plan import MessengerPlan, baseline_targets, plan
 from probe.judge.classify import classify_round
+from probe.judge.residual import ResidualMemory
+from probe.judge.residual import find as find_residuals
 from probe.judge.vantage import (
     LOST,
     MAX_SAMPLES_PER_SITE,
@@ -269,7 +271,7 @@ class Round:
         main = _deciding(kept, step.role)
         if main is not None and len(finished) > 1:
             tries = [_deciding(finished[i], step.role) for i in sorted(finished)]
-            main.attempts = [Attempt(o.failure, o.started, o.duration_seconds)
+            main.attempts = [Attempt(o.failure, o.started, o.duration_seconds, o.connect_seconds)
                              for o in tries if o is not None]
         return kept
 
@@ -500,9 +502,15 @@ async def run_round(config: Config, progress: Progress | None = None, *,
                     only: Collection[str] | None = None, sites: Collection[str] | None = None,
                     transfers: bool = True, site_states: Mapping[str, bool] | None = None,
                     transfer_bytes: int | None = None,
-                    plans: Sequence[MessengerPlan] | None = None) -> RoundResult:
+                    plans: Sequence[MessengerPlan] | None = None,
+                    residuals: ResidualMemory | None = None) -> RoundResult:
     """Run a round and classify it: the whole pipeline short of the sinks. `plans`: the
-    config's plan when the caller has made it already (one plan per round)."""
+    config's plan when the caller has made it already (one plan per round). `residuals`:
+    the residual drops earlier rounds saw (a running probe's), updated with this round's."""
     draft = await Round(config, progress, only=only, sites=sites, transfers=transfers,
                         site_states=site_states, transfer_bytes=transfer_bytes, plans=plans).run()
-    return draft.judged(classify_round(draft))
+    earlier = residuals.recall(draft.started) if residuals is not None else {}
+    found = find_residuals(draft.observations, earlier)
+    if residuals is not None:
+        residuals.learn(draft.observations, found, draft.finished)
+    return draft.judged(classify_round(draft, found))

@@ -35,10 +35,16 @@ class Attempt:
     failure: str | None
     started: float
     duration_seconds: float
+    # The kernel's connect time when the attempt's TCP connect completed; None when it did
+    # not, or the check records none. A failure after a connect is about the payload (a
+    # silenced or reset first packet); one without is about the connect (a dropped SYN):
+    # what tells a residual drop's trigger from the drop (probe.judge.residual).
+    connect_seconds: float | None = None
 
     def to_json(self) -> dict[str, Any]:
+        extra = {} if self.connect_seconds is None else {"connect_seconds": round(self.connect_seconds, 6)}
         return {"failure": self.failure, "started": iso(self.started),
-                "duration_seconds": round(self.duration_seconds, 6)}
+                "duration_seconds": round(self.duration_seconds, 6), **extra}
 
 
 @dataclass(slots=True)
@@ -69,7 +75,17 @@ class Observation:
 
     def tries(self) -> list[Attempt]:
         """Every attempt, the observation itself when it was tried once."""
-        return self.attempts or [Attempt(self.failure, self.started, self.duration_seconds)]
+        return self.attempts or [Attempt(self.failure, self.started, self.duration_seconds,
+                                         self.connect_seconds)]
+
+    @property
+    def connect_seconds(self) -> float | None:
+        """The kept attempt's connect time, when its TCP connect completed and the check
+        records it (a TCP check's success: its duration is the connect time)."""
+        if self.check == "tcp":
+            return self.duration_seconds if self.ok else None
+        value = self.details.get("connect_seconds")
+        return float(value) if value is not None else None
 
     def failed_attempts(self) -> tuple[int, int]:
         """(k, n): k of n attempts failed."""
@@ -102,6 +118,9 @@ class Verdict:
     # What a user loses when the target is blocked (its catalogue group's `path`), set from
     # the round's targets when the round is judged (RoundDraft.judged).
     path: str = "chat"
+    # A residual drop behind the verdict (probe.judge.residual.Residual.to_json): the
+    # trigger, when the drop began, this round's dropped connects, with times.
+    residual: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         extra = {} if self.measured is None else {"measured": iso(self.measured)}
@@ -118,6 +137,7 @@ class Verdict:
                  "attempts_failed": o.failed_attempts()[0], "attempts": o.failed_attempts()[1]}
                 for o in self.evidence
             ],
+            **({"residual": self.residual} if self.residual is not None else {}),
         }
 
 

@@ -31,6 +31,7 @@ from probe.inputs.plan import (
     transfers_seconds,
     worst_case_seconds,
 )
+from probe.judge.residual import ResidualMemory
 from probe.judge.vantage import MAX_SAMPLES_PER_SITE, samples_needed
 from probe.measure.round import SAMPLE_STAGGER, run_round
 from probe.model.observation import RoundResult
@@ -104,6 +105,8 @@ class Service:
         self._tasks: set[asyncio.Future[tuple[bool, str]]] = set()
         self.metrics.config_loaded(config.vantage.name, True, config_anchor_files(config))
         self.planner = Planner(config, Bucket(config.budget.bytes_per_day))
+        # residual drops seen, so that a round inside one knows it (probe.judge.residual)
+        self.residuals = ResidualMemory()
 
     def reload(self) -> tuple[bool, str]:
         """Load the config file again; keep the old config if the new one is bad."""
@@ -183,7 +186,8 @@ class Service:
         async with asyncio.timeout(self._round_budget(config, plans)):
             result = await run_round(config, only=work.only, sites=work.sites,
                                      transfers=work.transfers, site_states=planner.site_states,
-                                     transfer_bytes=planner.transfer_bytes, plans=plans)
+                                     transfer_bytes=planner.transfer_bytes, plans=plans,
+                                     residuals=self.residuals)
         result = replace(result, tier=work.tier)
         planner.bucket.spend(sum(s + r for s, r in result.traffic.values()))
         return result

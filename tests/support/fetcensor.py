@@ -14,12 +14,19 @@ namespace: the lab REDIRECTs the subject's connections to it (nat PREROUTING), i
 first data, looks up the original destination (SO_ORIGINAL_DST) and either relays the
 connection there or blocks it the GFW's way: every later client packet is dropped (the
 client sees silence), server-bound data never leaves. Unlike the GFW, every connection is
-judged (the GFW blocks ~26% of them) and there is no 180 s residual block, so a lab run is
-deterministic except for the chance that a random first packet is exempt (Ex2 for about 1 in
-400), which the log below records.
+judged (the GFW blocks ~26% of them), so a lab run is deterministic except for the chance
+that a random first packet is exempt (Ex2 for about 1 in 400), which the log below records.
+
+Residual blocking (``--residual NAME``): on each block the relay adds the destination
+address to the xt_recent list ``NAME<port>`` (/proc/net/xt_recent of its namespace), where
+a rule of the scenario's (tests/lab/scenarios_residual.py) drops every packet from the
+subject to that address and port for as long as it says, the GFW's up-to-180 s penalty
+(Iran's protocol filter: 60 s, the timer reset on every trigger, as writing the entry again
+does). Without such a rule the list does not exist and nothing more happens.
 
 Each decision is one JSON line in ``--log``: client, destination, verdict ("blocked" or
-"exempt:<rule>"), popcount per byte, first-packet length and its first 8 bytes (hex).
+"exempt:<rule>"), popcount per byte, first-packet length and its first 8 bytes (hex), the
+time (unix seconds) and whether a residual drop was armed.
 
 Standalone (in the censor namespace)::
 
@@ -35,6 +42,7 @@ import json
 import socket
 import struct
 import sys
+import time
 from pathlib import Path
 
 from tests.support._common import StreamServer, add_listen_argument, listen_addresses, run_standalone
@@ -88,9 +96,10 @@ class FetCensor(StreamServer):
     kind = "fetcensor"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, log: Path | None = None,
-                 destination: tuple[str, int] | None = None) -> None:
+                 destination: tuple[str, int] | None = None, residual: str | None = None) -> None:
         super().__init__(host, port)
         self.log = log
+        self.residual = residual  # xt_recent list prefix (NAME<port>), see the module's doc
         self.destination = destination  # tests without REDIRECT: where to relay to
         self.decisions: list[dict[str, object]] = []
 
@@ -103,8 +112,10 @@ class FetCensor(StreamServer):
         except TimeoutError:
             first = b""
         verdict, popcount = judge(first)
+        armed = verdict == "blocked" and self._arm(host, port)
         decision = {"client": f"{client[0]}", "destination": f"{host}:{port}", "verdict": verdict,
-                    "popcount": round(popcount, 3), "length": len(first), "head": first[:8].hex()}
+                    "popcount": round(popcount, 3), "length": len(first), "head": first[:8].hex(),
+                    "time": round(time.time(), 3), "residual": armed}
         self.decisions.append(decision)
         if self.log is not None:
             with self.log.open("a") as out:
@@ -121,6 +132,18 @@ class FetCensor(StreamServer):
             up_writer.close()
 
 
+    def _arm(self, host: str, port: int) -> bool:
+        """Start (or restart) the residual drop to host:port; False when no rule keeps one."""
+        if self.residual is None:
+            return False
+        path = Path("/proc/net/xt_recent") / f"{self.residual}{port}"
+        try:
+            path.write_text(f"+{host}\n")
+        except OSError:
+            return False
+        return True
+
+
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
     with contextlib.suppress(ConnectionError):
         while chunk := await source.read(65536):
@@ -135,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     add_listen_argument(parser)
     parser.add_argument("--log", type=Path, default=None, help="append each decision (JSON lines)")
+    parser.add_argument("--residual", default=None, metavar="NAME",
+                        help="on a block, add the destination to the xt_recent list NAME<port>")
     args = parser.parse_args(argv)
-    return run_standalone([FetCensor(h, p, log=args.log) for h, p in listen_addresses(args)])
+    return run_standalone([FetCensor(h, p, log=args.log, residual=args.residual)
+                           for h, p in listen_addresses(args)])
 
 
 if __name__ == "__main__":

@@ -223,8 +223,9 @@ def find(observations: Iterable[Observation],
         residual = _in_round(group, before) or _continuing(group, before)
         if residual is not None:
             found[key] = residual
-        elif any(t.dropped for t in group) and any(t.connect_seconds is not None for t in group):
-            lossy.add(":" in key[0])
+        elif (any(t.dropped and not _within(before, t) for t in group)
+              and any(t.connect_seconds is not None for t in group)):
+            lossy.add(":" in key[0])  # (drops inside a remembered window: that drop ending)
     # Drops and completed connects mixed at an address without a trigger's order: packets to
     # the service are lost at random in this family (an intermittent block, a lossy path),
     # where a trigger followed by drops can be chance too. Read no residual drop there.

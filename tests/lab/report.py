@@ -190,7 +190,8 @@ def loss_section(data: dict[str, Any] | None) -> list[str]:
         "## Lossy networks, intermittent and residual censorship (several rounds each)",
         "",
         "From `build/lab-loss.json`, written by `tests/lab/test_loss.py` (L30: by",
-        "`tests/lab/test_loss_fleet.py`, whose probes Prometheus scrapes): one `probe run` per",
+        "`tests/lab/test_loss_fleet.py`, whose probes Prometheus scrapes; R60/R180-fet-residual:",
+        "by `tests/lab/test_residual_scenarios.py`): one `probe run` per",
         f"vantage per scenario, every round read back from its evidence log. Run: {data['generated']}.",
         "",
         "| scenario | what the lab does | rounds | subject: blocking verdicts per round | "

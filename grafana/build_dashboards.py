@@ -19,7 +19,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from probe.judge.answer import ANSWER_CODES, ANSWER_COLOURS, PATH_COLOURS
-from probe.model.verdicts import FLEET_STATUS, STATUS_COLOURS, VERDICT_COLOURS, blocking_regex
+from probe.model.verdicts import (
+    FLEET_STATUS,
+    STATUS_COLOURS,
+    VANTAGE_STATE_COLOURS,
+    VANTAGE_STATES,
+    VERDICT_COLOURS,
+    blocking_regex,
+)
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
@@ -43,7 +50,7 @@ NO_DATA = {
 
 # vantage_messenger:reach_status:code / country_messenger:reach_status:code: the words and
 # colours of probe/model/verdicts.py (the status page uses the same).
-STATUS_TEXT = {"offline": "vantage offline"}
+STATUS_TEXT = {"offline": "vantage offline", "international_cut": "international cut (shutdown)"}
 STATUS_MAPPINGS = [
     {
         "type": "value",
@@ -75,6 +82,35 @@ PATH_STATE_MAPPINGS = [
         },
     }
 ]
+
+
+# The vantage's network state (reach_vantage_state, probe/model/verdicts.py VANTAGE_STATES)
+# by number in a state timeline: its order there, 1 offline .. 5 online.
+VANTAGE_STATE_CODES = {state: i for i, state in enumerate(VANTAGE_STATES, 1)}
+VANTAGE_STATE_TEXT = {"international_cut": "international cut (shutdown)"}
+VANTAGE_STATE_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            str(code): {"text": VANTAGE_STATE_TEXT.get(state, state.replace("_", " ")),
+                        "color": VANTAGE_STATE_COLOURS[state], "index": code - 1}
+            for state, code in VANTAGE_STATE_CODES.items()
+        },
+    },
+    NO_DATA,
+]
+
+
+def vantage_state_expr() -> str:
+    """reach_vantage_state (one series per vantage, its label the state) as the state's code."""
+    return (
+        "max by (vantage) ("
+        + " or ".join(
+            f'(reach_vantage_state{{vantage=~"$vantage",state="{state}"}} * {code})'
+            for state, code in VANTAGE_STATE_CODES.items()
+        )
+        + ")"
+    )
 
 
 def answer_code_expr() -> str:
@@ -492,7 +528,7 @@ def fleet_overview() -> dict[str, Any]:
         'sum(messenger:reach_vantages_blocked:count{messenger=~"$messenger"}) or vector(0)',
         "none",
         grey_thresholds((1, RED)),
-        w=5,
+        w=4,
     )
     stat(
         b,
@@ -501,6 +537,17 @@ def fleet_overview() -> dict[str, Any]:
         'count(vantage:reach_vantage_online:bool{vantage=~"$vantage"} == 0) or vector(0)',
         "none",
         grey_thresholds((1, PURPLE)),
+        w=3,
+    )
+    stat(
+        b,
+        "Vantages cut off from abroad",
+        "Vantages in a shutdown with a domestic whitelist: only domestic sites answer, every "
+        "international site, control resolver and messenger fails (InternationalCut pages). "
+        "Their verdicts are vantage_offline: no messenger is called blocked from there.",
+        'count(vantage:reach_vantage_international_cut:max{vantage=~"$vantage"} == 1) or vector(0)',
+        "none",
+        grey_thresholds((1, STATUS_COLOURS["international_cut"])),
         w=4,
     )
     stat(
@@ -511,7 +558,7 @@ def fleet_overview() -> dict[str, Any]:
         'count(vantage:reach_vantage_degraded:avg{vantage=~"$vantage"} >= 0.5) or vector(0)',
         "none",
         grey_thresholds((1, DEGRADED)),
-        w=4,
+        w=3,
     )
     stat(
         b,
@@ -521,7 +568,7 @@ def fleet_overview() -> dict[str, Any]:
         'count(vantage:reach_baseline_blocked:max{vantage=~"$vantage"} == 1) or vector(0)',
         "none",
         grey_thresholds((1, ORANGE)),
-        w=4,
+        w=3,
     )
     stat(
         b,
@@ -536,7 +583,8 @@ def fleet_overview() -> dict[str, Any]:
         b,
         "Fleet status: country x messenger",
         "Most telling status of the vantages in each country: blocked (a target blocked in most "
-        "recent rounds while a control reaches the messenger), outage (controls fail too), ok, "
+        "recent rounds while a control reaches the messenger), outage (controls fail too), "
+        "international cut (a vantage cut off from abroad: a shutdown, never a block), ok, "
         "degraded (the vantage's own network is lossy), unknown, vantage offline. Grey: no data.",
         'country_messenger:reach_status:code{country=~"$country",messenger=~"$messenger"}',
         "{{country}} / {{messenger}}",
@@ -629,6 +677,19 @@ def fleet_overview() -> dict[str, Any]:
         BOOL_MAPPINGS,
         w=12,
         h=6,
+    )
+    status_history(
+        b,
+        "Network state per vantage",
+        "Each vantage's own network (reach_vantage_state): online; degraded (lossy); baseline "
+        "blocked (its baseline sites fail although it is online); international cut (a shutdown "
+        "with a domestic whitelist: only domestic sites answer, everything abroad fails, so no "
+        "messenger is judged there); offline (nothing outside answers). Grey: no data.",
+        vantage_state_expr(),
+        "{{vantage}}",
+        VANTAGE_STATE_MAPPINGS,
+        h=6,
+        kind="state-timeline",
     )
     return dashboard(
         "reach-fleet-overview", "reach / fleet overview", "Where is which messenger blocked, and how.", b
@@ -769,11 +830,14 @@ def vantage_drilldown() -> dict[str, Any]:
         b,
         "Vantage network",
         "Online: connectivity proven this round. Baseline blocked: the baseline fails although "
-        "online. Degraded: the vantage's own network is lossy or slow.",
+        "online. Degraded: the vantage's own network is lossy or slow. Cut off from abroad: only "
+        "domestic sites answer (a shutdown; no messenger is judged).",
         'label_replace(reach_vantage_online{vantage=~"$vantage"}, "state", "online", "", "")'
         ' or label_replace(1 - reach_baseline_blocked{vantage=~"$vantage"},'
         ' "state", "baseline not blocked", "", "")'
-        ' or label_replace(1 - reach_vantage_degraded{vantage=~"$vantage"}, "state", "not degraded", "", "")',
+        ' or label_replace(1 - reach_vantage_degraded{vantage=~"$vantage"}, "state", "not degraded", "", "")'
+        ' or label_replace(1 - reach_vantage_international_cut{vantage=~"$vantage"},'
+        ' "state", "not cut off from abroad", "", "")',
         "{{vantage}} {{state}}",
         BOOL_MAPPINGS,
         w=12,

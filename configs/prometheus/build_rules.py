@@ -31,6 +31,8 @@ from probe.model.verdicts import FLEET_STATUS, blocking_regex  # noqa: E402
 OUT = Path(__file__).resolve().parent / "rules"
 RUNBOOK_BASE = "https://github.com/reach-probe/reach/blob/main/docs/runbook.md"
 STATUS = {word: code for code, word in FLEET_STATUS.items()}
+# The per-country status: the first of these that one of the country's vantages has.
+COUNTRY_ORDER = ("blocked", "outage", "international_cut", "ok", "degraded", "unknown", "offline")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,11 @@ class Params:
     endpoint_down_for: str = "30m"
     # TrustAnchorExpiring fires this many days before an anchor's last certificate expires.
     anchor_warning_days: int = 90
+    # InternationalCut pages when a vantage has been cut off from abroad this long: a
+    # shutdown lasts hours or days, a gateway's reboot or a flapping uplink minutes; it holds
+    # through a round or two that gets through (a whitelist being reloaded).
+    cut_for: str = "5m"
+    cut_keep_firing: str = "10m"
 
 
 HEADER = """\
@@ -160,6 +167,10 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
          "expr": f"max by (vantage) (avg_over_time(reach_vantage_degraded{s()}[{w}]))"},
         {"record": "vantage:reach_baseline_blocked:max",
          "expr": f"max by (vantage) (reach_baseline_blocked{s()})"},
+        # 1 while the vantage is cut off from abroad (a shutdown with a domestic whitelist:
+        # only domestic sites answer; its targets are vantage_offline, rule international_cut).
+        {"record": "vantage:reach_vantage_international_cut:max",
+         "expr": f"max by (vantage) (reach_vantage_international_cut{s()})"},
         # The best ok ratio seen by an online control vantage; absent when no control is
         # online (then nothing is called blocked or an outage).
         {"record": "messenger:reach_control_verdict_ok:max_ratio",
@@ -167,9 +178,11 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
                   f"  and on (vantage, messenger) {online}\n"
                   '  and on (vantage) vantage:reach_vantage_info:max{role="control"}\n)')},
         # Per vantage x messenger status (codes in probe/model/verdicts.py FLEET_STATUS), first
-        # match wins: blocked, outage, degraded, ok, unknown, offline. Outage: the controls
-        # fail the messenger too, or a target failing here fails at every control (the
-        # service's own failure, e.g. a retired endpoint).
+        # match wins: blocked, international_cut, outage, degraded, ok, unknown, offline.
+        # Outage: the controls fail the messenger too, or a target failing here fails at every
+        # control (the service's own failure, e.g. a retired endpoint). International cut: the
+        # vantage is cut off from abroad (a shutdown), whatever its messengers' verdicts (a
+        # block from before the cut still wins while its window holds it).
         {"record": "vantage_messenger:reach_status:code",
          "expr": ("(\n"
                   "    (\n"
@@ -178,6 +191,11 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
                   '      and on (vantage) vantage:reach_vantage_info:max{role="subject"}\n'
                   "      and on (messenger) (messenger:reach_control_verdict_ok:max_ratio >= 0.5)\n"
                   f"    ) * 0 + {code['blocked']}\n"
+                  "  or\n"
+                  "    (\n"
+                  "      vantage_messenger:reach_vantage_online:bool\n"
+                  "      and on (vantage) (vantage:reach_vantage_international_cut:max == 1)\n"
+                  f"    ) * 0 + {code['international_cut']}\n"
                   "  or\n"
                   "    (\n"
                   "      (\n"
@@ -209,11 +227,12 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
                   ")\n"
                   "* on (vantage) group_left (country, role) vantage:reach_vantage_info:max")},
         # Per country x messenger: the most telling status of its vantages, in this order
-        # (not by number: degraded says less about the messenger than ok does).
+        # (not by number: degraded says less about the messenger than ok does; a shutdown at
+        # one vantage is news before "ok" elsewhere is, the per-vantage status says where).
         {"record": "country_messenger:reach_status:code",
          "expr": "\nor ".join(
              f"max by (country, messenger) (vantage_messenger:reach_status:code == {code[w_]})"
-             for w_ in ("blocked", "outage", "ok", "degraded", "unknown", "offline"))},
+             for w_ in COUNTRY_ORDER)},
         {"record": "messenger:reach_vantages_blocked:count",
          "expr": f"count by (messenger) (vantage_messenger:reach_status:code == {code['blocked']})"},
         {"record": "vantage:reach_verdict_offline:ratio",
@@ -310,6 +329,24 @@ def alerting_rules(p: Params) -> list[dict[str, Any]]:
               "The {{ $labels.role }} vantage {{ $labels.vantage }} in {{ $labels.country }} has no "
               "proof of reaching the outside world (no verified handshake, no authenticated answer); "
               "its verdicts are vantage_offline and no messenger is called blocked from there."),
+        alert("InternationalCut", "page",
+              ("(vantage:reach_vantage_international_cut:max == 1)\n"
+               "* on (vantage) group_left (country, role) vantage:reach_vantage_info:max"),
+              p.cut_for, p.cut_keep_firing,
+              "Vantage {{ $labels.vantage }} ({{ $labels.country }}) is cut off from abroad (shutdown)",
+              "The {{ $labels.role }} vantage {{ $labels.vantage }} in {{ $labels.country }} reaches "
+              "only domestic sites (answering: {{ range $i, $s := printf "
+              f'"reach_baseline_site_success{{{quoted_sel},vantage=%q}} == 1" $labels.vantage '
+              '| query | sortByLabel "site" }}{{ if $i }}, {{ end }}{{ .Labels.site }}{{ end }}): '
+              "every international baseline site, control resolver and messenger fails. "
+              "{{ with printf \"count(vantage:reach_vantage_international_cut:max == 1 and on "
+              "(vantage) vantage:reach_vantage_info:max{country=%q})\" $labels.country | query }}"
+              "{{ . | first | value }}{{ end }} of {{ with printf \"count(vantage:reach_vantage_info:max"
+              "{country=%q})\" $labels.country | query }}{{ . | first | value }}{{ end }} vantages "
+              "reporting from {{ $labels.country }} are cut off: all of them is a national shutdown, "
+              "some a regional one or those networks' international links failing. No messenger is called "
+              "blocked from there while it lasts; its verdicts are vantage_offline (rule "
+              "international_cut)."),
         alert("BaselineBlocked", "ticket",
               ("(vantage:reach_baseline_blocked:max == 1)\n"
                "* on (vantage) group_left (country, role) vantage:reach_vantage_info:max"),

@@ -83,7 +83,8 @@ class TargetView:
     def baseline_blocked(self) -> list[Observation]:
         """The baseline's failures of the target's family, when the family is online anyway
         (the baseline itself is blocked); empty otherwise."""
-        if self.baseline.family_ok(self.target.family) or not self.online():
+        if (self.baseline.family_ok(self.target.family) or not self.online()
+                or (self.network is not None and self.network.international_cut)):
             return []
         return [o for o in self.baseline_of_family() if not o.ok]
 
@@ -128,6 +129,23 @@ def _offline(baseline_answered: bool) -> Callable[[TargetView], Evidence]:
             return None
         return v.baseline_of_family()
     return test
+
+
+def _cut(v: TargetView) -> Evidence:
+    """The vantage is cut off from abroad (probe.judge.vantage.cut_off): the target's own
+    failures, and the baseline of its family (the domestic site that answered, the
+    international ones that did not)."""
+    if v.network is None or not v.network.international_cut:
+        return None
+    return [o for o in v.observations if o.primary and not o.ok][:3] + v.baseline_of_family()
+
+
+def _cut_sites(v: TargetView) -> str:
+    """Which baseline sites answered (the domestic ones) and which did not."""
+    sites = v.network.baseline_sites if v.network is not None else {}
+    answered = sorted(name for name, ok in sites.items() if ok)
+    failed = sorted(name for name, ok in sites.items() if not ok)
+    return (f"answered: {', '.join(answered) or 'none'}; failed: {', '.join(failed) or 'none'}")
 
 
 def _dns_flag(flag: str) -> Callable[[TargetView], Evidence]:
@@ -413,6 +431,12 @@ RULES: tuple[Rule, ...] = (
          "vantage's own network, proves nothing: a transparent proxy or captive portal accepts "
          "every connection): nothing can be said about the service",
          _offline(baseline_answered=True)),
+    Rule("international_cut", "vantage_offline",
+         "the vantage is cut off from abroad (a shutdown with a domestic whitelist): its domestic "
+         "baseline sites answer, while every international baseline site, every control resolver "
+         "and every messenger fail, and nothing abroad proved connectivity; no messenger is "
+         "called blocked from a vantage that reaches nothing abroad",
+         _cut, _cut_sites),
     Rule("dns_fingerprint", "dns_injection",
          "a resolver answered a known censorship address (fingerprint)", _dns_flag("fingerprints")),
     Rule("dns_bogon", "dns_injection",

@@ -51,7 +51,7 @@ import ipaddress
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -160,24 +160,68 @@ def site_answered(observations: Sequence[Observation]) -> bool:
     return bool(observations) and all(o.ok for o in observations)
 
 
-def judge(result: RoundDraft, sites: Sequence[Target], public: Sequence[IPNetwork] = ()) -> None:
+def judge(result: RoundDraft, sites: Sequence[Target], public: Sequence[IPNetwork] = (),
+          domestic: Collection[str] = ()) -> None:
     """Fill the round's `network` record from all of its observations: online (per family
-    and overall), the proofs, whether the baseline is blocked (a family with baseline
-    sites that did not answer while that family is proven online), and whether the
-    degraded mark of the baseline's loss still stands. `public`: the config's
-    resolvers.public_networks (addresses that count as outside although not global)."""
+    and overall), the proofs, whether the vantage is cut off from abroad (international_cut),
+    whether the baseline is blocked (a family with baseline sites that did not answer while
+    that family is proven online), and whether the degraded mark of the baseline's loss
+    still stands. `public`: the config's resolvers.public_networks (addresses that count as
+    outside although not global); `domestic`: the names of the baseline sites of `kind:
+    domestic`."""
     proofs = connectivity(result.observations, public, result.vantage.addresses)
     network = result.network
     network.online_ipv4, network.online_ipv6 = bool(proofs[4]), bool(proofs[6])
     network.online = network.online_ipv4 or network.online_ipv6
     network.online_evidence = [p for f in FAMILIES for p in proofs[f]]
+    network.international_cut = network.online and cut_off(
+        result.observations, network.baseline_sites, domestic, public, result.vantage.addresses)
     configured = {t.family for t in sites}
-    network.baseline_blocked = any(
+    # a cut vantage's international sites fail with everything else abroad: not a block of them
+    network.baseline_blocked = not network.international_cut and any(
         f in configured and not result.baseline.family_ok(f) and network.family_online(f)
         for f in FAMILIES)
     # The baseline's timeouts measure the vantage's own network only when the outside world
-    # is reachable and no censor drops the baseline: offline and blocked are not "lossy".
-    network.degraded = network.degraded and network.online and not network.baseline_blocked
+    # is reachable and no censor drops the baseline: offline, cut off and blocked are not
+    # "lossy".
+    network.degraded = (network.degraded and network.online and not network.international_cut
+                        and not network.baseline_blocked)
+
+
+def cut_off(observations: Sequence[Observation], sites: Mapping[str, bool],
+            domestic: Collection[str], public: Sequence[IPNetwork] = (),
+            own: Iterable[str] = ()) -> bool:
+    """Whether the vantage is cut off from abroad while its own country's network answers:
+    a national shutdown with a domestic whitelist (Iran, November 2019), which would
+    otherwise read as every messenger blocked. All of it must hold:
+
+    - a domestic baseline site answered (`sites`: each site's answer this round, or as last
+      seen), and every international site failed (there is at least one);
+    - nothing but the domestic sites proved connectivity: no verified handshake, MTProto
+      answer or authenticated DoH answer from anywhere else, the messengers' included;
+    - no control resolver replied at all (a plain reply proves nothing about who answered,
+      but a resolver abroad that replies means the gateway lets something through: then
+      this is a block of everything the probe asks for, judged by mechanism as before);
+    - every messenger fails: no connect-level step to any messenger succeeded (a bare TCP
+      connect included).
+
+    An ISP that loses its international transit looks the same from one vantage: the fleet
+    compares the country's vantages (docs/fleet.md, InternationalCut)."""
+    domestic = set(domestic)
+    if not any(sites.get(name) for name in domestic):
+        return False
+    international = [ok for name, ok in sites.items() if name not in domestic]
+    if not international or any(international):
+        return False
+    abroad = [o for o in observations if not (o.messenger is None and o.target in domestic)]
+    if any(connectivity(abroad, public, own).values()):
+        return False
+    for obs in abroad:
+        if obs.check == "dns" and obs.role == "control" and "rcode" in obs.details:
+            return False  # a control resolver replied
+        if obs.messenger is not None and obs.primary and connect_level(obs.check) and obs.ok:
+            return False  # a messenger answered
+    return True
 
 
 # ---------------------------------------------------------------- loss and latency

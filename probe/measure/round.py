@@ -494,7 +494,8 @@ class Round:
                 observations.append(obs)
         self.result.finished = time.time()
         # online is proven by the whole round, not the baseline
-        judge(self.result, self.baseline, self.config.resolvers.public_networks)
+        judge(self.result, self.baseline, self.config.resolvers.public_networks,
+              {s.name for s in self.config.baseline.targets if s.kind == "domestic"})
         return self.result
 
 

@@ -166,8 +166,11 @@ class VantageNetwork:
     """The vantage's own network this round, as the classifier and the fleet judge it.
 
     `online` is proof that the outside world answers (a verified handshake or an
-    authenticated answer from outside), not merely a working baseline; `baseline_blocked`
-    is a failed baseline while online; `degraded` is loss or latency the baseline shares.
+    authenticated answer from outside), not merely a working baseline; `international_cut`
+    is online through domestic sites alone while everything abroad fails (a shutdown with a
+    domestic whitelist); `baseline_blocked` is a failed baseline while online; `degraded` is
+    loss or latency the baseline shares. `state` names the first of these that holds
+    (probe.model.verdicts.VANTAGE_STATES).
     """
 
     online: bool = False
@@ -176,6 +179,7 @@ class VantageNetwork:
     baseline_ok: bool = False
     baseline_blocked: bool = False
     degraded: bool = False
+    international_cut: bool = False
     loss_ratio: float | None = None
     rtt_seconds: float | None = None
     retransmit_ratio: float | None = None  # share of the baseline's segments retransmitted
@@ -186,8 +190,19 @@ class VantageNetwork:
     def family_online(self, family: int) -> bool:
         return self.online_ipv6 if family == 6 else self.online_ipv4
 
+    @property
+    def state(self) -> str:
+        """The vantage's state in one word (probe.model.verdicts.VANTAGE_STATES)."""
+        if not self.online:
+            return "offline"
+        if self.international_cut:
+            return "international_cut"
+        if self.baseline_blocked:
+            return "baseline_blocked"
+        return "degraded" if self.degraded else "online"
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"state": self.state, **asdict(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +294,7 @@ class RoundResult:
         """Can a user here use each messenger? (probe.judge.answer), from the verdicts."""
         return answer.by_messenger(
             ((v.messenger, v.path, v.verdict, v.circumvention) for v in self.verdicts),
-            online=self.network.online)
+            online=self.network.online and not self.network.international_cut)
 
     @cached_property
     def json(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The one source of the verdict vocabulary: local verdicts, their blocking subset, the
-fleet's status words, and the colour each is drawn in.
+vantage's network states, the fleet's status words, and the colour each is drawn in.
 
 Everything that names a verdict (the classifier, metrics, the status page, Prometheus
 rules and alerts, Grafana boards) takes it from here or is tested against it: a verdict
@@ -39,6 +39,18 @@ def blocking_regex() -> str:
     return "|".join(BLOCKING)
 
 
+# The vantage's own network this round (probe.judge.vantage, VantageNetwork.state), the
+# first that holds: no proof that anything outside answers; only domestic sites answer while
+# everything abroad fails (a shutdown with a domestic whitelist); the baseline fails although
+# outside answers are proven; the vantage's own network is lossy; none of these.
+VANTAGE_STATES: Final[tuple[str, ...]] = (
+    "offline",
+    "international_cut",
+    "baseline_blocked",
+    "degraded",
+    "online",
+)
+
 # The fleet status per vantage x messenger (recording rules), by number: the number is
 # what the rules compute, the word is what people read.
 FLEET_STATUS: Final[dict[int, str]] = {
@@ -48,6 +60,7 @@ FLEET_STATUS: Final[dict[int, str]] = {
     4: "outage",
     5: "blocked",
     6: "degraded",
+    7: "international_cut",
 }
 
 # Okabe-Ito: black #000000, orange #E69F00, sky blue #56B4E9, bluish green #009E73,
@@ -75,4 +88,17 @@ STATUS_COLOURS: Final[dict[str, str]] = {
     "outage": "#E69F00",
     "blocked": "#D55E00",
     "degraded": "#56B4E9",
+    # a shutdown: the vantage is cut off from abroad (dark: the lights are out, which is a
+    # finding, unlike the light greys of "nothing can be said")
+    "international_cut": "#3B3B3B",
+}
+
+# The vantage states in the statuses' colours (online: ok's green, baseline_blocked: the
+# orange of an outage, as the BaselineBlocked ticket is about sites failing).
+VANTAGE_STATE_COLOURS: Final[dict[str, str]] = {
+    "offline": STATUS_COLOURS["offline"],
+    "international_cut": STATUS_COLOURS["international_cut"],
+    "baseline_blocked": STATUS_COLOURS["outage"],
+    "degraded": STATUS_COLOURS["degraded"],
+    "online": STATUS_COLOURS["ok"],
 }

@@ -140,7 +140,8 @@ def answer_lines(vantage: str, result: RoundResult) -> str:
 
 def network_lines(vantage: str, network: VantageNetwork) -> list[str]:
     """The per-vantage network gauges from the round's `network` record: online, baseline
-    blocked, degraded, loss, RTT and each baseline site."""
+    blocked, degraded, cut off from abroad, its state in one word, loss, RTT and each
+    baseline site."""
     v = f'vantage="{_escape(vantage)}"'
     lines: list[str] = []
 
@@ -159,6 +160,13 @@ def network_lines(vantage: str, network: VantageNetwork) -> list[str]:
           "(a censor blocks the baseline sites).", flag("baseline_blocked"))
     gauge("reach_vantage_degraded", "Whether the vantage's own network is lossy or slow this round.",
           flag("degraded"))
+    gauge("reach_vantage_international_cut", "Whether the vantage is cut off from abroad: only "
+          "domestic sites answer, every international site, control resolver and messenger "
+          "fails (a shutdown with a domestic whitelist; no messenger is called blocked).",
+          flag("international_cut"))
+    gauge("reach_vantage_state", "The vantage's network state this round, the current one only "
+          "(offline, international_cut, baseline_blocked, degraded, online).", 1,
+          f'{v},state="{network.state}"')
     gauge("reach_vantage_loss_ratio", "Share of the baseline's attempts that failed this round.",
           network.loss_ratio)
     gauge("reach_vantage_rtt_seconds", "Median kernel RTT of the baseline's connects this round.",

@@ -94,7 +94,8 @@ def print_table(result: RoundResult, console: Console) -> None:
     baseline = result.baseline
     console.print(
         f"[bold]{v.name}[/] ({v.role}, {v.country}, AS{v.asn}) round of {result.duration:.1f}s, "
-        f"baseline IPv4 {'up' if baseline.ipv4 else 'DOWN'}, IPv6 {'up' if baseline.ipv6 else 'DOWN'}",
+        f"baseline IPv4 {'up' if baseline.ipv4 else 'DOWN'}, IPv6 {'up' if baseline.ipv6 else 'DOWN'}, "
+        f"network {result.network.state}",
         soft_wrap=True,
     )
     if not (baseline.ipv4 and baseline.ipv6):
@@ -102,6 +103,12 @@ def print_table(result: RoundResult, console: Console) -> None:
                       if o.messenger is None and o.failure})
         if why:
             console.print("baseline failures: " + "; ".join(why), highlight=False, soft_wrap=True)
+    if result.network.international_cut:
+        answered = sorted(n for n, ok in result.network.baseline_sites.items() if ok)
+        console.print("INTERNATIONAL CUT: the vantage is cut off from abroad (a shutdown with a "
+                      f"domestic whitelist): only domestic sites answer ({', '.join(answered)}); "
+                      "every international site, control resolver and messenger fails, so no "
+                      "messenger is judged", highlight=False, soft_wrap=True)
     if result.network.baseline_blocked:
         console.print("baseline BLOCKED: the vantage is online (" + "; ".join(
             result.network.online_evidence[:2]) + "), so the targets are judged by mechanism",

@@ -31,7 +31,8 @@ def iran_2015_probes() -> list[FakeProbe]:
 
 
 def fleet_probes() -> list[FakeProbe]:
-    """The Iran scenario plus a second subject vantage with TLS tampering.
+    """The Iran scenario plus a second subject vantage with TLS tampering and a third cut
+    off from abroad.
 
     Together they make every board panel (DNS and TLS failures, interception verdicts,
     latency) return data.
@@ -42,7 +43,10 @@ def fleet_probes() -> list[FakeProbe]:
         "web.telegram.org/v6": "sni_filtering",
         "dc1-v4:443": "protocol_filtering",
     }
-    return [*iran_2015_probes(), tls]
+    # issue 19: a vantage in a shutdown with a domestic whitelist (its status panel row and
+    # the network-state timeline show it; it adds no blocked target)
+    cut = FakeProbe(vantage="ir-lab-3", country="IR", role="subject", asn="AS64504", cut=True)
+    return [*iran_2015_probes(), tls, cut]
 
 
 def serve_fake_probes(probes: list[FakeProbe]) -> list[promstack.MetricsServer]:

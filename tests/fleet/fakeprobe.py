@@ -100,6 +100,9 @@ class FakeProbe:
     baseline: bool = True
     online: bool | None = None
     degraded: bool = False
+    # Issue 19: cut off from abroad (a shutdown with a domestic whitelist): online through
+    # its domestic site alone, every target vantage_offline (rule international_cut).
+    cut: bool = False
     network_gauges: bool = True
     catalogue: dict[str, dict[str, tuple[str, ...]]] | None = None
     round_interval: float = 1.0
@@ -120,7 +123,7 @@ class FakeProbe:
         self.verdicts = {t: verdict for targets in self.targets.values() for t in targets}
 
     def verdict(self, target: str) -> str:
-        if not self.is_online:
+        if not self.is_online or self.cut:
             return "vantage_offline"
         return self.verdicts.get(target, "ok")
 
@@ -174,10 +177,17 @@ class FakeProbe:
             gauge("reach_vantage_degraded", "The vantage's own network is lossy.", int(self.degraded))
             gauge("reach_vantage_loss_ratio", "Baseline attempts that failed.", 0.2 if self.degraded else 0)
             gauge("reach_vantage_rtt_seconds", "Median baseline RTT.", 0.08)
+            cut = online and self.cut
+            gauge("reach_vantage_international_cut", "Cut off from abroad.", int(cut))
+            state = ("offline" if not online else "international_cut" if cut
+                     else "baseline_blocked" if blocked else "degraded" if self.degraded else "online")
+            gauge("reach_vantage_state", "The vantage's network state.", 1, {**v, "state": state})
             family("reach_baseline_site_success", "gauge", "Per baseline site.")
             for site in ("cloudflare", "quad9"):
                 lines.append(f"reach_baseline_site_success{_fmt_labels({**v, 'site': site})} "
-                             f"{int(self.baseline)}")
+                             f"{int(self.baseline and not cut)}")
+            if cut:
+                lines.append(f"reach_baseline_site_success{_fmt_labels({**v, 'site': 'domestic'})} 1")
         gauge("reach_round_duration_seconds", "Duration of the last round.", 0.8)
         gauge("reach_round_event_loop_lag_seconds", "Loop lag in the last round.", 0.002)
         gauge("reach_round_last_timestamp_seconds", "When the last round finished.", round(now, 3))

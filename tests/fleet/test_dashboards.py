@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
-from probe.model.verdicts import FLEET_STATUS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
+from probe.model.verdicts import (
+    FLEET_STATUS,
+    STATUS_COLOURS,
+    VANTAGE_STATE_COLOURS,
+    VERDICT_COLOURS,
+    VERDICTS,
+)
 
 from .promstack import REPO, RULES_DIR, Prometheus, StackError, wait_until
 
@@ -41,6 +47,8 @@ CONTRACT_METRICS = {
     "reach_vantage_online",
     "reach_baseline_blocked",
     "reach_vantage_degraded",
+    "reach_vantage_international_cut",
+    "reach_vantage_state",
     "reach_round_event_loop_lag_seconds",
     "reach_build_info",
     "reach_circumvention",
@@ -197,7 +205,10 @@ def test_no_data_is_grey_never_green_or_red() -> None:
                     if m["type"] == "value"
                     for v in m["options"].values()
                 }
-                assert STATUS_COLOURS["ok"] in mapped and STATUS_COLOURS["blocked"] in mapped, where
+                # a vantage's own network is never "blocked": its panel maps the network states
+                network_states = mapped == set(VANTAGE_STATE_COLOURS.values())
+                assert STATUS_COLOURS["ok"] in mapped and (
+                    STATUS_COLOURS["blocked"] in mapped or network_states), where
 
 
 def test_status_and_verdict_colours_come_from_probe_verdicts() -> None:
@@ -350,3 +361,31 @@ def test_the_answer_panels_say_whether_a_user_can_use_it(fleet_prometheus: Prome
             for r in fleet_prometheus.query(substitute(paths, ALL))}
     assert ("ir-lab-2", "web", "blocked") in rows and ("ir-lab-2", "chat", "partly_blocked") in rows
     assert not any(v == "nl-lab" for v, _, _ in rows)
+
+
+def test_a_shutdown_shows_as_its_own_state(fleet_prometheus: Prometheus) -> None:
+    """Issue 19: ir-lab-3 is cut off from abroad (only its domestic site answers): the boards
+    show it as an international cut, in its status row, the network-state timeline and the
+    stat, in the words the panels' mappings give, and none of its targets as blocked."""
+
+    def panel(title: str) -> dict[str, Any]:
+        return next(p for path in BOARD_FILES for p in panels(load(path)) if p["title"] == title)
+
+    def shown(title: str) -> dict[str, str]:
+        """vantage -> the text the panel shows for its value now."""
+        found = panel(title)
+        (values,) = [m for m in found["fieldConfig"]["defaults"]["mappings"] if m["type"] == "value"]
+        words = {float(code): v["text"] for code, v in values["options"].items()}
+        result = fleet_prometheus.query(substitute(found["targets"][0]["expr"], ALL))
+        return {r["metric"]["vantage"]: words[float(r["value"][1])] for r in result}
+
+    assert shown("Network state per vantage") == {
+        "ir-lab": "online", "ir-lab-2": "online", "nl-lab": "online",
+        "ir-lab-3": "international cut (shutdown)"}
+    status = shown("Status per vantage")
+    assert status["ir-lab-3"] == "international cut (shutdown)" and status["ir-lab"] == "blocked"
+    stat = panel("Vantages cut off from abroad")["targets"][0]["expr"]
+    assert [float(r["value"][1]) for r in fleet_prometheus.query(substitute(stat, ALL))] == [1.0]
+    blocked = panel("Blocked now, by mechanism")["targets"][0]["expr"]
+    assert not any(r["metric"]["vantage"] == "ir-lab-3"
+                   for r in fleet_prometheus.query(substitute(blocked, ALL)))

@@ -53,8 +53,9 @@ def test_rule_files_exist() -> None:
 def test_promtool_check_rules() -> None:
     result = run([tool("promtool"), "check", "rules", *map(str, RULE_FILES)])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 12 rules found" in result.stdout
-    assert "SUCCESS: 18 rules found" in result.stdout
+    # alerts: 12 + InternationalCut; records: 18 + vantage:reach_vantage_international_cut:max
+    assert "SUCCESS: 13 rules found" in result.stdout
+    assert "SUCCESS: 19 rules found" in result.stdout
 
 
 def test_rule_files_and_unit_tests_match_their_generators() -> None:
@@ -186,6 +187,7 @@ def test_alerts_have_severity_annotations_and_runbook() -> None:
         "ProbeBudgetShedding",
         "CatalogueEndpointDown",
         "TrustAnchorExpiring",
+        "InternationalCut",
     }
     for alert in alerts:
         assert alert["labels"]["severity"] in {"page", "ticket"}
@@ -199,7 +201,8 @@ def test_alerts_have_severity_annotations_and_runbook() -> None:
         assert anchor == alert["alert"].lower()
         assert f"## {anchor}" in runbook, f"docs/runbook.md has no section for {anchor}"
     paging = {a["alert"] for a in alerts if a["labels"]["severity"] == "page"}
-    assert paging == {"MessengerBlocked"}
+    # a shutdown pages too (docs/fleet.md, "A shutdown is its own state": why)
+    assert paging == {"MessengerBlocked", "InternationalCut"}
 
 
 def test_prometheus_configs_are_valid() -> None:
@@ -230,6 +233,7 @@ def test_amtool_check_config() -> None:
         (["alertname=CatalogueEndpointDown", "severity=ticket", "messenger=telegram",
           "target=dc1-v4:443"], "ticket"),
         (["alertname=TrustAnchorExpiring", "severity=ticket", "anchor=signal"], "ticket"),
+        (["alertname=InternationalCut", "severity=page", "vantage=ir-lab"], "page"),
     ],
 )
 def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:

@@ -47,6 +47,15 @@ def signal_overrides() -> dict[str, Any]:
     return {"neutral_sni": plan.NEUTRAL_SNI}
 
 
+def domestic_site() -> list[dict[str, Any]]:
+    """The lab's domestic site as `kind: domestic` baseline sites, one per family
+    (tests/lab/plan.py DOMESTIC_SITE): for the scenarios that need the subject's own
+    country's network to answer while everything abroad fails (a shutdown)."""
+    return [{"name": f"lab-domestic{suffix}", "address": address, "port": 443,
+             "sni": plan.DOMESTIC_SITE_NAME, "kind": "domestic"}
+            for suffix, address in zip(("", "-v6"), plan.DOMESTIC_SITE, strict=True)]
+
+
 OVERRIDES = {"telegram": telegram_overrides, "whatsapp": whatsapp_overrides,
              "signal": signal_overrides}
 

@@ -89,12 +89,14 @@ def compare(scenario: Scenario, results: dict[str, dict[str, Any]]) -> dict[str,
     return record
 
 
-def run_scenario(lab: Lab, scenario: Scenario) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Reset, break, probe both vantages; return (record, raw probe JSON per vantage)."""
+def run_scenario(lab: Lab, scenario: Scenario,
+                 configs: dict[str, Path] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reset, break, probe both vantages; return (record, raw probe JSON per vantage).
+    `configs`: a probe config per vantage instead of the standard ones."""
     started = time.monotonic()
     lab.reset()
     apply_scenario(lab, scenario)
-    results = lab.run_probes()
+    results = lab.run_probes(configs=configs)
     record = compare(scenario, results)
     record["duration_seconds"] = round(time.monotonic() - started, 2)
     return record, results

@@ -83,7 +83,13 @@ ISP_RESOLVER = ("198.18.1.53", "2001:db8:1::53")
 CENSOR_BLOCKPAGE = ("198.18.1.80", "2001:db8:1::80")
 #: The censor's TLS-intercepting server (certificates from the censor's own CA).
 CENSOR_TLS = ("198.18.1.43", "2001:db8:1::43")
-CENSOR_HOSTS = (*ISP_RESOLVER, *CENSOR_BLOCKPAGE, *CENSOR_TLS)
+#: A domestic site (issue 19): one of the country's large sites (a bank, a marketplace),
+#: hosted inside the country, on this side of the international gateway: TLS :443 with a
+#: lab-CA certificate for DOMESTIC_SITE_NAME. A shutdown with a domestic whitelist leaves it
+#: answering. Only scenarios that configure it (a `kind: domestic` baseline site) use it.
+DOMESTIC_SITE = ("198.18.1.44", "2001:db8:1::44")
+DOMESTIC_SITE_NAME = "bank.reach-lab.example"
+CENSOR_HOSTS = (*ISP_RESOLVER, *CENSOR_BLOCKPAGE, *CENSOR_TLS, *DOMESTIC_SITE)
 CENSOR_HOST_NETS = ("198.18.1.0/24", "2001:db8:1::/48")
 
 # ------------------------------------------------------------------ hosts on the internet side

@@ -23,6 +23,10 @@ DROP_ALL_FORWARDED = tuple((tool, "-A", "FORWARD", "-i", _SUB, "-j", "DROP")
 ONLINE = {"online": True, "baseline_blocked": False}
 BLOCKED_BASELINE = {"online": True, "baseline_blocked": True, "baseline_ok": False}
 OFFLINE = {"online": False, "baseline_blocked": False}
+#: Issue 19: proven online through the domestic site alone, everything abroad failing.
+CUT = {"online": True, "international_cut": True, "baseline_blocked": False, "degraded": False,
+       "state": "international_cut"}
+CONTROL_ONLINE = {"online": True, "international_cut": False, "state": "online"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,10 @@ class OfflineScenario(Scenario):
     network: dict[str, dict[str, bool]] = field(default_factory=dict)
     #: every subject verdict's evidence must name a failed baseline observation
     baseline_in_evidence: bool = False
+    #: the subject's config gets the lab's domestic site (tests/lab/configs.py domestic_site)
+    domestic_site: bool = False
+    #: the rule every subject verdict must name (empty: any)
+    subject_rule: str = ""
 
 
 SCENARIOS: tuple[OfflineScenario, ...] = (
@@ -80,5 +88,21 @@ SCENARIOS: tuple[OfflineScenario, ...] = (
         censor=DROP_ALL_FORWARDED,
         forbidden=BLOCKS,
         network={plan.SUBJECT: OFFLINE, plan.CONTROL: ONLINE},
+    ),
+    OfflineScenario(
+        "19h-shutdown-domestic-whitelist",
+        "Shutdown with a domestic whitelist",
+        "a national shutdown: the censor drops everything the subject sends abroad; only the "
+        "country's own network answers: the ISP resolver (honestly) and a domestic site "
+        "(bank.reach-lab.example on the censor's side of the gateway, a `kind: domestic` "
+        "baseline site of the subject). The international baseline, the control resolvers "
+        "(plain and DoH) and every messenger fail",
+        subject=(("*", "vantage_offline"),),
+        failures=((DCS, ("generic_timeout_error",)),),
+        censor=DROP_ALL_FORWARDED,
+        forbidden=(*BLOCKS, "inconclusive"),
+        network={plan.SUBJECT: CUT, plan.CONTROL: CONTROL_ONLINE},
+        domestic_site=True,
+        subject_rule="international_cut",
     ),
 )

@@ -7,11 +7,14 @@ go into build/lab-results.json with the other scenarios' (``python -m tests.lab.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.lab import plan
+from tests.lab.configs import domestic_site
 from tests.lab.harness import run_scenario
 from tests.lab.scenarios_offline import SCENARIOS, OfflineScenario
 from tests.lab.topology import Lab, lab_available
@@ -30,6 +33,9 @@ def network_mismatches(scenario: OfflineScenario, results: dict[str, dict[str, A
         for key, value in expected.items():
             if network.get(key) != value:
                 found.append(f"{vantage} network.{key}: expected {value}, got {network.get(key)}")
+    if scenario.subject_rule:
+        found += [f"subject {v['target']}: rule {v['rule']}, expected {scenario.subject_rule}"
+                  for v in results[plan.SUBJECT]["verdicts"] if v["rule"] != scenario.subject_rule]
     if scenario.baseline_in_evidence:
         result = results[plan.SUBJECT]
         baseline = {o["id"] for o in result["observations"]
@@ -41,10 +47,21 @@ def network_mismatches(scenario: OfflineScenario, results: dict[str, dict[str, A
     return found
 
 
+def domestic_configs(lab: Lab) -> dict[str, Path]:
+    """The standard configs, the subject's with the lab's domestic site in its baseline."""
+    configs = {vantage: lab.write_probe_config(vantage) for vantage in (plan.SUBJECT, plan.CONTROL)}
+    data = yaml.safe_load(configs[plan.SUBJECT].read_text())
+    data["baseline"]["targets"] += domestic_site()
+    path = configs[plan.SUBJECT].with_name("subject-domestic.yaml")
+    path.write_text(yaml.safe_dump(data))
+    return {**configs, plan.SUBJECT: path}
+
+
 @pytest.mark.parametrize("scenario", [pytest.param(s, id=s.id) for s in SCENARIOS])
 def test_offline_scenario(lab: Lab, lab_records: list[dict[str, Any]],
                           scenario: OfflineScenario) -> None:
-    record, results = run_scenario(lab, scenario)
+    record, results = run_scenario(lab, scenario, domestic_configs(lab) if scenario.domestic_site
+                                   else None)
     record["mismatches"] += network_mismatches(scenario, results)
     record["passed"] = not record["mismatches"]
     lab_records.append(record)

@@ -496,6 +496,13 @@ class Lab:
                 ["--mode", "blockpage"],
             ),
             ServiceSpec(
+                "domestic-tls",
+                plan.CENSOR,
+                "tlsserver",
+                [(a, 443) for a in plan.DOMESTIC_SITE],
+                ["--ca-dir", str(self.ca_dir), "--name", plan.DOMESTIC_SITE_NAME],
+            ),
+            ServiceSpec(
                 "censor-tls",
                 plan.CENSOR,
                 "tlsserver",

@@ -198,6 +198,12 @@ VIEW_CASES: dict[str, TargetView] = {
     "connectivity_unproven": TargetView(
         DC, [obs("tcp"), obs("mtproto", F.MTPROTO_UNEXPECTED_RESPONSE)], Baseline(ipv4=True), [
             site(4, None, "tcp")], NO_PROOF),
+    # a shutdown with a domestic whitelist (probe.judge.vantage.cut_off): only the domestic
+    # site answered; the DC's timeout would be connect_timeout (ip_blocking) otherwise
+    "international_cut": TargetView(
+        DC, [obs("tcp", F.GENERIC_TIMEOUT)], Baseline(ipv4=True), [site(4, None)],
+        VantageNetwork(online=True, online_ipv4=True, baseline_ok=True, international_cut=True,
+                       baseline_sites={"site-v4": True, "abroad-v4": False})),
 }
 
 

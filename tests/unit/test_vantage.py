@@ -7,7 +7,17 @@ from typing import Any
 
 import pytest
 
-from probe.judge.vantage import EVIDENCE_PER_FAMILY, baseline_up, connectivity, outside, proof, quality
+from probe.inputs.catalog import Target
+from probe.judge.vantage import (
+    EVIDENCE_PER_FAMILY,
+    baseline_up,
+    connectivity,
+    cut_off,
+    judge,
+    outside,
+    proof,
+    quality,
+)
 from probe.model import failures as F
 from probe.model.observation import Attempt, Observation, Role
 
@@ -93,3 +103,74 @@ def test_quality_counts_each_handshake_that_retransmitted_or_timed_out_once() ->
     clean = seen("tls", None, "198.18.2.10", "control", samples=[{"tcp_segments_out": 6}] * 20)
     clean.attempts = [Attempt(None, 0, 0.01)] * 20
     assert quality([clean]).retried_ratio == 0.0 and not quality([clean]).degraded
+
+
+# ---------------------------------------------------------------- a shutdown (issue 19)
+
+def shutdown(**changes: Any) -> tuple[list[Observation], dict[str, bool]]:
+    """A round in a shutdown with a domestic whitelist: the domestic site's verified
+    handshake answered, the international site, the control resolvers (plain and DoH) and
+    the messenger timed out; the vantage's own resolver answered."""
+    observations = [
+        Observation(None, "bank", "tls", "op", None, "198.18.1.44", 443, role="control",
+                    details={"sni": "bank.example"}),
+        Observation(None, "abroad", "tls", "op", F.GENERIC_TIMEOUT, "198.18.2.10", 443,
+                    role="control"),
+        seen("dns", role="primary", protocol="udp", rcode="NOERROR", answers=["149.154.167.51"]),
+        seen("dns", F.GENERIC_TIMEOUT, "198.18.3.53", "control", protocol="udp"),
+        doh("https://198.18.3.43/dns-query") if not changes.get("doh_answers")
+        else doh("https://198.18.3.43/dns-query", rcode="NOERROR"),
+        seen("tcp", F.GENERIC_TIMEOUT),
+    ]
+    if changes.get("control_replies"):
+        observations[3] = seen("dns", F.DNS_NXDOMAIN, "198.18.3.53", "control", protocol="udp",
+                               rcode="NXDOMAIN")
+    if changes.get("messenger_connects"):
+        observations[5] = seen("tcp")
+    sites = {"bank": not changes.get("domestic_fails"), "abroad": bool(changes.get("abroad_answers"))}
+    return observations, sites
+
+
+def test_a_shutdown_with_a_domestic_whitelist_is_a_cut() -> None:
+    observations, sites = shutdown()
+    assert cut_off(observations, sites, {"bank"}, LAB)
+    # connectivity alone calls it online: the domestic site's handshake is proof
+    assert connectivity(observations, LAB)[4] == ["verified TLS 198.18.1.44:443 (bank.example)"]
+
+
+@pytest.mark.parametrize("change", ["abroad_answers", "doh_answers", "control_replies",
+                                    "messenger_connects", "domestic_fails"])
+def test_anything_abroad_answering_is_no_cut(change: str) -> None:
+    """Each condition on its own: an international site, an authenticated DoH answer, any
+    reply of a control resolver (an NXDOMAIN too), a messenger's bare TCP connect, or no
+    domestic site answering, and it is not a cut (judged as before)."""
+    observations, sites = shutdown(**{change: True})
+    assert not cut_off(observations, sites, {"bank"}, LAB)
+
+
+def test_no_domestic_site_configured_is_never_a_cut() -> None:
+    observations, sites = shutdown()
+    assert not cut_off(observations, sites, set(), LAB)
+    assert not cut_off(observations, {"bank": True}, {"bank"}, LAB)  # no international site
+
+
+def test_judge_names_the_cut_and_not_a_blocked_or_lossy_baseline() -> None:
+    """require: majority with one domestic and one international site: the baseline fails,
+    but a cut vantage's baseline is not "blocked" nor its network "degraded"."""
+    from probe.model.observation import Baseline, RoundDraft, VantageIdentity
+
+    observations, sites = shutdown()
+    draft = RoundDraft(VantageIdentity("ir"), [], 0.0, observations=observations,
+                       baseline=Baseline(ipv4=False))
+    draft.network.baseline_sites = dict(sites)
+    draft.network.degraded = True  # the international site's timeouts
+    site = Target(messenger=None, name="abroad", group="baseline", endpoint="abroad", family=4,
+                  port=443, address="198.18.2.10")
+    judge(draft, [site], LAB, {"bank"})
+    network = draft.network
+    assert network.online and network.international_cut
+    assert not network.baseline_blocked and not network.degraded
+    assert network.state == "international_cut" and network.to_json()["state"] == "international_cut"
+    judge(draft, [site], LAB, set())  # the same round without the domestic mark: blocked baseline
+    assert not draft.network.international_cut and draft.network.baseline_blocked
+    assert draft.network.state == "baseline_blocked"

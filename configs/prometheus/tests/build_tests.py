@@ -62,10 +62,11 @@ class Scenario:
 
     def vantage(self, name: str, country: str, role: str, *, online: int | None = 1,
                 baseline: int = 1, degraded: int | None = 0, loss: float | None = 0.0,
-                baseline_blocked: int | None = 0, sites: dict[str, int] | None = None,
-                until: int | None = None) -> None:
-        """One vantage's per-vantage series. None leaves a metric out (an older probe);
-        `until` is the sample at which the probe goes silent (its scrapes fail)."""
+                baseline_blocked: int | None = 0, sites: dict[str, int | str] | None = None,
+                cut: int | str | None = 0, until: int | None = None) -> None:
+        """One vantage's per-vantage series. None leaves a metric out (an older probe), a
+        string is the series' values as they are; `until` is the sample at which the probe
+        goes silent (its scrapes fail)."""
         v = f'{JOB},instance="{name}",vantage="{name}"'
         up = self.const(1) if until is None else f"1x{until - 1} 0x{self.samples - until - 1}"
         self.add(f'up{{{JOB},instance="{name}",vantage="{name}"}}', up)
@@ -76,11 +77,13 @@ class Scenario:
         self.add(f"reach_round_last_timestamp_seconds{{{v}}}", stamps)
         for metric, value in (("reach_vantage_online", online), ("reach_vantage_degraded", degraded),
                               ("reach_baseline_blocked", baseline_blocked),
-                              ("reach_vantage_loss_ratio", loss)):
+                              ("reach_vantage_loss_ratio", loss),
+                              ("reach_vantage_international_cut", cut)):
             if value is not None:
-                self.add(f"{metric}{{{v}}}", self.const(value, until))
+                self.add(f"{metric}{{{v}}}", value if isinstance(value, str) else self.const(value, until))
         for site, ok in (sites or {}).items():
-            self.add(f'reach_baseline_site_success{{{v},site="{site}"}}', self.const(ok, until))
+            self.add(f'reach_baseline_site_success{{{v},site="{site}"}}',
+                     ok if isinstance(ok, str) else self.const(ok, until))
 
     def target(self, vantage: str, target: str, verdicts: list[str], messenger: str = "telegram",
                until: int | None = None) -> None:
@@ -128,7 +131,7 @@ class Scenario:
 ALL_ALERTS = ("MessengerBlocked", "MessengerOutage", "VantageOffline", "BaselineBlocked",
               "VantageDegraded", "ProbeAbsent", "ProbeConfigReloadFailed",
               "ProbeEvidenceWriteErrors", "ProbeRoundsOverrun", "ProbeBudgetShedding",
-              "CatalogueEndpointDown", "TrustAnchorExpiring")
+              "CatalogueEndpointDown", "TrustAnchorExpiring", "InternationalCut")
 DCS = ("dc1-v4:443", "dc2-v4:443")
 WEB = "web.telegram.org/v4"
 
@@ -324,7 +327,7 @@ def old_probe_offline() -> Scenario:
     """A probe without reach_vantage_online (older engine): its baseline decides, as before."""
     s = Scenario("an older probe without reach_vantage_online falls back to its baseline", 15)
     s.vantage("ir-mci", "IR", "subject", online=None, degraded=None, baseline_blocked=None, loss=None,
-              baseline=0)
+              cut=None, baseline=0)
     for target in (*DCS, WEB):
         s.target("ir-mci", target, rounds("vantage_offline", 1))
     control(s)
@@ -640,10 +643,57 @@ def trust_anchor_expiring() -> Scenario:
     return s
 
 
+def shutdown() -> Scenario:
+    """Issue 19: a national shutdown with a domestic whitelist from 5m at ir-mci (its verdicts
+    turn vantage_offline, rule international_cut; only its domestic site answers), while
+    ir-tci, on another network in the same country, still works: its own state, a page
+    after 5 minutes that says 1 of 2 vantages, never MessengerBlocked or VantageOffline."""
+    s = Scenario("a shutdown with a domestic whitelist is its own state and pages, never as a block", 20)
+    five = 5 * 60 // SCRAPE  # samples before the cut
+    rest = s.samples - five - 1
+    s.vantage("ir-mci", "IR", "subject", cut=f"0x{five - 1} 1x{rest}",
+              sites={"cloudflare": f"1x{five - 1} 0x{rest}", "digikala": 1})
+    for target in (*DCS, WEB):
+        s.target("ir-mci", target, rounds("ok", 10, "vantage_offline", 100))
+    s.vantage("ir-tci", "IR", "subject")
+    for target in (*DCS, WEB):
+        s.target("ir-tci", target, rounds("ok", 1))
+    control(s)
+    s.expect("vantage:reach_vantage_international_cut:max", "10m", [
+        ('vantage:reach_vantage_international_cut:max{vantage="ir-mci"}', 1),
+        ('vantage:reach_vantage_international_cut:max{vantage="ir-tci"}', 0),
+        ('vantage:reach_vantage_international_cut:max{vantage="nl-ams"}', 0)])
+    s.expect("vantage_messenger:reach_status:code", "4m", [
+        status("ir-mci", "IR", "subject", 3), status("ir-tci", "IR", "subject", 3),
+        status("nl-ams", "NL", "control", 3)])
+    s.expect("vantage_messenger:reach_status:code", "10m", [
+        status("ir-mci", "IR", "subject", 7), status("ir-tci", "IR", "subject", 3),
+        status("nl-ams", "NL", "control", 3)])
+    # per country a shutdown at one vantage is the headline (ok elsewhere is in the per-vantage row)
+    s.expect("country_messenger:reach_status:code", "10m", [
+        ('country_messenger:reach_status:code{country="IR",messenger="telegram"}', 7),
+        ('country_messenger:reach_status:code{country="NL",messenger="telegram"}', 3)])
+    s.none("9m", "InternationalCut")  # pending: `for` 5m from 5m
+    cut = ({"severity": "page", "vantage": "ir-mci", "country": "IR", "role": "subject"},
+           {"summary": "Vantage ir-mci (IR) is cut off from abroad (shutdown)",
+            "description": "The subject vantage ir-mci in IR reaches only domestic sites (answering: "
+                           "digikala): every international baseline site, control resolver and "
+                           "messenger fails. 1 of 2 vantages reporting from IR are cut off: all of "
+                           "them is a national shutdown, some a regional one or those networks' "
+                           "international links failing. No messenger is called blocked from there while it "
+                           "lasts; its verdicts are vantage_offline (rule international_cut).",
+            "runbook_url": f"{RUNBOOK}#internationalcut"})
+    s.alert("InternationalCut", "11m", cut)
+    s.alert("InternationalCut", "19m", cut)
+    for at in ("6m", "11m", "19m"):
+        s.none(at, *(a for a in ALL_ALERTS if a != "InternationalCut"))
+    return s
+
+
 SCENARIOS = (iran_block, onset_to_page, intermittent, blip, lossy, blocked_baseline, uplink_cut,
              old_probe_offline, outage, no_control, country_precedence, probe_health, probe_absent,
              budget_shedding, endpoint_down, endpoint_retired_while_watched, controls_offline_or_blind,
-             only_control_offline, trust_anchor_expiring, mostly_down_at_control)
+             only_control_offline, trust_anchor_expiring, mostly_down_at_control, shutdown)
 
 
 def render() -> str:

@@ -24,7 +24,13 @@ from urllib.parse import quote
 
 from probe.judge import answer, circumvention
 from probe.measure.checks import spec_of
-from probe.model.verdicts import BLOCKING_VERDICTS, STATUS_COLOURS, VERDICT_COLOURS, VERDICTS
+from probe.model.verdicts import (
+    BLOCKING_VERDICTS,
+    STATUS_COLOURS,
+    VANTAGE_STATE_COLOURS,
+    VERDICT_COLOURS,
+    VERDICTS,
+)
 from probe.sinks.statuspage.history import SLOTS, History, iso, rank
 
 # Rows drawn at most (the worst first): a 10,000-target probe's page must stay small and quick
@@ -145,6 +151,8 @@ def key_evidence(verdict: Mapping[str, Any], observations: Mapping[int, Mapping[
 
 def messenger_status(verdicts: Sequence[str], network: Mapping[str, Any], role: str) -> str:
     """One vantage's status for one messenger, in the fleet's words (FLEET_STATUS)."""
+    if network.get("online") is not False and network.get("international_cut"):
+        return "international_cut"  # a shutdown: nothing abroad answers, no messenger is judged
     if network.get("online") is False or (verdicts and all(v == "vantage_offline" for v in verdicts)):
         return "offline"
     if any(v in BLOCKING_VERDICTS for v in verdicts):
@@ -172,6 +180,8 @@ def _palette_css() -> str:
              for name, colour in VERDICT_COLOURS.items()]
     rules += [f".s-{name}{{background:{colour};color:{_text_colour(colour)}}}"
               for name, colour in STATUS_COLOURS.items()]
+    rules += [f".n-{name}{{background:{colour};color:{_text_colour(colour)}}}"
+              for name, colour in VANTAGE_STATE_COLOURS.items()]
     rules += [f"tr.r-{name}>td:first-child{{box-shadow:inset 6px 0 {colour}}}"
               for name, colour in VERDICT_COLOURS.items()]
     rules += [f".answer.a-{name}{{border-left-color:{colour}}}"
@@ -196,7 +206,8 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri '
 
 def _chip(name: str, prefix: str = "v", text: str | None = None) -> str:
     safe = html.escape(name)
-    return (f"<span class='chip {prefix}-{safe}' data-{'verdict' if prefix == 'v' else 'status'}="
+    kind = {"v": "verdict", "n": "vantage-state"}.get(prefix, "status")
+    return (f"<span class='chip {prefix}-{safe}' data-{kind}="
             f"'{safe}'>{html.escape(text if text is not None else name)}</span>")
 
 
@@ -212,7 +223,16 @@ def _banners(round_: Mapping[str, Any], network: Mapping[str, Any], verdicts: li
                                 if isinstance(o, dict) and o.get("messenger") is None and o.get("failure")})
     offline = [v for v in verdicts if v.get("verdict") == "vantage_offline"]
     why = f" Baseline: {'; '.join(baseline_failures)}." if baseline_failures else ""
-    if network.get("online") is False or (verdicts and len(offline) == len(verdicts)):
+    if network.get("online") is not False and network.get("international_cut"):
+        sites = network.get("baseline_sites") or {}
+        answered = ", ".join(sorted(str(n) for n, ok in sites.items() if ok)) or "none"
+        failed = ", ".join(sorted(str(n) for n, ok in sites.items() if not ok)) or "none"
+        out.append("<strong>This vantage is cut off from abroad (international cut)</strong>: only "
+                   f"domestic sites answer ({html.escape(answered)}); every international site "
+                   f"({html.escape(failed)}), control resolver and messenger fails. A shutdown "
+                   "with a domestic whitelist, not a messenger block: no messenger is judged "
+                   "until it ends.")
+    elif network.get("online") is False or (verdicts and len(offline) == len(verdicts)):
         out.append("<strong>This vantage is offline</strong>: nothing outside answers, so nothing can "
                    f"be said about the services until it is back.{html.escape(why)}")
     elif offline:
@@ -301,8 +321,11 @@ def render_page(round_: Mapping[str, Any] | None, history: History, *, vantage: 
     verdicts = _verdicts(round_)
     observations = _observations(round_)
     duration = round_.get("duration_seconds")
+    state = network.get("state")
+    chip = (f" Network: {_chip(str(state), 'n')}" if state in VANTAGE_STATE_COLOURS else "")
     parts.append(f"<p class='meta'>{where}. Last round {html.escape(str(round_.get('started', '?')))}"
-                 + (f", {duration:.1f} s" if isinstance(duration, int | float) else "") + ".</p>")
+                 + (f", {duration:.1f} s" if isinstance(duration, int | float) else "") + "."
+                 + chip + "</p>")
     parts.extend(f"<div class='banner' role='alert'>{b}</div>"
                  for b in _banners(round_, network, verdicts, reload_error, stale))
     traffic = budget_line(round_)

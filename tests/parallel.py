@@ -61,7 +61,7 @@ WEIGHTS = {
     "tests/lab/test_loss_fleet.py": 510,
     "tests/lab/test_fleet_offline.py": 110,
     "tests/lab/test_statuspage_lab.py": 75,
-    "tests/lab/test_offline_scenarios.py": 145,
+    "tests/lab/test_offline_scenarios.py": 230,
     "tests/lab/test_transport_scenarios.py": 125,
     "tests/lab/test_residual_scenarios.py[1]": 170,
     "tests/lab/test_residual_scenarios.py[2]": 200,

@@ -275,12 +275,19 @@ LOSS_SCENARIOS: tuple[LossScenario, ...] = (
 # ------------------------------------------------------------------------ running rounds
 
 
-def _config(lab: Lab, vantage: str, interval: float) -> tuple[Path, Path]:
-    """The lab probe config with evidence on and the given interval; (config, evidence dir)."""
+Configure = Callable[[str, dict[str, Any]], None]  # (vantage, config data) -> changes it
+
+
+def _config(lab: Lab, vantage: str, interval: float,
+            configure: Configure | None = None) -> tuple[Path, Path]:
+    """The lab probe config with evidence on and the given interval (and whatever
+    `configure` changes); (config, evidence dir)."""
     data = probe_config(vantage, lab.workdir, lab.ca_dir / "ca.pem")
     evidence = lab.workdir / "evidence" / vantage
     data["schedule"]["interval"] = interval
     data["evidence"] = {"directory": str(evidence)}
+    if configure is not None:
+        configure(vantage, data)
     path = lab.workdir / "configs" / f"{vantage}-rounds.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -307,15 +314,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
-def run_rounds(lab: Lab, rounds: int, interval: float, per_round: float = 60) -> Rounds:
+def run_rounds(lab: Lab, rounds: int, interval: float, per_round: float = 60,
+               configure: Configure | None = None) -> Rounds:
     """`probe run` in both vantages until each wrote ``rounds`` rounds; each is stopped
     (SIGTERM) once it has (the control, done long before the lossy subject, would otherwise
-    run a round a second on the shared cores while it waits)."""
+    run a round a second on the shared cores while it waits). `configure` changes a
+    vantage's config data before it is written."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
     evidence: dict[str, Path] = {}
     try:
         for vantage in (plan.SUBJECT, plan.CONTROL):
-            config, evidence[vantage] = _config(lab, vantage, interval)
+            config, evidence[vantage] = _config(lab, vantage, interval, configure)
             subprocess.run(["rm", "-rf", str(evidence[vantage])], check=True)
             log = (lab.logdir / f"probe-run-{vantage}.log").open("ab")
             procs[vantage] = subprocess.Popen(

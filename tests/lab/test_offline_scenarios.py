@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
+from probe.model.verdicts import BLOCKING_VERDICTS
 from tests.lab import plan
 from tests.lab.configs import domestic_site
 from tests.lab.harness import run_scenario
-from tests.lab.scenarios_offline import SCENARIOS, OfflineScenario
+from tests.lab.scenarios_offline import DROP_ALL_FORWARDED, SCENARIOS, OfflineScenario
 from tests.lab.topology import Lab, lab_available
 
 pytestmark = [
@@ -66,3 +67,52 @@ def test_offline_scenario(lab: Lab, lab_records: list[dict[str, Any]],
     record["passed"] = not record["mismatches"]
     lab_records.append(record)
     assert not record["mismatches"], "\n".join(record["mismatches"])
+
+
+#: Rounds of `probe run` in the shutdown: its first round is full, the later ones sentinels
+#: and sweep slices (probe.serve.schedule), so the cut must be named in every tier.
+SHUTDOWN_ROUNDS = 5
+
+
+def test_shutdown_over_rounds(lab: Lab) -> None:
+    """19h over several rounds of `probe run` in both vantages (issue 19 §6): every subject
+    round's state is international_cut, no round of either vantage has a blocking verdict,
+    and the control stays online. Recorded in build/lab-loss.json with the multi-round
+    scenarios."""
+    from tests.lab.scenarios_loss import LossScenario, Rounds, judge, run_rounds, save
+
+    def configure(vantage: str, data: dict[str, Any]) -> None:
+        if vantage == plan.SUBJECT:
+            data["baseline"]["targets"] += domestic_site()
+
+    def states(vantage: str, want: str) -> Any:
+        def check(r: Rounds) -> list[str]:
+            rounds = r.subject if vantage == plan.SUBJECT else r.control
+            return [f"{vantage} round {i}: state {x['network'].get('state')}, expected {want}"
+                    for i, x in enumerate(rounds) if x["network"].get("state") != want]
+        return check
+
+    def cut_verdicts(r: Rounds) -> list[str]:
+        return [f"subject round {i} {v['target']}: {v['verdict']} ({v['rule']})"
+                for i, vs in enumerate(Rounds.verdicts(r.subject)) for v in vs
+                if (v["verdict"], v["rule"]) != ("vantage_offline", "international_cut")]
+
+    def no_blocks(r: Rounds) -> list[str]:
+        return [f"{name} round {i} {v['target']}: {v['verdict']}"
+                for name, rounds in (("subject", r.subject), ("control", r.control))
+                for i, vs in enumerate(Rounds.verdicts(rounds)) for v in vs
+                if v["verdict"] in BLOCKING_VERDICTS]
+
+    scenario = LossScenario(
+        "19h-shutdown-rounds", "Shutdown with a domestic whitelist, several rounds",
+        "19h-shutdown-domestic-whitelist under `probe run` (1 s interval): the first round "
+        "full, then sentinels and sweep slices",
+        SHUTDOWN_ROUNDS, DROP_ALL_FORWARDED,
+        (states(plan.SUBJECT, "international_cut"), states(plan.CONTROL, "online"),
+         cut_verdicts, no_blocks))
+    lab.reset()
+    lab.censor(scenario.censor)
+    record, rounds = judge(scenario, run_rounds(lab, SHUTDOWN_ROUNDS, 1.0, configure=configure))
+    save([record])
+    assert len(rounds.subject) == len(rounds.control) == SHUTDOWN_ROUNDS
+    assert not record["mismatches"], "\n".join(record["mismatches"][:20])

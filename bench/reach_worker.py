@@ -146,12 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         lags.sort()
         out["lag_p50"] = lags[len(lags) // 2]
         out["lag_p99"] = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-    timings = [
-        {"check": o.check, "address": o.address, "port": o.port, "duration": o.duration_seconds,
-         "connect": o.details.get("connect_seconds")}
-        for o in result.observations if o.failure is None and o.check in ("tcp", "tls")
-    ]
-    out["timings"] = timings
     if args.metrics:
         from probe.judge.classify import classify_round
         from probe.sinks.metrics import Metrics
@@ -174,11 +168,19 @@ def main(argv: list[str] | None = None) -> int:
             # the evidence line's JSON, as the service writes it after every round
             from probe.sinks.report import round_json
 
-            out["evidence_bytes"] = len(json.dumps(round_json(result), separators=(",", ":"),
+            out["evidence_bytes"] = len(json.dumps(round_json(judged), separators=(",", ":"),
                                                    default=str))
             phases.mark("sinks")
         out["post_round_cpu"] = _cpu() - cpu0
+    # The peak of the round (and of judging and rendering it), read before the per-check
+    # timings below are listed for the fidelity table: those are the bench's, not the probe's.
     out["rss_peak_kb"] = _hwm_kb()
+    timings = [
+        {"check": o.check, "address": o.address, "port": o.port, "duration": o.duration_seconds,
+         "connect": o.details.get("connect_seconds")}
+        for o in result.observations if o.failure is None and o.check in ("tcp", "tls")
+    ]
+    out["timings"] = timings
     if phases is not None:
         out["phases"] = phases.rows
     json.dump(out, sys.stdout)

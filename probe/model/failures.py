@@ -12,10 +12,6 @@ import ssl
 import sys
 from typing import Final
 
-import dns.exception
-import dns.rcode
-import dns.resolver
-
 GENERIC_TIMEOUT: Final = "generic_timeout_error"
 CONNECTION_REFUSED: Final = "connection_refused"
 CONNECTION_RESET: Final = "connection_reset"
@@ -123,10 +119,10 @@ _ERRNO_FAILURES: Final = {
     errno.ETIMEDOUT: GENERIC_TIMEOUT,
 }
 
-_RCODE_FAILURES: Final[dict[int, str]] = {
-    dns.rcode.NXDOMAIN: DNS_NXDOMAIN,
-    dns.rcode.SERVFAIL: DNS_SERVFAIL,
-    dns.rcode.REFUSED: DNS_REFUSED,
+_RCODE_FAILURES: Final[dict[int, str]] = {  # RFC 1035 codes (dns.rcode's values)
+    3: DNS_NXDOMAIN,
+    2: DNS_SERVFAIL,
+    5: DNS_REFUSED,
 }
 
 # OpenSSL X509_V_ERR codes that mean "no chain to a trusted root".
@@ -166,13 +162,17 @@ def classify(exc: BaseException) -> str:
             return classify(exc.os_error)
         if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
             return EOF_ERROR
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | dns.exception.Timeout):
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return GENERIC_TIMEOUT
+    # dnspython is loaded by the DNS check only: its exceptions exist only when it was
+    dns_exception, dns_resolver = sys.modules.get("dns.exception"), sys.modules.get("dns.resolver")
+    if dns_exception is not None and isinstance(exc, dns_exception.Timeout):
         return GENERIC_TIMEOUT
     if isinstance(exc, asyncio.IncompleteReadError | EOFError):
         return EOF_ERROR
-    if isinstance(exc, dns.resolver.NXDOMAIN):
+    if dns_resolver is not None and isinstance(exc, dns_resolver.NXDOMAIN):
         return DNS_NXDOMAIN
-    if isinstance(exc, dns.resolver.NoAnswer):
+    if dns_resolver is not None and isinstance(exc, dns_resolver.NoAnswer):
         return DNS_NO_ANSWER
     if isinstance(exc, ssl.SSLError):
         return _ssl_failure(exc)

@@ -31,6 +31,27 @@ def test_a_round_and_its_sinks_do_not_load_the_http_client_rich_or_cryptography(
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
+def test_dnspython_is_loaded_by_the_dns_check_only() -> None:
+    """dnspython is ~6 MB resident: a round of fixed addresses (no DNS step, no system
+    resolvers) never loads it; the DNS check does, and classifies its exceptions."""
+    assert "dns" not in _loaded_after(
+        "from probe.measure.round import Round\n"
+        "from probe.model import failures\n"
+        "assert failures.classify(TimeoutError()) == failures.GENERIC_TIMEOUT\n"
+        "assert failures.rcode_failure(3) == failures.DNS_NXDOMAIN\n")
+    assert "dns" in _loaded_after(
+        "import asyncio, dns.exception, dns.rcode, dns.resolver\n"
+        "from probe.measure.checks import dns as check\n"
+        "from probe.model import failures\n"
+        "check.system_resolvers('/nonexistent/resolv.conf')\n"
+        "assert failures.classify(dns.exception.Timeout()) == failures.GENERIC_TIMEOUT\n"
+        "assert failures.classify(dns.resolver.NXDOMAIN()) == failures.DNS_NXDOMAIN\n"
+        "assert failures.classify(dns.resolver.NoAnswer()) == failures.DNS_NO_ANSWER\n"
+        "assert all(failures.rcode_failure(getattr(dns.rcode, n)) == f for n, f in ("
+        "('NXDOMAIN', failures.DNS_NXDOMAIN), ('SERVFAIL', failures.DNS_SERVFAIL), "
+        "('REFUSED', failures.DNS_REFUSED)))\n")
+
+
 def test_the_checks_that_need_them_still_load_them() -> None:
     loaded = _loaded_after(
         "from probe.measure.checks.http import PinnedResolver\n"

@@ -93,18 +93,35 @@ class TrustStore:
         self._contexts: dict[str, ssl.SSLContext] = {}
 
     def context(self, name: str) -> ssl.SSLContext:
-        if name not in self._contexts:
-            anchors = [self._anchor(part) for part in name.split("+") if part != "system"]
-            if "system" in name.split("+"):
+        context = self._contexts.get(name)
+        if context is None:
+            context = self._contexts[name] = self._shared(name)
+        return context
+
+    def _shared(self, name: str) -> ssl.SSLContext:
+        """The process's context for this name and these files as they are now: a store is
+        made per round, a context only when its files changed (the system store alone took
+        ~10 ms and ~1 MB to load in every round). Contexts hold no session."""
+        parts = name.split("+")
+        system = "system" in parts
+        anchors = [self._anchor(part) for part in parts if part != "system"]
+        files = ([_system_cafile()] if system else []) + (
+            [self._ca_file] if system and self._ca_file is not None else []) + anchors
+        key = (name, tuple((str(f), _stamp(f)) for f in files))
+        context = _CONTEXTS.get(key)
+        if context is None:
+            if system:
                 context = ssl.create_default_context()
                 if self._ca_file is not None:
                     context.load_verify_locations(cafile=str(self._ca_file))
             else:
                 context = ssl.create_default_context(cafile=str(anchors[0]))
-            for anchor in anchors:
+            for anchor in anchors[0 if system else 1:]:
                 context.load_verify_locations(cafile=str(anchor))
-            self._contexts[name] = context
-        return self._contexts[name]
+            if len(_CONTEXTS) >= _MAX_CONTEXTS:
+                _CONTEXTS.pop(next(iter(_CONTEXTS)))
+            _CONTEXTS[key] = context
+        return context
 
     def anchor_path(self, name: str) -> Path:
         """The file of one anchor (not a union): the config's, else the bundled one. Checks
@@ -143,6 +160,25 @@ def lazy_module(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+_CONTEXTS: dict[tuple[str, tuple[tuple[str, tuple[int, int, int] | None], ...]], ssl.SSLContext] = {}
+_MAX_CONTEXTS = 32
+
+
+def _system_cafile() -> Path:
+    paths = ssl.get_default_verify_paths()
+    return Path(paths.cafile or paths.openssl_cafile)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells a changed file: inode, size and modification time (None: unreadable, so
+    the context is made and fails as it did before)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @cache

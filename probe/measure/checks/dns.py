@@ -12,13 +12,6 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING, Any
 
-import dns.asyncquery
-import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.resolver
-
 from probe.measure.checks.base import Env, ResolverSpec, Step
 from probe.measure.wire.net import TCP_HEADERS, Stopwatch, count, count_udp, settle_all
 from probe.model import failures
@@ -27,6 +20,10 @@ from probe.sinks import scrub
 
 if TYPE_CHECKING:
     import aiohttp
+    import dns.message
+
+# dnspython (~6 MB resident) is imported by the functions that use it: a round without a
+# DNS step (a config of fixed addresses, the benchmark's) never loads it.
 
 MAX_UDP_REPLIES = 16  # replies we keep per query: a flood must not grow memory
 MAX_UDP_DATAGRAMS = 256  # datagrams we parse per query: a flood must not burn the CPU
@@ -48,6 +45,9 @@ UDP_SENDS = 4
 
 def system_resolvers(resolv_conf: str) -> list[ResolverSpec]:
     """The nameservers of resolv.conf, named system, system-2, ..."""
+    import dns.exception
+    import dns.resolver
+
     try:
         resolver = dns.resolver.Resolver(filename=resolv_conf, configure=True)
     except (OSError, dns.exception.DNSException):
@@ -101,6 +101,8 @@ async def _udp_query(
     details["garbage_replies"] as they arrive (and the first one's head kept), so that the
     evidence survives a timeout that ends the wait.
     """
+    import dns.message
+
     details = {} if details is None else details
     assert spec.address is not None
     loop = asyncio.get_running_loop()
@@ -207,6 +209,7 @@ async def _doh_query(
     query: dns.message.Message, spec: ResolverSpec, timeout: float, session: aiohttp.ClientSession
 ) -> dns.message.Message:
     import aiohttp  # DoH only: a round without it never loads the HTTP client
+    import dns.message
 
     assert spec.url is not None
     async with session.post(
@@ -225,6 +228,11 @@ async def _doh_query(
 async def _lookup(step: Step, env: Env, spec: ResolverSpec, role: Role) -> Observation:
     """Resolve the target's domain (A for family 4, AAAA for 6) with one resolver; flag
     what looks forged."""
+    import dns.asyncquery
+    import dns.message
+    import dns.rcode
+    import dns.rdatatype
+
     assert step.target.domain is not None
     rdtype = dns.rdatatype.A if step.target.family == 4 else dns.rdatatype.AAAA
     query = dns.message.make_query(step.target.domain, rdtype)

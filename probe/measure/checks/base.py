@@ -210,8 +210,24 @@ class Env:
     retry: Retry = Retry()
     session: aiohttp.ClientSession | None = None
 
+    def __post_init__(self) -> None:
+        # A round that asks resolvers loads dnspython now, before its checks run: imported
+        # by the first DNS check it stalled the event loop for ~0.1-0.5 s mid-round (other
+        # checks' timeouts and timings with it). A round without resolvers never loads it.
+        if self.resolvers and "dns.asyncquery" not in sys.modules:
+            _load_dnspython()
+
     def with_timeout(self, timeout: float) -> Env:
         return replace(self, timeout=timeout)
+
+
+def _load_dnspython() -> None:
+    import dns.asyncquery
+    import dns.exception
+    import dns.message
+    import dns.rcode
+    import dns.rdatatype
+    import dns.resolver  # noqa: F401
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from probe.sinks import scrub
 INTERMEDIATE_TAG = obfs2.TAG_INTERMEDIATE
 REQ_PQ_MULTI = 0xBE7E8EF1
 RES_PQ = 0x05162463
+_RES_PQ_TEXT = f"{RES_PQ:#010x}"  # one string for every resPQ observation, not one each
 TRANSPORT_ERRORS = {-404: "auth key not found", -429: "transport flood", -444: "invalid DC"}
 TRANSPORT_CODE_RANGE = range(-1023, 0)  # transport errors are small negative numbers
 # resPQ with one fingerprint is 88 bytes; a server has no reason to send more than a few.
@@ -103,7 +104,7 @@ def parse_reply(payload: bytes, nonce: bytes, padded: bool = False) -> dict[str,
         raise failures.ProtocolError(f"message length {length} does not match the frame")
     if payload[24:40] != nonce:
         raise failures.ProtocolError("resPQ does not echo our nonce")
-    return {"constructor": f"{constructor:#010x}", "server_nonce": payload[40:56].hex(),
+    return {"constructor": _RES_PQ_TEXT, "server_nonce": payload[40:56].hex(),
             "server_msg_id": msg_id}
 
 

@@ -60,12 +60,13 @@ class TargetView:
     loss: LossContext | None = None
     # The round's residual drops per address and port (probe.judge.residual), those of
     # earlier rounds still running included. None, in views built by hand: the view's own
-    # observations are read for one.
+    # observations (and the baseline's, for the loss rate) are read for one.
     residuals: Mapping[R.Key, R.Residual] | None = None
 
     def residual(self) -> R.Residual | None:
         """The residual drop at the address and port this target's steps went to."""
-        found = R.find(self.observations) if self.residuals is None else self.residuals
+        found = (R.find([*self.observations, *self.baseline_observations])
+                 if self.residuals is None else self.residuals)
         keys = {(o.address, o.port) for o in self.observations
                 if o.address is not None and o.port is not None}
         return next((found[k] for k in keys if k in found), None)
@@ -640,9 +641,12 @@ def classify_round(result: RoundDraft,
     for obs in result.observations:
         by_target[(obs.messenger, obs.target)].append(obs)
     baseline_obs = [o for o in result.observations if o.messenger is None]
-    loss = LossContext.of(result.observations, result.network.degraded, len(result.targets))
     if residuals is None:
         residuals = R.find(result.observations)
+    # a residual drop's timeouts are the filter's answer, not loss: the loss test weighs the rest
+    weighed = [o for o in result.observations if (o.address, o.port) not in residuals] \
+        if residuals else list(result.observations)
+    loss = LossContext.of(weighed, result.network.degraded, len(result.targets))
     return [
         classify_target(TargetView(t, by_target[(t.messenger, t.name)], result.baseline,
                                    baseline_obs, result.network, loss, residuals))

@@ -124,6 +124,7 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
             started.append(prom)
             promstack.load_rules_once_scraping(prom, sorted(promstack.RULES_DIR.glob("*.yml")), 2)
             t0 = time.monotonic()
+            wall0 = time.time()
             iface0, socket0 = interface_bytes(), socket_bytes(subject)
             single_onset = telegram_onset = None
             single_seen = telegram_paged = None
@@ -133,10 +134,12 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
                 if single_onset is None and now >= 60:
                     lab.censor(drop_to([SINGLE.v4]))
                     single_onset = now
+                    results["single_onset_wall"] = time.time()
                     print(f"[{now:6.0f}s] blackholed {SINGLE_TARGET} ({SINGLE.v4})", flush=True)
                 if telegram_onset is None and now >= telegram_at:
                     lab.censor(drop_to(TELEGRAM))
                     telegram_onset = now
+                    results["telegram_onset_wall"] = time.time()
                     print(f"[{now:6.0f}s] blackholed every Telegram address", flush=True)
                 if single_onset is not None and single_seen is None:
                     with contextlib.suppress(OSError, ValueError):
@@ -168,6 +171,7 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
             for server in reversed(started):
                 with contextlib.suppress(Exception):
                     server.stop()
+    results["rounds"] = rounds_since(workdir / plan.SUBJECT / "evidence", wall0, results)
     iface = (iface1[0] - iface0[0], iface1[1] - iface0[1])
     sock = (socket1[0] - socket0[0], socket1[1] - socket0[1])
     per_day = sum(iface) / elapsed * 86400
@@ -184,6 +188,48 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
                            or telegram_onset is None else round(telegram_paged - telegram_onset, 1)},
     })
     return results
+
+
+BLOCKING = {"dns_injection", "dns_blocking", "ip_blocking", "tcp_reset", "sni_filtering",
+            "tls_interception", "protocol_filtering", "http_blockpage", "throttling"}
+
+
+def rounds_since(directory: Path, since: float, results: dict[str, Any]) -> dict[str, Any]:
+    """From the subject's evidence: the bytes of paced rounds (sentinels, screening,
+    sweeps) and of full rounds (a change's, transfers) since `since`, and when the probe
+    first published a blocking Telegram verdict after the onset."""
+    paced = full = count_full = after = 0
+    published = None
+    onset = results.get("telegram_onset_wall")
+    for path in sorted(directory.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                r = json.loads(line)
+                finished = _unix(r["finished"])
+                if finished < since:
+                    continue
+                traffic = r.get("traffic") or {}
+                nbytes = int(traffic.get("bytes_sent", 0)) + int(traffic.get("bytes_received", 0))
+                tier = str(traffic.get("tier", ""))
+                if "full" in tier or "transfers" in tier:
+                    full += nbytes
+                    count_full += 1
+                elif onset is not None and finished >= onset:
+                    after += nbytes  # the block's other rounds (a new failure's loss sample)
+                else:
+                    paced += nbytes
+                if onset is not None and published is None and finished >= onset and any(
+                        v["messenger"] == "telegram" and v["verdict"] in BLOCKING
+                        for v in r.get("verdicts", [])):
+                    published = round(finished - onset, 1)
+    return {"paced_bytes": paced, "paced_seconds": round((onset or time.time()) - since, 1),
+            "full_bytes": full, "full_rounds": count_full, "after_onset_bytes": after,
+            "telegram_verdict_published_seconds": published}
+
+
+def _unix(stamp: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def report(r: dict[str, Any]) -> str:
@@ -207,8 +253,26 @@ def report(r: dict[str, Any]) -> str:
            else f"NOT detected in {(r['seconds'] - 60) / 60:.0f} min"),
         "  whole Telegram blocked   onset -> MessengerBlocked firing "
         + (f"{page:.0f} s (goal <= 180 s)" if page is not None else "NOT firing"),
+        *phases(r),
         *pace(r.get("budget")),
     ])
+
+
+def phases(r: dict[str, Any]) -> list[str]:
+    rounds = r.get("rounds") or {}
+    if not rounds or not r.get("seconds"):
+        return []
+    day = 86400 / max(1.0, rounds["paced_seconds"])
+    lines = [f"  paced, to the TG onset   {rounds['paced_bytes'] / 1e3:.0f} kB in "
+             f"{rounds['paced_seconds'] / 60:.1f} min ({rounds['paced_bytes'] * day / 1e6:.1f} MB/day:"
+             " sentinels, screening, sweeps; by the sockets),",
+             f"  full rounds              {rounds['full_bytes'] / 1e3:.0f} kB in "
+             f"{rounds['full_rounds']} (a change's, transfers; the whole run)",
+             f"  other rounds after onset {rounds['after_onset_bytes'] / 1e3:.0f} kB (by the sockets)"]
+    if rounds.get("telegram_verdict_published_seconds") is not None:
+        lines.append("  Telegram verdict         published by the probe "
+                     f"{rounds['telegram_verdict_published_seconds']:.0f} s after onset")
+    return lines
 
 
 def pace(budget: dict[str, Any] | None) -> list[str]:
@@ -219,7 +283,9 @@ def pace(budget: dict[str, Any] | None) -> list[str]:
     return ["  the budget buys          a sentinel every "
             + ", ".join(f"{m} {s:.0f} s" for m, s in sorted(by.items()))
             + f"; every sentinel once per {budget['sentinel_cycle_seconds'] / 60:.0f} min;"
-            f" every endpoint once per {budget['sweep_seconds'] / 60:.0f} min"
+            + (f" every endpoint screened once per {budget['screen_seconds'] / 60:.0f} min,"
+               if budget.get("screen_seconds") else "")
+            + f" every endpoint at full depth once per {budget['sweep_seconds'] / 60:.0f} min"
             f" (bucket {budget['fill']:.0%} full, shedding {budget['shedding'] or 'nothing'})"]
 
 

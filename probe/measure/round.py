@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import cache, partial
 from importlib import resources
@@ -31,6 +31,7 @@ from probe.judge.vantage import (
     MAX_SAMPLES_PER_SITE,
     baseline_up,
     connect_level,
+    connectivity,
     judge,
     quality,
     samples_needed,
@@ -117,6 +118,28 @@ def is_transfer(check: str) -> bool:
     return REGISTRY[check].spec.transfer
 
 
+Signature = tuple[tuple[str, str, str], ...]
+
+#: The checks a screening measures (a few hundred bytes a target): the lookup at the
+#: vantage's own resolver, without the control resolvers, and the TCP connect.
+SCREEN_CHECKS = ("dns", "tcp")
+
+
+def signature(observations: Iterable[Observation]) -> Signature:
+    """What a target's measurement came to, step by step: (check, role, failure) of its
+    primary and control observations. Differentials only explain a failure; a change of
+    the failure already shows in the primary. Transfers are left out: most rounds do not
+    run them."""
+    return tuple(sorted({(o.check, o.role, o.failure or "") for o in observations
+                         if o.role != "differential" and not is_transfer(o.check)}))
+
+
+def screen_view(sig: Signature, checks: Collection[str] = SCREEN_CHECKS) -> Signature:
+    """The part of a signature a screening can see: its primary lookup and connect (only
+    the `checks` the screening got to: a lookup that gave no address stops it)."""
+    return tuple(e for e in sig if e[1] == "primary" and e[0] in checks)
+
+
 #: A handshake this much slower than its round trips explain had a segment recovered by a
 #: retransmission timer (Linux's minimum RTO is 200 ms; a lost SYN or SYN-ACK costs 1 s).
 RECOVERY_SECONDS = 0.2
@@ -171,11 +194,15 @@ class Round:
                  only: Collection[str] | None = None, sites: Collection[str] | None = None,
                  transfers: bool = True, site_states: Mapping[str, bool] | None = None,
                  transfer_bytes: int | None = None,
-                 plans: Sequence[MessengerPlan] | None = None) -> None:
+                 plans: Sequence[MessengerPlan] | None = None,
+                 judged: Mapping[str, Signature] | None = None,
+                 screen: Collection[str] = ()) -> None:
         self.config = config
         self.plans = list(plan(config) if plans is None else plans)  # the caller's, when it made one
+        self.screen = set(screen) - set(only or ())
         self.targets = [t for p in self.plans for t in p.targets
-                        if only is None or t.name in only]
+                        if only is None or t.name in only or t.name in self.screen]
+        self.judged = dict(judged or {})
         self.all_sites = baseline_targets(config)
         self.baseline = [t for t in self.all_sites if sites is None or t.name in sites]
         self.site_states = dict(site_states or {})
@@ -192,8 +219,9 @@ class Round:
         self._planned = 0
         self.result = RoundDraft(config.vantage.identity(), self.targets, time.time())
         self.result.transfers_ran = transfers
+        self.result.screened = tuple(sorted(self.screen))
 
-    async def _once(self, check: str, step: Step) -> list[Observation]:
+    async def _once(self, check: str, step: Step, screening: bool = False) -> list[Observation]:
         # Transfers measure throughput: one at a time (the baseline's included), so that
         # a shared bottleneck is not read as the service being throttled.
         meter = Meter(step.target.messenger or "baseline", self.ledger)
@@ -201,7 +229,11 @@ class Round:
         transfer = is_transfer(check)
         try:
             async with self._semaphore, (self._transfers if transfer else _NO_LOCK):
-                got = await REGISTRY[check].run(step, self._envs[check])
+                env = self._envs[check]
+                if screening and check == "dns":  # the vantage's own resolver only
+                    env = replace(env, resolvers=tuple(
+                        r for r in env.resolvers if not r.control)[:1] or env.resolvers[:1])
+                got = await REGISTRY[check].run(step, env)
             if transfer:  # an asyncio transport closes its socket on the next turn
                 await asyncio.sleep(0)
         finally:
@@ -211,7 +243,7 @@ class Round:
             got[0].details["bytes_received"] = meter.received
         return got
 
-    async def _run(self, check: str, step: Step) -> list[Observation]:
+    async def _run(self, check: str, step: Step, screening: bool = False) -> list[Observation]:
         """Run a step; confirm a failure of its primary (or control) observation the way
         a client retries: a new attempt every `schedule.confirm.spacing` seconds while none
         has succeeded (the next one starts even while an earlier one still hangs, as the
@@ -221,15 +253,15 @@ class Round:
         they started; when all failed it is the first (the most telling: a reset that later
         attempts only see as a residual drop)."""
         if not REGISTRY[check].spec.confirmed or step.role == "differential" or self.env.retry.attempts < 2:
-            observations = await self._once(check, step)
+            observations = await self._once(check, step, screening)
         else:
-            observations = await self._confirmed(check, step)
+            observations = await self._confirmed(check, step, screening)
         self._done += 1
         if self._progress is not None:
             self._progress(self._done, self._planned)
         return observations
 
-    async def _confirmed(self, check: str, step: Step) -> list[Observation]:
+    async def _confirmed(self, check: str, step: Step, screening: bool = False) -> list[Observation]:
         retry = self.env.retry
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -241,7 +273,7 @@ class Round:
             while success is None:
                 due = started + launched * retry.spacing if launched < retry.attempts else None
                 if due is not None and loop.time() >= due:
-                    running[asyncio.create_task(self._once(check, step))] = launched
+                    running[asyncio.create_task(self._once(check, step, screening))] = launched
                     launched += 1
                     continue
                 if not running:
@@ -282,16 +314,28 @@ class Round:
         outcome: dict[str, Observation] = {}
         earlier: list[str] = []
         address = target.address
+        screening = target.name in self.screen
         for spec in target.steps:
             if REGISTRY[spec.check].needs_address and address is None and target.domain:
                 break  # no resolver gave an address: nothing further can be tried
             if not self.transfers and is_transfer(spec.check):
                 continue  # a round without transfers: the step is not measured
+            if screening and spec.check not in SCREEN_CHECKS:
+                continue  # a screening: the lookup and the connect only
             needs = _needs(spec, target, earlier)
             earlier.append(spec.check)
             if any(n in earlier and not (n in outcome and outcome[n].ok) for n in needs):
                 continue
             step = Step(target, spec.check, role, address, spec.options)
+            if screening:
+                got = await self._run(spec.check, step, screening=True)
+                observations += got
+                if spec.check == "dns":
+                    address = chosen_address(got)
+                main = next((o for o in got if o.role == role), None)
+                if main is not None:
+                    outcome[spec.check] = main
+                continue
             for name in spec.before:
                 observations += await self._run(name, replace(step, role="differential"))
             got = await self._run(spec.check, step)
@@ -369,14 +413,49 @@ class Round:
         """Sample the baseline up to its full size (`_sample_sizes`) per site when the loss
         test has something to decide: some connect-level attempt of the service, or a
         baseline handshake, timed out or needed a retransmission. Otherwise the single
-        handshakes stand: nothing was lost that loss would have to explain."""
+        handshakes stand: nothing was lost that loss would have to explain.
+
+        A failure already judged (`judged`: the target's steps came to the same as in the
+        round that gave its verdict, full sample and all) asks no new sample: its verdict
+        stands, the loss test's answer is reused (`result.loss_reused`). Whenever no full
+        sample is taken, a round with a failing target takes one handshake per site of
+        the target's family that it has not sampled, for the round to prove the vantage
+        online there, unless something else in the round already did. A screening
+        (`screen`) asks none: it only says whether to measure in full."""
         if self.config.baseline.samples < 2:
             return first  # no sample asked for (the bench's one handshake per check)
         size = self._sample_sizes()
-        seen = [o for group in (*first, *targets) for o in group
-                if o.messenger is None or o.primary]
+        seen = [o for group in first for o in group]
+        reused: list[Target] = []
+        failing: list[Target] = []
+        for target, group in zip(self.targets, targets, strict=True):
+            if target.name in self.screen:
+                continue
+            mine = [o for o in group if o.primary]
+            if any(not o.ok for o in mine):
+                failing.append(target)
+            sig = self.judged.get(target.name)
+            if sig is not None and any(e[2] for e in sig) and sig == signature(group):
+                if any(_unsteady(o) for o in mine):
+                    reused.append(target)
+                continue
+            seen += mine
         if not any(_unsteady(o) for o in seen):
-            return first
+            self.result.loss_reused = tuple(t.name for t in reused)
+            # a round that samples no site (probe run's paced rounds) and has a target
+            # failing must still prove the vantage online in its family, or a refused
+            # sentinel would read as vantage_offline: one handshake per site there
+            proven = connectivity([o for g in (*first, *targets) for o in g],
+                                  self.config.resolvers.public_networks,
+                                  self.result.vantage.addresses)
+            families = {t.family for t in failing if not proven.get(t.family)}
+            extra = [t for t in self.all_sites
+                     if t.family in families and t not in self.baseline]
+            if not extra:
+                return first
+            more = await asyncio.gather(*(self._sample(t, 1, []) for t in extra))
+            self.baseline = [*self.baseline, *extra]
+            return [*first, *more]
         singles = [[self._single(o) for o in group] for group in first]
         # sites this round had left out are sampled too: the loss test needs every family's
         unsampled = [t for t in self.all_sites if t not in self.baseline]
@@ -394,7 +473,8 @@ class Round:
         (probe.judge.vantage.samples_needed; at most MAX_SAMPLES_PER_SITE). Without
         this, a grown catalogue silently turned every lone blocked target into
         `loss_shared_with_baseline`."""
-        needed = samples_needed(len(self.targets), self.config.schedule.confirm.attempts)
+        depth = sum(t.name not in self.screen for t in self.targets)
+        needed = samples_needed(depth, self.config.schedule.confirm.attempts)
         sizes: dict[str, int] = {}
         for family in (4, 6):
             sites = [t for t in self.all_sites if t.family == family]
@@ -504,14 +584,23 @@ async def run_round(config: Config, progress: Progress | None = None, *,
                     transfers: bool = True, site_states: Mapping[str, bool] | None = None,
                     transfer_bytes: int | None = None,
                     plans: Sequence[MessengerPlan] | None = None,
-                    residuals: ResidualMemory | None = None) -> RoundResult:
+                    residuals: ResidualMemory | None = None,
+                    judged: Mapping[str, Signature] | None = None,
+                    screen: Collection[str] = ()) -> RoundResult:
     """Run a round and classify it: the whole pipeline short of the sinks. `plans`: the
     config's plan when the caller has made it already (one plan per round). `residuals`:
-    the residual drops earlier rounds saw (a running probe's), updated with this round's."""
+    the residual drops earlier rounds saw (a running probe's), updated with this round's.
+    `judged`: targets whose failure was judged, with the signature it was judged on (no
+    new loss sample for them); `screen`: targets measured at the screening level only
+    (their verdicts are no verdicts: the caller compares their steps,
+    probe.serve.schedule; their observations teach the residual memory nothing)."""
     draft = await Round(config, progress, only=only, sites=sites, transfers=transfers,
-                        site_states=site_states, transfer_bytes=transfer_bytes, plans=plans).run()
+                        site_states=site_states, transfer_bytes=transfer_bytes, plans=plans,
+                        judged=judged, screen=screen).run()
+    screened = set(draft.screened)
+    observations = [o for o in draft.observations if o.target not in screened]
     earlier = residuals.recall(draft.started) if residuals is not None else {}
-    found = find_residuals(draft.observations, earlier)
+    found = find_residuals(observations, earlier)
     if residuals is not None:
-        residuals.learn(draft.observations, found, draft.finished)
+        residuals.learn(observations, found, draft.finished)
     return draft.judged(classify_round(draft, found))

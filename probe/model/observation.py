@@ -240,6 +240,10 @@ class RoundDraft:
     transfers_ran: bool = True  # whether transfer checks were part of the round
     budget: dict[str, Any] | None = None  # the traffic budget's state (probe run only)
     observations: list[Observation] = field(default_factory=list)
+    # targets whose failure was judged before and whose loss test was not sampled again
+    # (probe.measure.round `_more_samples`): their verdict is the earlier one's
+    loss_reused: tuple[str, ...] = ()
+    screened: tuple[str, ...] = ()  # targets measured at the screening level only
 
     @property
     def duration(self) -> float:
@@ -254,7 +258,7 @@ class RoundDraft:
         return RoundResult(self.vantage, tuple(self.targets), self.started, self.finished,
                            self.baseline, self.network, self.loop_lag_max, dict(self.traffic),
                            self.tier, self.transfers_ran, self.budget, tuple(self.observations),
-                           tuple(verdicts))
+                           tuple(verdicts), self.loss_reused, self.screened)
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,8 @@ class RoundResult:
     budget: dict[str, Any] | None
     observations: tuple[Observation, ...]
     verdicts: tuple[Verdict, ...]
+    loss_reused: tuple[str, ...] = ()  # RoundDraft.loss_reused
+    screened: tuple[str, ...] = ()  # RoundDraft.screened
 
     @property
     def duration(self) -> float:

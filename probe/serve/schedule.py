@@ -4,39 +4,60 @@ A vantage is often a volunteer's home line or a metered mobile plan where the me
 are blocked: measuring everything every 30 s costs gigabytes a day and is a burst of
 handshakes towards blocked services from one address. So the work comes in tiers:
 
-- **sentinels**: per messenger, a few cheap targets covering both families and the main
+- **sentinels**: per messenger, a few targets covering both families and the main
   mechanisms (the first fixed-address target of each family, a DC for Telegram, and the
-  first target with a DNS step, which compares resolvers);
-- **sweeps**: every target and baseline site once per sweep, a slice each interval (an
-  even trickle, not a burst);
-- **full rounds**: a messenger's every target with the whole baseline sample, at once when
-  a sentinel or a sweep saw a target change (its steps' outcomes differ from the last
-  time it was measured), for that messenger only; transfers (throughput checks) run in
-  them, and otherwise at most once per `schedule.transfers`.
+  first target with a DNS step, which compares resolvers). Fixed-address ones are cheap
+  (a DC's MTProto exchange, ~2 kB): one per messenger every interval the budget allows,
+  the families in turn. Those with a DNS step cost more (the control resolvers' DoH
+  connections, ~8-16 kB): one per messenger, together in one round (they share those
+  connections), less often;
+- **screening**: when the budget cannot pay for a full-depth sweep every `schedule.sweep`,
+  every target's lookup at the vantage's own resolver and its TCP connect (a few hundred
+  bytes), a slice each interval. A screening never gives a verdict: when its outcome
+  differs from the target's last full-depth measurement, the messenger's full round runs.
+  It sees what fails a lookup or a connect (a blackholed, refused or unreachable address,
+  a failing resolver); a block at the TLS, SNI or protocol level on one endpoint, or an
+  injected address that still connects, is left to the sentinels and the full-depth
+  sweep;
+- **sweeps**: every target and baseline site at full depth once per sweep, a slice each
+  interval (an even trickle, not a burst);
+- **full rounds**: a messenger's every target with the baseline sample the loss test
+  needs, at once when a sentinel, a sweep or a screening saw a target change (its steps'
+  outcomes differ from the last time it was measured), for that messenger only. On a
+  budget, what the round that saw the change measured at full depth is published first
+  (the page waits for the sentinel, not for the full round too); the full round is
+  published when it is done;
+- **transfers** (throughput checks) run in full rounds, and at most once per
+  `schedule.transfers` in a round of the targets that have one.
 
 Between the rounds that measure it a target keeps its last verdict, stamped with when it
 was measured (`Verdict.measured`), so boards and rules see every target every interval.
+A failure already judged (the same steps' outcomes as in the round that judged it) asks
+no new baseline sample on a budget: the loss test's answer is reused, and one handshake
+per site of its family proves the vantage online (probe.measure.round `_more_samples`).
 
 The budget (`budget.bytes_per_day`) is a token bucket filled at bytes_per_day / 86400 a
 second and holding an hour's worth. The work is fitted to it, not starved by it:
 
 - what the work costs is learnt from the rounds' own byte counts (`Costs`: per target and
-  baseline site, an average over its last measurements, from the first full round on);
-- sentinels get SHARES["sentinels"] of the refill rate and sweeps SHARES["sweeps"]; the
-  rest, and the bucket itself, pay for full rounds on a change and for transfers;
-- each tier runs at the pace its share buys: the sentinel period stretches (never below
-  `schedule.interval`) and the sweep period too (never below `schedule.sweep`). When the
-  whole sentinel set does not fit in one interval, a sentinel round measures one of each
-  messenger's sentinels in turn (a whole-messenger block is seen by any of them, so the
-  page stays quick; each sentinel comes round every few sentinel rounds);
-- the effective periods are in every round's `budget` (sentinel_seconds, sweep_seconds)
-  and on the metrics (reach_budget_period_seconds).
+  baseline site, an average over its last measurements, from the first full round on; a
+  screening's per target, from the screenings);
+- sentinels get SHARES["sentinels"] of the refill rate, screening SHARES["screening"] and
+  the full-depth sweep SHARES["sweeps"]; the rest, and the bucket itself, pay for full
+  rounds on a change and for transfers;
+- each tier runs at the pace its share buys: the sentinel periods stretch (never below
+  `schedule.interval`), the screening and sweep periods too (never below
+  `schedule.sweep`);
+- the effective periods are in every round's `budget` (sentinel_seconds,
+  sentinel_dns_seconds, screen_seconds, sweep_seconds) and on the metrics
+  (reach_budget_period_seconds).
 
 The bucket stays the safety net: as it empties, work is shed in this order: transfers,
-then sweeps, then full rounds, sentinels last (at an empty bucket an interval measures
-nothing). Shedding is never silent: it is on the metrics, the status page and a ticket
-alert. Without a budget (`bytes_per_day: unlimited`) every interval runs the sentinels
-and a slice sized for `schedule.sweep`.
+then sweeps (screening with them), then full rounds, sentinels last (at an empty bucket an
+interval measures nothing). Shedding is never silent: it is on the metrics, the status
+page and a ticket alert. Without a budget (`bytes_per_day: unlimited`) every interval runs
+the sentinels and a slice sized for `schedule.sweep`, nothing is screened, and every round
+samples the baseline as the loss test asks.
 """
 
 from __future__ import annotations
@@ -50,7 +71,7 @@ from datetime import UTC, datetime
 from probe.inputs.catalog import Target
 from probe.inputs.config import Config
 from probe.inputs.plan import MessengerPlan, baseline_targets, plan
-from probe.measure.round import is_transfer
+from probe.measure.round import Signature, is_transfer, screen_view, signature
 from probe.model.observation import Observation, RoundDraft, RoundResult, VantageNetwork, Verdict
 
 SHED_ORDER = ("transfers", "sweeps", "full_rounds", "sentinels")
@@ -66,25 +87,20 @@ BUCKET_SECONDS = 3600  # the bucket holds an hour of the daily budget
 BUDGET_TRANSFER_BYTES = 64 << 10
 # the refill rate's shares paced work may spend; the rest (and the bucket) pays for the
 # full rounds a change calls for and for transfers. Sentinels get the larger share: they
-# are what pages for a whole-messenger block.
-SHARES = {"sentinels": 0.5, "sweeps": 0.3}
+# are what pages for a whole-messenger block. Screening (a lookup at the vantage's own
+# resolver and a TCP connect per target) is what sees a single endpoint's block within
+# minutes; the full-depth sweep behind it (TLS, protocol, DNS comparison) is slower.
+SHARES = {"sentinels": 0.45, "screening": 0.35, "sweeps": 0.05}
+# the most of the sentinels' share the fixed-address sentinels (a DC's MTProto exchange,
+# ~2 kB) may take: the rest pays for the DNS-comparison sentinels (~8-16 kB each)
+FIXED_MAX = 0.6
+# what a screening is taken to cost before one was counted (a lookup and a connect)
+SCREEN_GUESS = 700.0
 COST_WEIGHT = 0.3  # a new measurement's weight in a target's average cost (EWMA)
 # a paced sweep slice waits until its share has put this much by (or the whole sweep's
 # cost, if less): a round's first DNS comparison pays for the control resolvers'
 # connections (about 8 kB in the lab), which a bigger slice shares
 SWEEP_BATCH_BYTES = 32_000
-
-Signature = tuple[tuple[str, str, str], ...]
-
-
-def signature(observations: Iterable[Observation]) -> Signature:
-    """What a target's measurement came to, step by step: (check, role, failure) of its
-    primary and control observations. Differentials only explain a failure; a change of
-    the failure already shows in the primary. Transfers are left out: most rounds do not
-    run them."""
-    return tuple(sorted({(o.check, o.role, o.failure or "") for o in observations
-                         if o.role != "differential" and not is_transfer(o.check)}))
-
 
 def sentinels(targets: Iterable[Target]) -> dict[str, list[str]]:
     """Per messenger: the first fixed-address target of each family and the first target
@@ -122,7 +138,18 @@ class Costs:
     def __init__(self) -> None:
         self.bytes: dict[str, float] = {}
 
-    def learn(self, result: RoundResult, sites: Iterable[str]) -> None:
+    def learn(self, result: RoundResult, sites: Iterable[str],
+              screens: Costs | None = None) -> None:
+        """Learn from a round's counts; its screened targets' costs go to `screens`."""
+        screened = set(result.screened)
+        sampled = list(sites)
+        # a round that samples no site of its own but took a handshake to prove the vantage
+        # online for a failure already judged (result.loss_reused): that handshake is part
+        # of what measuring the failing target costs now
+        extra: dict[str, float] = {}
+        if not sampled and result.loss_reused and "baseline" in result.traffic:
+            each = sum(result.traffic["baseline"]) / len(result.loss_reused)
+            extra = dict.fromkeys(result.loss_reused, each)
         weights: dict[str, dict[str, float]] = {}
         for obs in result.observations:
             if obs.messenger is None or obs.started < result.started:
@@ -135,8 +162,8 @@ class Costs:
             total, counted = sent + received, sum(mine.values())
             for target, weight in mine.items():
                 share = weight / counted if counted else 1 / len(mine)
-                self._add(target, total * share)
-        sampled = list(sites)
+                into = screens if screens is not None and target in screened else self
+                into._add(target, total * share + extra.get(target, 0.0))
         if sampled and "baseline" in result.traffic:
             each = sum(result.traffic["baseline"]) / len(sampled)
             for site in sampled:
@@ -146,11 +173,12 @@ class Costs:
         old = self.bytes.get(name)
         self.bytes[name] = nbytes if old is None else old + COST_WEIGHT * (nbytes - old)
 
-    def of(self, names: Iterable[str]) -> float:
-        """The expected bytes of measuring these names (an unknown one at the average)."""
+    def of(self, names: Iterable[str], guess: float = 0.0) -> float:
+        """The expected bytes of measuring these names (an unknown one at the average, or at
+        `guess` while nothing is known)."""
         names = list(names)
         known = [self.bytes[n] for n in names if n in self.bytes]
-        mean = sum(self.bytes.values()) / len(self.bytes) if self.bytes else 0.0
+        mean = sum(self.bytes.values()) / len(self.bytes) if self.bytes else guess
         return sum(known) + mean * (len(names) - len(known))
 
 
@@ -229,12 +257,14 @@ class Prepared:
 
 @dataclass
 class Work:
-    """One round to run: which targets and baseline sites, with or without transfers."""
+    """One round to run: which targets and baseline sites, with or without transfers, and
+    which targets only screened (probe.measure.round SCREEN_CHECKS)."""
 
     tier: str
     only: set[str] | None
     sites: set[str] | None
     transfers: bool
+    screen: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -251,13 +281,16 @@ class Planner:
     last_sweep_slice: float = 0.0
     costs: Costs = field(default_factory=Costs)
     ticked: float | None = None  # when next_work last ran
-    # per messenger: bytes its part of the sentinels' share has put by; per sentinel: bytes
-    # spent on it (the next one measured is the one that has cost least, counting its own
-    # cost: cheap ones come round more often, every one comes round)
-    sentinel_credit: dict[str, float] = field(default_factory=dict)
-    sentinel_spent: dict[str, float] = field(default_factory=dict)
+    # bytes the fixed-address and the DNS-comparison sentinels have put by, and whose turn
+    # is next per messenger and kind
+    fixed_credit: float = 0.0
+    dns_credit: float = 0.0
+    turns: dict[str, int] = field(default_factory=dict)
     sweep_credit: float = 0.0  # bytes the sweeps' share has put by
     slice_sites: set[str] = field(default_factory=set)  # the sites of the last paced round
+    screen_costs: Costs = field(default_factory=Costs)  # a screening's bytes per target
+    screen_credit: float = 0.0  # bytes the screening's share has put by
+    screen_cursor: int = 0
 
     def __post_init__(self) -> None:
         self.configure(self.config)
@@ -289,6 +322,15 @@ class Planner:
         self.sentinels = ready.sentinels
         self.rotation = ready.rotation
         self.plans = ready.plans
+        with_dns = {t.name for t in self.targets if any(s.check == "dns" for s in t.steps)}
+        # the sentinels of each kind: fixed-address ones (every interval the budget allows)
+        # and those with a DNS step, whose control resolvers cost more (less often)
+        fixed = {m: [n for n in names if n not in with_dns] for m, names in self.sentinels.items()}
+        dns = {m: [n for n in names if n in with_dns] for m, names in self.sentinels.items()}
+        self.fixed_sentinels = {m: v for m, v in fixed.items() if v}
+        self.dns_sentinels = {m: v for m, v in dns.items() if v}
+        self.transfer_targets = {t.name for t in self.targets
+                                 if any(is_transfer(s.check) for s in t.steps)}
         names = {t.name for t in self.targets}
         self.known = {k: v for k, v in self.known.items() if k in names}
         self.bucket.adopt(config.budget.bytes_per_day)
@@ -319,46 +361,75 @@ class Planner:
         return rate is None or (
             self.costs.of(every) <= SHARES["sentinels"] * rate * self.config.schedule.interval)
 
-    def _messenger_rate(self) -> float:
-        """Each messenger's part of the sentinels' share, bytes a second."""
-        return SHARES["sentinels"] * (self.rate or 0.0) / max(1, len(self.sentinels))
+    @staticmethod
+    def _mean(costs: Costs, names: list[str]) -> float:
+        return costs.of(names) / len(names) if names else 0.0
+
+    def _kind_cost(self, kind: dict[str, list[str]]) -> float:
+        """Bytes of one round of a kind of sentinel: one per messenger (each in turn)."""
+        return sum(self._mean(self.costs, names) for names in kind.values())
+
+    def sentinel_pace(self) -> tuple[float, float]:
+        """(fixed-address, DNS-comparison) sentinel periods: every interval when the whole
+        set fits, else the fixed ones as often as FIXED_MAX of the sentinels' share pays
+        for (every interval at 30 MB/day in the lab: a DC costs ~2 kB) and the DNS ones,
+        one per messenger together (they share the control resolvers' connections), at
+        the pace the rest of the share pays for."""
+        interval = float(self.config.schedule.interval)
+        rate = self.rate
+        if rate is None or self.sentinels_fit():
+            return interval, interval
+        share = SHARES["sentinels"] * rate
+        fixed, dns = self._kind_cost(self.fixed_sentinels), self._kind_cost(self.dns_sentinels)
+        pf = max(interval, fixed / (FIXED_MAX * share)) if fixed else math.inf
+        left = share - (fixed / pf if fixed else 0.0)
+        pd = max(interval, dns / left) if dns else math.inf
+        return pf, pd
 
     def sentinel_periods(self) -> dict[str, float]:
-        """Per messenger, how often one of its sentinels is measured: all every interval
-        when they fit, else one at a time, each messenger at the pace its part of the
-        sentinels' share pays for (a cheap sentinel more often than a dear one, the same
-        bytes on each)."""
-        interval = self.config.schedule.interval
-        if self.sentinels_fit():
-            return dict.fromkeys(self.sentinels, float(interval))
-        per = self._messenger_rate()
-        periods = {}
-        for messenger, names in self.sentinels.items():
-            costs = [max(1.0, self.costs.of([n])) for n in names]
-            mean = len(costs) / sum(1 / c for c in costs)  # bytes per measurement, byte-fair
-            periods[messenger] = max(float(interval), mean / per)
-        return periods
+        """Per messenger, how often one of its sentinels is measured (its fixed-address
+        ones when it has some, else its DNS ones)."""
+        pf, pd = self.sentinel_pace()
+        return {m: min(pf if m in self.fixed_sentinels else math.inf,
+                       pd if m in self.dns_sentinels else math.inf)
+                for m in self.sentinels if self.sentinels[m]}
 
     def sentinel_seconds(self) -> float:
         """The longest any messenger waits for a sentinel, at the pace the budget buys."""
         return max(self.sentinel_periods().values(), default=float(self.config.schedule.interval))
 
     def sentinel_cycle_seconds(self) -> float:
-        """How long until every sentinel has been measured (the dearest come round least)."""
-        interval = self.config.schedule.interval
-        if self.sentinels_fit():
-            return float(interval)
-        per = self._messenger_rate()
-        return max((max(interval, len(names) * max(self.costs.of([n]) for n in names) / per)
-                    for names in self.sentinels.values() if names), default=float(interval))
+        """How long until every sentinel has been measured."""
+        interval = float(self.config.schedule.interval)
+        if self.rate is None or self.sentinels_fit():
+            return interval
+        pf, pd = self.sentinel_pace()
+        cycles = [pf * len(n) for n in self.fixed_sentinels.values()]
+        cycles += [pd * len(n) for n in self.dns_sentinels.values()]
+        return max(cycles, default=interval)
 
     def sweep_seconds(self) -> float:
-        """How long a sweep (every target and site once) takes at the pace the budget buys."""
+        """How long a full-depth sweep (every target and site once) takes at the pace the
+        budget buys."""
         sweep = self.config.schedule.sweep
         rate = self.rate
         if rate is None:
             return sweep
         return max(sweep, self.costs.of(self.rotation) / (SHARES["sweeps"] * rate))
+
+    def screening(self) -> bool:
+        """Whether targets are screened between their full-depth measurements: when the
+        budget cannot pay for a full-depth sweep every `schedule.sweep`."""
+        return self.rate is not None and self.sweep_seconds() > self.config.schedule.sweep
+
+    def screen_seconds(self) -> float | None:
+        """How long a screening of every target takes at the pace the budget buys (None:
+        no screening)."""
+        rate = self.rate
+        if rate is None or not self.screening():
+            return None
+        cost = self.screen_costs.of([t.name for t in self.targets], SCREEN_GUESS)
+        return max(self.config.schedule.sweep, cost / (SHARES["screening"] * rate))
 
     def next_work(self, now: float) -> Work | None:
         """This interval's round: a full one while anything is unknown, else sentinels (when
@@ -377,29 +448,34 @@ class Planner:
             return Work("full", None, None, transfers)
         if "sentinels" in shed:
             return None
+        if transfers and (self.transfer_targets or self.config.baseline.throughput_url):
+            # the periodic throughput checks: the targets with a transfer, at full depth,
+            # with the baseline's sample (and its reference transfer)
+            return Work("transfers", set(self.transfer_targets), None, True)
         rate = self.rate
         only: set[str] = set()
         if rate is None or self.sentinels_fit():
             only = {n for names in self.sentinels.values() for n in names}
-            self.sentinel_credit.clear()
+            self.fixed_credit = self.dns_credit = 0.0
         else:
-            per = self._messenger_rate()
-            for messenger, names in self.sentinels.items():
-                if not names:
+            pf, pd = self.sentinel_pace()
+            for kind, period, attr in ((self.fixed_sentinels, pf, "fixed_credit"),
+                                       (self.dns_sentinels, pd, "dns_credit")):
+                cost = self._kind_cost(kind)
+                if not kind or not math.isfinite(period):
                     continue
-                pick = min(names, key=lambda n: (self.sentinel_spent.get(n, 0.0)
-                                                 + self.costs.of([n])))
-                cost = self.costs.of([pick])
-                credit = self.sentinel_credit.get(messenger, 0.0)
-                credit = min(max(cost, credit), credit + step * per)
+                # what is left over after a measurement carries (up to one more), so a
+                # period a little over the interval is kept on average, not doubled
+                credit = getattr(self, attr)
+                credit = min(max(2 * cost, credit), credit + step * cost / period)
                 if credit >= cost:
                     credit -= cost
-                    only.add(pick)
-                    self.sentinel_spent[pick] = self.sentinel_spent.get(pick, 0.0) + cost
-                    floor = min(self.sentinel_spent.get(n, 0.0) for n in names)
-                    for n in names:  # kept relative: a new sentinel does not wait for the others
-                        self.sentinel_spent[n] = self.sentinel_spent.get(n, 0.0) - floor
-                self.sentinel_credit[messenger] = credit
+                    for messenger, names in kind.items():  # one each, in turn
+                        key = f"{attr}:{messenger}"
+                        turn = self.turns.get(key, 0)
+                        only.add(names[turn % len(names)])
+                        self.turns[key] = turn + 1
+                setattr(self, attr, credit)
         sites: set[str] = set()
         entries: list[str] = []
         if "sweeps" not in shed:
@@ -425,22 +501,59 @@ class Planner:
                 (sites if name in self.sites else only).add(name)
             self.cursor = (self.cursor + len(entries)) % len(self.rotation)
         self.slice_sites = set(sites)
-        tier = "sweep" if entries else "sentinel" if only else "carried"
-        return Work(tier, only, sites, False)
+        screen: set[str] = set()
+        if "sweeps" not in shed and rate is not None and self.screening():
+            # every target's lookup and connect, as many as the screening's share pays for
+            names = [t.name for t in self.targets]
+            put_by = step * SHARES["screening"] * rate
+            dearest = max(self.screen_costs.of([n], SCREEN_GUESS) for n in names)
+            self.screen_credit = min(max(dearest, put_by), self.screen_credit + put_by)
+            taken = 0
+            while taken < len(names):
+                name = names[(self.screen_cursor + taken) % len(names)]
+                cost = self.screen_costs.of([name], SCREEN_GUESS)
+                if cost > self.screen_credit:
+                    break
+                self.screen_credit -= cost
+                taken += 1
+                if name not in only:
+                    screen.add(name)
+            self.screen_cursor = (self.screen_cursor + taken) % len(names)
+        tier = ("sweep" if entries else "sentinel" if only else "screen" if screen
+                else "carried")
+        return Work(tier, only, sites, False, screen)
+
+    def judged(self) -> dict[str, Signature]:
+        """The targets whose last verdict came from a failure, with the steps' outcomes it
+        was judged on: a round that sees the same needs no new loss sample for them
+        (probe.measure.round `_more_samples`). Only on a budget: unlimited, every round
+        samples as before."""
+        if self.bucket.bytes_per_day is None:
+            return {}
+        return {name: k.signature for name, k in self.known.items()
+                if any(e[2] for e in k.signature)}
 
     def absorb(self, result: RoundResult, full: bool, accept: bool = False) -> set[str]:
         """Take a round's outcome in; return the messengers with a target that changed.
         A full round's verdicts replace the known ones; a partial round's only restamp a
         target whose steps came to the same as before (a changed one is for the full round
-        that follows to judge, in context), unless `accept` (full rounds are shed: the
-        partial round's verdict is the best there is)."""
+        that follows to judge, in context), unless `accept` (the partial round's
+        verdict is published at once, before the full round that follows, or full rounds
+        are shed: it is the best there is).
+
+        A screened target (result.screened) never gets a verdict from its screening: when
+        its lookup or connect came to something else than in its last full-depth
+        measurement, its messenger is returned as changed (for the full round), and that is
+        all. A target whose loss test was reused (result.loss_reused: a failure already
+        judged) keeps its verdict, restamped."""
         now = result.finished
         # a full round samples the whole baseline: its site costs only seed unknown ones
         self.costs.learn(result, [n for n in self.sites if n not in self.costs.bytes] if full
-                         else self.slice_sites)
+                         else self.slice_sites, self.screen_costs)
         self.site_states.update(result.network.baseline_sites)
-        if any(o.messenger is None for o in result.observations):
+        if any(o.messenger is None for o in result.observations) and not result.loss_reused:
             self.network = result.network
+        screened, reused = set(result.screened), set(result.loss_reused)
         by_target: dict[str, list[Observation]] = {}
         for obs in result.observations:
             if obs.messenger is not None:
@@ -449,6 +562,15 @@ class Planner:
         for verdict in result.verdicts:
             sig = signature(by_target.get(verdict.target, []))
             known = self.known.get(verdict.target)
+            if verdict.target in screened:
+                seen = screen_view(sig)
+                if known is not None and seen != screen_view(known.signature,
+                                                             {e[0] for e in seen}):
+                    changed.add(verdict.messenger)
+                continue
+            if verdict.target in reused and known is not None:
+                known.measured = now
+                continue
             if full or known is None:
                 self.known[verdict.target] = Known(verdict, sig, now)
             elif known.signature == sig:
@@ -471,13 +593,17 @@ class Planner:
         result.baseline = last.baseline
         result.network = replace(last.network)
         measured_network = next((r.network for r in reversed(fresh)
-                                 if any(o.messenger is None for o in r.observations)), None)
+                                 if any(o.messenger is None for o in r.observations)
+                                 and not r.loss_reused), None)
         if measured_network is None and self.network is not None:
             for name in ("degraded", "loss_ratio", "rtt_seconds", "retransmit_ratio",
                          "retried_ratio"):
                 setattr(result.network, name, getattr(self.network, name))
         result.loop_lag_max = max(r.loop_lag_max for r in fresh)
         result.tier = "+".join(dict.fromkeys(r.tier for r in fresh))
+        result.loss_reused = tuple(dict.fromkeys(n for r in fresh for n in r.loss_reused))
+        result.screened = tuple(dict.fromkeys(n for r in fresh for n in r.screened))
+        result.transfers_ran = any(r.transfers_ran for r in fresh)
         traffic: dict[str, tuple[int, int]] = {}
         for r in fresh:
             for label, (s, rcv) in r.traffic.items():
@@ -514,6 +640,8 @@ class Planner:
 
     def report(self, shed: list[str]) -> dict[str, object]:
         b = self.bucket
+        dns = self.sentinel_pace()[1]
+        screen = self.screen_seconds()
         return {"bytes_per_day": b.bytes_per_day, "used_today": b.used_today,
                 "day": b.day, "fill": round(b.fill, 4), "shedding": list(shed),
                 # the pace the budget buys, from the measured costs: a sentinel of each
@@ -524,5 +652,7 @@ class Planner:
                 "sentinel_seconds_by_messenger": {m: round(v, 1) for m, v
                                                   in self.sentinel_periods().items()},
                 "sentinel_cycle_seconds": round(self.sentinel_cycle_seconds(), 1),
+                "sentinel_dns_seconds": None if not math.isfinite(dns) else round(dns, 1),
                 "sweep_seconds": round(self.sweep_seconds(), 1),
+                "screen_seconds": None if screen is None else round(screen, 1),
                 "sweep_bytes": round(self.costs.of(self.rotation))}

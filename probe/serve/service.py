@@ -187,15 +187,22 @@ class Service:
             result = await run_round(config, only=work.only, sites=work.sites,
                                      transfers=work.transfers, site_states=planner.site_states,
                                      transfer_bytes=planner.transfer_bytes, plans=plans,
-                                     residuals=self.residuals)
+                                     residuals=self.residuals,
+                                     judged=planner.judged(), screen=work.screen)
         result = replace(result, tier=work.tier)
         planner.bucket.spend(sum(s + r for s, r in result.traffic.values()))
         return result
 
     async def run_one(self) -> RoundResult | None:
         """One interval's work (probe.serve.schedule): a full round while targets are
-        unknown, else the sentinels and a sweep slice, and at once the full round of any
-        messenger in which they saw a change. None when the budget skipped the interval."""
+        unknown, else the sentinels, a sweep slice and a screening slice, and at once the
+        full round of any messenger in which they saw a change. None when the budget
+        skipped the interval.
+
+        On a budget, what the partial round measured at full depth is published before
+        that full round runs (the page's latency is the sentinel's, not the sentinel's
+        plus the full round's); a screening publishes nothing of its own. The full round
+        is then published as a round of its own. Unlimited: one publication, as before."""
         config = self.config
         planner = self.planner
         started = time.time()
@@ -206,15 +213,28 @@ class Service:
             return None
         fresh = [await self._measure(config, work)]
         shed = planner.bucket.shed()
-        changed = planner.absorb(fresh[0], full=work.tier == "full",
-                                 accept="full_rounds" in shed)
+        # published at once only from a round that proved the vantage online (else its
+        # changed target reads vantage_offline: the full round decides)
+        quick = (planner.bucket.bytes_per_day is not None and "full_rounds" not in shed
+                 and fresh[0].network.online)
+        changed = planner.absorb(fresh[0], full=work.tier in ("full", "transfers"),
+                                 accept=quick or "full_rounds" in shed)
         if changed and "full_rounds" not in shed:
+            if quick:
+                await self._publish(planner.merged(started, fresh, shed))
+                started, fresh = time.time(), []
             # a change is a suspicion: the full round runs the transfers too
             full = Work("full", planner.messenger_targets(changed), None, "transfers" not in shed)
             log.info("change seen (%s): full round", ", ".join(sorted(changed)))
             fresh.append(await self._measure(config, full))
             planner.absorb(fresh[-1], full=True)
         result = planner.merged(started, fresh, planner.bucket.shed())
+        await self._publish(result)
+        return result
+
+    async def _publish(self, result: RoundResult) -> None:
+        """A round to the sinks: /api/status, the listeners, the metrics, the evidence."""
+        config = self.config
         self.latest = result
         self.rounds += 1
         for listener in self.round_listeners:
@@ -225,7 +245,6 @@ class Service:
                 self.metrics.record_budget(config.vantage.name, result.budget)
         finally:  # evidence is kept even when the metrics cannot be recorded
             await asyncio.to_thread(self.evidence.append_round, result)
-        return result
 
     async def loop(self) -> None:
         """Run rounds until cancelled; a failing round is logged, never fatal."""

@@ -296,11 +296,12 @@ class Metrics:
         shed = set(budget.get("shedding", []))
         for work in ("transfers", "sweeps", "full_rounds", "sentinels"):
             lines.append(f'reach_budget_shedding{{{v},work="{work}"}} {int(work in shed)}')
-        periods = {w: budget.get(f"{w}_seconds") for w in ("sentinel", "sweep")}
+        periods = {w: budget.get(f"{w}_seconds") for w in ("sentinel", "sweep", "screen")}
         if any(p is not None for p in periods.values()):
             lines += ["# HELP reach_budget_period_seconds The pace the traffic budget buys: a "
                       "sentinel round every sentinels seconds, every target once per sweeps "
-                      "seconds (learnt from the rounds' byte counts).",
+                      "seconds at full depth and, between, screened (lookup and connect) "
+                      "once per screens seconds (learnt from the rounds' byte counts).",
                       "# TYPE reach_budget_period_seconds gauge"]
             for work, seconds in periods.items():
                 if seconds is not None:

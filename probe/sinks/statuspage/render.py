@@ -279,9 +279,13 @@ def budget_line(round_: Mapping[str, Any]) -> str:
           if isinstance(allowed, int | float) and allowed else " (budget unlimited)")
     pace = ""
     sentinel, sweep = budget.get("sentinel_seconds"), budget.get("sweep_seconds")
+    screen = budget.get("screen_seconds")
     if isinstance(sentinel, int | float) and isinstance(sweep, int | float):
+        every = (f" every endpoint screened (lookup and connect) every {_duration(screen)} and"
+                 f" measured in full every {_duration(sweep)}" if isinstance(screen, int | float)
+                 else f" every endpoint once every {_duration(sweep)}")
         pace = (f" At this budget: a sentinel of each messenger at least every {_duration(sentinel)},"
-                f" every endpoint once every {_duration(sweep)}.")
+                f"{every}.")
     return f"Traffic today (UTC): {_size(used)}{of}; this round {_size(this)}.{pace}"
 
 

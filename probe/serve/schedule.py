@@ -14,7 +14,8 @@ handshakes towards blocked services from one address. So the work comes in tiers
 - **screening**: when the budget cannot pay for a full-depth sweep every `schedule.sweep`,
   every target's lookup at the vantage's own resolver and its TCP connect (a few hundred
   bytes), a slice each interval. A screening never gives a verdict: when its outcome
-  differs from the target's last full-depth measurement, the messenger's full round runs.
+  differs from the target's last full-depth measurement, that target is measured at full
+  depth at once (with the baseline sample its loss test needs), and that judges.
   It sees what fails a lookup or a connect (a blackholed, refused or unreachable address,
   a failing resolver); a block at the TLS, SNI or protocol level on one endpoint, or an
   injected address that still connects, is left to the sentinels and the full-depth
@@ -22,8 +23,8 @@ handshakes towards blocked services from one address. So the work comes in tiers
 - **sweeps**: every target and baseline site at full depth once per sweep, a slice each
   interval (an even trickle, not a burst);
 - **full rounds**: a messenger's every target with the baseline sample the loss test
-  needs, at once when a sentinel, a sweep or a screening saw a target change (its steps'
-  outcomes differ from the last time it was measured), for that messenger only. On a
+  needs, at once when a sentinel or a sweep saw a target change (its steps' outcomes
+  differ from the last time it was measured), for that messenger only. On a
   budget, what the round that saw the change measured at full depth is published first
   (the page waits for the sentinel, not for the full round too); the full round is
   published when it is done;
@@ -287,6 +288,10 @@ class Planner:
     dns_credit: float = 0.0
     turns: dict[str, int] = field(default_factory=dict)
     sweep_credit: float = 0.0  # bytes the sweeps' share has put by
+    # the last absorbed round's changes: targets a screening saw change, and messengers in
+    # which a full-depth measurement saw one
+    screen_changed: set[str] = field(default_factory=set)
+    depth_changed: set[str] = field(default_factory=set)
     slice_sites: set[str] = field(default_factory=set)  # the sites of the last paced round
     screen_costs: Costs = field(default_factory=Costs)  # a screening's bytes per target
     screen_credit: float = 0.0  # bytes the screening's share has put by
@@ -523,6 +528,16 @@ class Planner:
                 else "carried")
         return Work(tier, only, sites, False, screen)
 
+    def follow_up(self, transfers: bool) -> Work:
+        """The full-depth work a change calls for: the full round of every messenger in which
+        a full-depth measurement (a sentinel, a sweep entry) saw a change; a target only a
+        screening saw change is measured at full depth itself, with the baseline sample its
+        loss test needs (a messenger's full round with that sample is ~0.5 MB in the lab,
+        a third of the bucket at 30 MB/day: the sentinels were then shed for minutes)."""
+        only = self.messenger_targets(self.depth_changed)
+        only |= {n for n in self.screen_changed if n not in only}
+        return Work("full", only, None, transfers and bool(self.depth_changed))
+
     def judged(self) -> dict[str, Signature]:
         """The targets whose last verdict came from a failure, with the steps' outcomes it
         was judged on: a round that sees the same needs no new loss sample for them
@@ -559,6 +574,7 @@ class Planner:
             if obs.messenger is not None:
                 by_target.setdefault(obs.target, []).append(obs)
         changed: set[str] = set()
+        self.screen_changed, self.depth_changed = set(), set()
         for verdict in result.verdicts:
             sig = signature(by_target.get(verdict.target, []))
             known = self.known.get(verdict.target)
@@ -567,6 +583,7 @@ class Planner:
                 if known is not None and seen != screen_view(known.signature,
                                                              {e[0] for e in seen}):
                     changed.add(verdict.messenger)
+                    self.screen_changed.add(verdict.target)
                 continue
             if verdict.target in reused and known is not None:
                 known.measured = now
@@ -577,6 +594,7 @@ class Planner:
                 known.measured = now
             else:
                 changed.add(verdict.messenger)
+                self.depth_changed.add(verdict.messenger)
                 if accept:
                     self.known[verdict.target] = Known(verdict, sig, now)
         if result.transfers_ran:

@@ -196,8 +196,9 @@ class Service:
     async def run_one(self) -> RoundResult | None:
         """One interval's work (probe.serve.schedule): a full round while targets are
         unknown, else the sentinels, a sweep slice and a screening slice, and at once the
-        full round of any messenger in which they saw a change. None when the budget
-        skipped the interval.
+        full round of any messenger in which a full-depth measurement saw a change (a
+        target only a screening saw change: that target at full depth). None when the
+        budget skipped the interval.
 
         On a budget, what the partial round measured at full depth is published before
         that full round runs (the page's latency is the sentinel's, not the sentinel's
@@ -224,9 +225,16 @@ class Service:
                 await self._publish(planner.merged(started, fresh, shed))
                 started, fresh = time.time(), []
             # a change is a suspicion: the full round runs the transfers too
-            full = Work("full", planner.messenger_targets(changed), None, "transfers" not in shed)
-            log.info("change seen (%s): full round", ", ".join(sorted(changed)))
-            fresh.append(await self._measure(config, full))
+            full = planner.follow_up("transfers" not in shed)
+            log.info("change seen (%s): full-depth round of %d targets", ", ".join(sorted(changed)),
+                     len(full.only or ()))
+            got = await self._measure(config, full)
+            if not got.network.online and not planner.depth_changed:
+                # a screened target alone proved nothing (its failure would read as
+                # vantage_offline): its messenger's full round decides
+                full = Work("full", planner.messenger_targets(changed), None, "transfers" not in shed)
+                got = await self._measure(config, full)
+            fresh.append(got)
             planner.absorb(fresh[-1], full=True)
         result = planner.merged(started, fresh, planner.bucket.shed())
         await self._publish(result)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from probe.inputs.config import load_config
+from probe.inputs.config import Config, load_config
 from probe.model.observation import RoundResult
-from probe.serve.schedule import FIXED_MAX, SHARES, SHED_ORDER, Bucket
+from probe.serve.schedule import FIXED_MAX, SHARES, SHED_ORDER, Bucket, Work
 from probe.serve.service import Service
 from probe.sinks.report import round_json
 from probe.sinks.statuspage.render import budget_line
@@ -268,7 +268,8 @@ async def test_a_screening_only_triggers_the_full_round(world: World, tmp_path: 
     # 6 MB/day: a full-depth sweep takes far longer than schedule.sweep, so targets are
     # screened in between (a lookup at the vantage's own resolver and a TCP connect). A
     # screening that sees dc2 (no sentinel) refuse never publishes a verdict itself: the
-    # round it ran in carries dc2's last verdict, and the full round it calls judges
+    # round it ran in carries dc2's last verdict, and dc2 measured at full depth right
+    # after (that target alone: a messenger's full round is a third of the bucket) judges
     svc = service(world, tmp_path, budget=6_000_000, sweep=300)
     await svc.run_one()
     planner = svc.planner
@@ -277,6 +278,14 @@ async def test_a_screening_only_triggers_the_full_round(world: World, tmp_path: 
     await world.dcs[1].stop()
     published: list[RoundResult] = []
     svc.round_listeners.append(published.append)
+    works: list[Work] = []
+    measure = svc._measure
+
+    async def recording(config: Config, work: Work) -> RoundResult:
+        works.append(work)
+        return await measure(config, work)
+
+    svc._measure = recording  # type: ignore[method-assign]
     for _ in range(12):
         result = await svc.run_one()
         assert result is not None
@@ -285,6 +294,12 @@ async def test_a_screening_only_triggers_the_full_round(world: World, tmp_path: 
     assert result is not None and result is published[-1] and "full" in result.tier
     assert {v.target: v.verdict for v in result.verdicts}[dc2] == "tcp_reset"
     assert dc2 not in svc.planner.sentinels["telegram"]
+    seen = max(i for i, w in enumerate(works) if dc2 in w.screen)
+    assert works[seen + 1].tier == "full" and works[seen + 1].only == {dc2}
+    # loopback's baseline proves nothing (no verified handshake): dc2 alone read as
+    # vantage_offline, so its messenger's full round decided (in the lab the baseline's
+    # verified handshake proves the vantage online and dc2's own round is the verdict)
+    assert works[seen + 2:] == [] or works[seen + 2].only == svc.planner.messenger_targets(["telegram"])
     # the screening that saw it: its connect only (the lookup is for names), and no verdict
     # of its own: every round published before the full round has dc2 as it was
     assert any(dc2 in r.screened for r in published)

@@ -33,7 +33,18 @@ address family:
 
 - attempts that time out at a rate the baseline shares are no block: the verdict stays
   non-blocking (with the attempt record), and the vantage is marked *degraded*;
-- timeouts concentrated on the service while the baseline is clean are interference.
+- timeouts concentrated on the service while the baseline is clean are interference;
+- so are retransmissions: a censor dropping 30-50% of the packets to the DCs lets most
+  connects and exchanges through on the kernel's retransmissions (and the round's next
+  attempt overtakes one that waits), so every step succeeds and only the retransmissions
+  show it. Per attempt of the service's steps that got their answer, "troubled" is: timed
+  out, needed a retransmission the peer did not report as a duplicate (TCP_INFO, D-SACK),
+  or was overtaken by a later attempt's success after waiting a retransmission timer
+  longer than that success took (troubled_counts); it is compared with the baseline's
+  handshakes that timed out or needed a retransmission (`_retried`), by the same test at
+  the same levels. The baseline's sample grows (samples_to_decide, at most
+  MAX_SAMPLES_FOR_LOSS a family) when the service's troubled attempts are too many for a
+  small clean sample to ever show as concentrated.
 
 "Concentrated" is a one-sided Fisher exact test on the 2x2 table (timed-out and other
 attempts; service and baseline), written out here because it is twelve lines. Only
@@ -42,7 +53,8 @@ service's attempts counted are connect-level ones (the records' `connect_level`:
 connect, TLS handshake, MTProto and Noise exchanges): none carries more packets than the
 baseline's TLS handshake, so under plain random loss the service fails no more often than
 the baseline, and the test errs on the side of "not a block". Its false-positive rate per
-round is measured by tests/unit/test_loss.py.
+round is measured by tests/unit/test_loss.py, for timeouts and for the troubled attempts
+(docs/classifier.md has the figures).
 """
 
 from __future__ import annotations
@@ -297,6 +309,78 @@ def lost_counts(observations: Iterable[Observation]) -> Counts:
     return lost, tries
 
 
+#: An attempt overtaken by a later one's success (cancelled, never finished) that had waited
+#: this much longer than the success took lost a packet on the way: Linux's shortest
+#: retransmission timeout is 200 ms (a lost SYN costs 1 s), and a slow server makes every
+#: attempt slow alike, the successful one included.
+RECOVERY_SECONDS = 0.2
+#: The largest sample (handshakes of one family) the service's troubled attempts ask for
+#: (samples_to_decide).
+MAX_SAMPLES_FOR_LOSS = 100
+
+
+def _request_retransmitted(figures: dict[str, Any]) -> bool:
+    """The kernel retransmitted something of this connection that the peer had not already
+    got: its retransmissions minus those the peer reported as duplicates (D-SACK: the
+    answer was lost, not the request). A SYN resent for a lost SYN-ACK counts (the peer
+    cannot report it)."""
+    return int(figures.get("tcp_retransmits", 0)) > int(figures.get("tcp_dsack_dups", 0))
+
+
+def troubled_counts(observations: Iterable[Observation]) -> Counts:
+    """(troubled attempts, attempts) of those of the service's connect-level steps that got
+    their answer in the end: an attempt is troubled when it timed out, when its connection
+    needed a retransmission (TCP_INFO of the attempt kept, the success), or when a later
+    attempt's success overtook it after it had waited a retransmission timer longer than
+    the success took (details overtaken_seconds, probe.measure.round: aged from when the
+    attempt's check began, past the concurrency cap; aged from its creation, attempts
+    still waiting for a slot made the lab's clean fronts read troubled). A slow server
+    makes the success slow too. Loss, intermittent
+    by nature: a step that never got an answer (a blackhole, a silent server, a filter on
+    a name or a protocol) is the timeout test's to weigh, not this one's. Under random
+    loss each is at most as likely as a baseline handshake that timed out or was
+    retransmitted (`_retried`): none of these steps sends more than a TLS handshake before
+    its answer, and leaving out the steps that failed every attempt only lowers the rate."""
+    bad = tries = 0
+    for obs in observations:
+        if not obs.ok:
+            continue
+        for attempt in obs.tries():
+            tries += 1
+            bad += attempt.failure in LOST
+        if _request_retransmitted(obs.details):
+            bad += 1
+        late = sum(float(age) >= obs.duration_seconds + RECOVERY_SECONDS
+                   for age in obs.details.get("overtaken_seconds", ()))
+        bad += late
+        tries += late
+    return bad, tries
+
+
+def retried_counts(observations: Iterable[Observation]) -> Counts:
+    """(handshakes that timed out or needed a retransmission, handshakes) of the baseline's
+    sample (`_retried`): the reference of `troubled_counts`."""
+    samples = list(observations)
+    return _retried(samples), sum(len(o.tries()) for o in samples)
+
+
+def samples_to_decide(service: Counts, current: int) -> int:
+    """The baseline sample (handshakes of one family) at which the service's `service`
+    troubled attempts could stand out at ALPHA_SERVICE if the baseline showed none: with
+    0 of B troubled, the one-sided Fisher p of k of n is C(n, k) / C(n + B, k), which no
+    k reaches while B is small (30% targeted loss gave 14 of 62 attempts: p >= 2e-3 against
+    40 handshakes, 2e-6 against 100). At least `current`, at most MAX_SAMPLES_FOR_LOSS."""
+    lost, tries = service
+    if lost == 0 or current >= MAX_SAMPLES_FOR_LOSS or (
+            fisher_greater(lost, tries, 0, MAX_SAMPLES_FOR_LOSS) >= ALPHA_SERVICE):
+        return current  # nothing to show, or too little for any sample to show it
+    size = current
+    while size < MAX_SAMPLES_FOR_LOSS and fisher_greater(lost, tries, 0, size) >= ALPHA_SERVICE:
+        size += 1
+    return size
+
+
+
 def baseline_samples(observations: Iterable[Observation], family: int) -> list[Observation]:
     """The baseline's handshakes of one family (not its throughput transfer)."""
     return [o for o in observations if o.messenger is None and connect_level(o.check)
@@ -312,18 +396,20 @@ class LossContext:
     service: dict[tuple[str, int], Counts] = field(default_factory=dict)
     degraded: bool = False  # the vantage's network this round (quality())
     targets: int = 1  # how many targets share ALPHA_TARGET
+    # The same per attempt for "timed out or retransmitted": the baseline's handshakes
+    # (retried_counts) and the service's connect-level attempts (troubled_counts).
+    baseline_retried: dict[int, Counts] = field(default_factory=dict)
+    service_troubled: dict[tuple[str, int], Counts] = field(default_factory=dict)
 
     @classmethod
     def of(cls, observations: list[Observation], degraded: bool = False,
            targets: int = 1) -> LossContext:
         baseline = {f: lost_counts(baseline_samples(observations, f)) for f in (4, 6)}
-        grouped: dict[tuple[str, int], list[Observation]] = defaultdict(list)
-        for obs in observations:
-            family = family_of(obs.address)
-            if obs.messenger is not None and obs.primary and connect_level(obs.check) and family:
-                grouped[(obs.messenger, family)].append(obs)
+        retried = {f: retried_counts(baseline_samples(observations, f)) for f in (4, 6)}
+        grouped = service_steps(observations)
         return cls(baseline, {key: lost_counts(group) for key, group in grouped.items()},
-                   degraded, max(1, targets))
+                   degraded, max(1, targets), retried,
+                   {key: troubled_counts(group) for key, group in grouped.items()})
 
     @property
     def alpha_target(self) -> float:
@@ -341,11 +427,39 @@ class LossContext:
         mine = self.service.get((messenger, family), (0, 0))
         return None if ref[1] == 0 else fisher_greater(*mine, *ref)
 
+    def troubled_target_p(self, family: int, counts: Counts) -> float | None:
+        """Fisher p of one target's troubled attempts (troubled_counts) against its family's
+        baseline handshakes that timed out or were retransmitted."""
+        ref = self.baseline_retried.get(family, (0, 0))
+        return None if ref[1] == 0 else fisher_greater(*counts, *ref)
+
+    def troubled_service_p(self, messenger: str, family: int) -> float | None:
+        """The same for the service's connect-level attempts in a family."""
+        return self.troubled_target_p(family, self.service_troubled.get((messenger, family),
+                                                                          (0, 0)))
+
+
+def service_steps(observations: Iterable[Observation]) -> dict[tuple[str, int], list[Observation]]:
+    """The service's connect-level primary observations per (messenger, family): what is
+    compared with the baseline's handshakes."""
+    grouped: dict[tuple[str, int], list[Observation]] = defaultdict(list)
+    for obs in observations:
+        family = family_of(obs.address)
+        if obs.messenger is not None and obs.primary and connect_level(obs.check) and family:
+            grouped[(obs.messenger, family)].append(obs)
+    return grouped
+
 
 def describe(counts: Counts, ref: Counts) -> str:
     """'5 of 6 attempts timed out vs 0 of 24 to the baseline'."""
     return (f"{counts[0]} of {counts[1]} attempts timed out vs {ref[0]} of {ref[1]} "
             "to the baseline")
+
+
+def describe_troubled(counts: Counts, ref: Counts) -> str:
+    """'5 of 9 attempts timed out or retransmitted vs 0 of 100 baseline handshakes'."""
+    return (f"{counts[0]} of {counts[1]} attempts timed out or retransmitted vs {ref[0]} of "
+            f"{ref[1]} baseline handshakes")
 
 
 @dataclass(frozen=True)
@@ -381,10 +495,13 @@ def quality(baseline_observations: list[Observation]) -> Quality:
 def _retried(samples: list[Observation]) -> int:
     """Handshakes that timed out or needed a retransmission (each attempt counted once; an
     attempt's kernel figures are its entry in details["samples"])."""
-    return sum(
-        attempt.failure in LOST or int(figures.get("tcp_retransmits", 0)) > 0
-        for obs in samples
-        for attempt, figures in zip(obs.tries(), obs.details.get("samples", [obs.details]), strict=False))
+    count = 0
+    for obs in samples:
+        figures = obs.details.get("samples", [obs.details])
+        for i, attempt in enumerate(obs.tries()):
+            kernel = figures[i] if i < len(figures) else {}
+            count += attempt.failure in LOST or int(kernel.get("tcp_retransmits", 0)) > 0
+    return count
 
 
 def _sample_details(samples: list[Observation]) -> list[dict[str, Any]]:

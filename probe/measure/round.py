@@ -35,7 +35,10 @@ from probe.judge.vantage import (
     judge,
     quality,
     samples_needed,
+    samples_to_decide,
+    service_steps,
     site_answered,
+    troubled_counts,
 )
 from probe.measure.checks import REGISTRY
 from probe.measure.checks.base import AnswerPolicy, Blockpage, Env, ResolverSpec, Retry, Step, TrustStore
@@ -173,10 +176,17 @@ def _unsteady(obs: Observation) -> bool:
     figures = obs.details.get("samples", [obs.details])
     if any(int(f.get("tcp_retransmits", 0)) > 0 for f in figures):
         return True
+    if any(float(age) >= obs.duration_seconds + RECOVERY_SECONDS
+           for age in obs.details.get("overtaken_seconds", ())):
+        return True  # a later attempt's success overtook one waiting a retransmission timer
     if "samples" not in obs.details:  # a target's step: its figures are the kept attempt's
         return obs.ok and _slow(obs.duration_seconds, obs.details)
     return any(a.failure is None and _slow(a.duration_seconds, f)
                for a, f in zip(tries, figures, strict=False))
+
+
+def _stamp(times: dict[int, float], index: int, loop: asyncio.AbstractEventLoop) -> None:
+    times[index] = loop.time()
 
 
 class Round:
@@ -221,7 +231,8 @@ class Round:
         self.result.transfers_ran = transfers
         self.result.screened = tuple(sorted(self.screen))
 
-    async def _once(self, check: str, step: Step, screening: bool = False) -> list[Observation]:
+    async def _once(self, check: str, step: Step, screening: bool = False,
+                    begun: Callable[[], None] | None = None) -> list[Observation]:
         # Transfers measure throughput: one at a time (the baseline's included), so that
         # a shared bottleneck is not read as the service being throttled.
         meter = Meter(step.target.messenger or "baseline", self.ledger)
@@ -229,6 +240,8 @@ class Round:
         transfer = is_transfer(check)
         try:
             async with self._semaphore, (self._transfers if transfer else _NO_LOCK):
+                if begun is not None:
+                    begun()  # the check itself starts now (a slot of the cap was free)
                 env = self._envs[check]
                 if screening and check == "dns":  # the vantage's own resolver only
                     env = replace(env, resolvers=tuple(
@@ -269,11 +282,16 @@ class Round:
         finished: dict[int, list[Observation]] = {}
         success: list[Observation] | None = None
         launched = 0
+        # when each attempt's check began (past the concurrency cap: one still waiting for
+        # a slot has sent nothing, whatever a later one did meanwhile)
+        begun: dict[int, float] = {}
+        overtaken: list[float] = []  # ages of the attempts still running at the success
         try:
             while success is None:
                 due = started + launched * retry.spacing if launched < retry.attempts else None
                 if due is not None and loop.time() >= due:
-                    running[asyncio.create_task(self._once(check, step, screening))] = launched
+                    running[asyncio.create_task(self._once(
+                        check, step, screening, partial(_stamp, begun, launched, loop)))] = launched
                     launched += 1
                     continue
                 if not running:
@@ -290,6 +308,9 @@ class Round:
                     main = _deciding(finished[index], step.role)
                     if success is None and (main is None or main.ok):
                         success = finished[index]
+                        now = loop.time()
+                        overtaken = [round(now - begun[i], 3)
+                                     for t, i in running.items() if t not in done and i in begun]
         finally:
             for task in running:
                 task.cancel()
@@ -301,6 +322,11 @@ class Round:
                 kept[0].details[key] = sum(got[0].details.get(key, 0)
                                            for got in finished.values() if got)
         main = _deciding(kept, step.role)
+        if main is not None and overtaken:
+            # attempts the success overtook (cancelled, so never finished): each had waited
+            # this long without an answer, which the service's loss test reads
+            # (probe.judge.vantage.troubled)
+            main.details["overtaken_seconds"] = overtaken
         if main is not None and len(finished) > 1:
             tries = [_deciding(finished[i], step.role) for i in sorted(finished)]
             main.attempts = [Attempt(o.failure, o.started, o.duration_seconds, o.connect_seconds)
@@ -424,7 +450,8 @@ class Round:
         (`screen`) asks none: it only says whether to measure in full."""
         if self.config.baseline.samples < 2:
             return first  # no sample asked for (the bench's one handshake per check)
-        size = self._sample_sizes()
+        size = self._sample_sizes([o for t, group in zip(self.targets, targets, strict=True)
+                                   if t.name not in self.screen for o in group])
         seen = [o for group in first for o in group]
         reused: list[Target] = []
         failing: list[Target] = []
@@ -466,21 +493,29 @@ class Round:
         self.baseline = [*self.baseline, *unsampled]
         return list(got)
 
-    def _sample_sizes(self) -> dict[str, int]:
+    def _sample_sizes(self, targets: Sequence[Observation] = ()) -> dict[str, int]:
         """Handshakes per site in a full sample: `baseline.samples`, or more when the
         family's sites would otherwise hold too few for the loss test to tell a target
         whose every attempt timed out from loss at this round's number of targets
         (probe.judge.vantage.samples_needed; at most MAX_SAMPLES_PER_SITE). Without
         this, a grown catalogue silently turned every lone blocked target into
-        `loss_shared_with_baseline`."""
+        `loss_shared_with_baseline`. More again, up to a family's MAX_SAMPLES_FOR_LOSS,
+        when the service's attempts of this round (`targets`) timed out or were
+        retransmitted more often than a smaller clean sample could ever show as
+        concentrated (samples_to_decide): 30% loss targeted at the DCs read `ok` against
+        40 handshakes."""
         depth = sum(t.name not in self.screen for t in self.targets)
         needed = samples_needed(depth, self.config.schedule.confirm.attempts)
+        troubled = {key: troubled_counts(group) for key, group in service_steps(targets).items()}
         sizes: dict[str, int] = {}
         for family in (4, 6):
             sites = [t for t in self.all_sites if t.family == family]
             if not sites:
                 continue
-            per_site = min(MAX_SAMPLES_PER_SITE, -(-needed // len(sites)))
+            have = max(needed, self.config.baseline.samples * len(sites))
+            wanted = max([needed, *(samples_to_decide(counts, have)
+                                    for (_, f), counts in troubled.items() if f == family)])
+            per_site = min(MAX_SAMPLES_PER_SITE, -(-wanted // len(sites)))
             for t in sites:
                 sizes[t.name] = max(self.config.baseline.samples, per_site)
         return sizes

@@ -121,6 +121,9 @@ class Verdict:
     # A residual drop behind the verdict (probe.judge.residual.Residual.to_json): the
     # trigger, when the drop began, this round's dropped connects, with times.
     residual: dict[str, Any] | None = None
+    # The figures a rule weighed beyond its evidence (the loss rules: the target's, the
+    # service's and the baseline's counts and p-values), shown as they are in /api/target.
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         extra = {} if self.measured is None else {"measured": iso(self.measured)}
@@ -138,6 +141,7 @@ class Verdict:
                 for o in self.evidence
             ],
             **({"residual": self.residual} if self.residual is not None else {}),
+            **({"details": self.details} if self.details else {}),
         }
 
 

@@ -23,6 +23,7 @@ whose `sub0` is the subject's access link.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import signal
 import subprocess
@@ -71,6 +72,14 @@ def intermittent_dc_drop(probability: float) -> Commands:
             "-j", "DROP")
     return (("iptables", "-A", "FORWARD", "-i", SUB, "-d", DCS_V4_NET, *stat),
             ("ip6tables", "-A", "FORWARD", "-i", SUB, "-d", DCS_V6_NET, *stat))
+
+
+def targeted_dc_loss(probability: float, family: int) -> Commands:
+    """A censor that drops a share of the packets to the DCs of one family only, at random:
+    connects and exchanges mostly succeed through the kernel's retransmissions."""
+    tool, net = ("iptables", DCS_V4_NET) if family == 4 else ("ip6tables", DCS_V6_NET)
+    return ((tool, "-A", "FORWARD", "-i", SUB, "-d", net, "-m", "statistic", "--mode",
+             "random", "--probability", f"{probability:g}", "-j", "DROP"),)
 
 
 def residual_sni_block(name: str, seconds: int) -> Commands:
@@ -154,6 +163,34 @@ def degraded(share: float) -> Check:
     return check
 
 
+def no_blocks_except(pattern: str) -> Check:
+    """No blocking verdict in the subject's rounds on any target not matching ``pattern``
+    (a censor on one family's DCs blocks nothing else)."""
+    def check(r: Rounds) -> list[str]:
+        return [f"subject round {i}: {v['target']} {v['verdict']} ({v['rule']}: {v['reason']})"
+                for i, vs in enumerate(Rounds.verdicts(r.subject)) for v in vs
+                if v["verdict"] in BLOCKING_VERDICTS and not fnmatch.fnmatchcase(v["target"], pattern)]
+    return check
+
+
+def loss_figures_shown(pattern: str) -> Check:
+    """Every blocking verdict on ``pattern`` from a loss rule carries its figures (the
+    verdict's details, which /api/target shows as they are): the target's, the service's
+    and the baseline's counts and p-values."""
+    def check(r: Rounds) -> list[str]:
+        problems = []
+        for i, vs in enumerate(Rounds.verdicts(r.subject, pattern)):
+            for v in vs:
+                if v["verdict"] not in BLOCKING_VERDICTS or not v["rule"].startswith("loss_"):
+                    continue
+                loss = v.get("details", {}).get("loss", {})
+                if not {"target", "service", "baseline"} <= set(loss):
+                    problems.append(f"subject round {i}: {v['target']} {v['rule']} without "
+                                    f"its figures: {v.get('details')}")
+        return problems
+    return check
+
+
 def control_all_ok(r: Rounds) -> list[str]:
     return [f"control round {i}: {v['target']} {v['verdict']} ({v['rule']})"
             for i, vs in enumerate(Rounds.verdicts(r.control)) for v in vs
@@ -226,8 +263,25 @@ def _lossy(percent: int, rounds: int = 10, fleet: bool = False) -> LossScenario:
         rounds, lossy_link(percent / 100), checks, fleet=fleet)
 
 
+def _targeted(percent: int, family: int, rounds: int = 10) -> LossScenario:
+    """Issue 19: a share of the packets to one family's DCs dropped, nothing else touched.
+    Connects and MTProto exchanges mostly succeed through retransmissions (all DC targets
+    read `ok` before the service's retransmissions were weighed); now a blocking verdict
+    on that family's DCs in >= 9 of 10 rounds, and none on anything else."""
+    dcs = f"dc*-v{family}*"
+    return LossScenario(
+        f"LT{percent}-dc-v{family}", f"Targeted loss, {percent}% to the IPv{family} DCs",
+        f"the censor drops {percent}% of the packets to the IPv{family} DCs at random "
+        "(iptables statistic, the subject's side); the other family, the fronts and the "
+        "baseline untouched", rounds, targeted_dc_loss(percent / 100, family),
+        (detected(dcs, 0.9, ()), no_blocks_except(dcs), loss_figures_shown(dcs),
+         no_blocks("control"), control_all_ok))
+
+
+TARGETED = (_targeted(30, 4), _targeted(30, 6), _targeted(50, 4), _targeted(50, 6))
+
 LOSS_SCENARIOS: tuple[LossScenario, ...] = (
-    _lossy(5), _lossy(15), _lossy(30, fleet=True),
+    _lossy(5), _lossy(15), _lossy(30, fleet=True), *TARGETED,
     LossScenario(
         "L25-downlink-only", "Lossy downlink only, 25%",
         "no censor; 25% of the packets *to* the subject dropped (answers, SYN-ACKs), none of "
@@ -366,6 +420,11 @@ def summarise(scenario: LossScenario, r: Rounds, mismatches: list[str]) -> dict[
             "rounds": len(rounds),
             "blocking_per_round": blocking(rounds),
             "dc_blocking_per_round": blocking(rounds, "dc*"),
+            # of those, the DC verdicts measured in that round (the others were carried)
+            "dc_blocking_fresh_per_round": [
+                sum(v["verdict"] in BLOCKING_VERDICTS and v.get("measured", x["started"]) >= x["started"]
+                    for v in x["verdicts"] if fnmatch.fnmatchcase(v["target"], "dc*"))
+                for x in rounds],
             "verdicts": verdicts,
             "degraded_rounds": sum(bool(x["network"].get("degraded")) for x in rounds),
             "loss_ratio": [x["network"].get("loss_ratio") for x in rounds],

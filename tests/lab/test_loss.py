@@ -1,5 +1,7 @@
 """Issue 9's lab scenarios (tests/lab/scenarios_loss.py): lossy and rate-limited links,
-intermittent and residual censorship, several rounds of `probe run` in both vantages each.
+intermittent and residual censorship, several rounds of `probe run` in both vantages each;
+and issue 19's targeted loss (LT30-*, LT50-*: 30% and 50% of the packets to one family's
+DCs dropped, a blocking verdict on them in >= 9 of 10 rounds, nothing else blocked).
 
 Run: ``sudo .venv/bin/pytest -m lab tests/lab/test_loss.py`` (about 7 minutes on two
 cores). The 30% scenario's rounds are the fleet test's (tests/lab/test_loss_fleet.py).

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import probe.measure.wire.obfs2 as obfs2
 from probe.measure.checks.base import Env, Step
-from probe.measure.wire.net import converse
+from probe.measure.wire.net import converse, tcp_stats
 from probe.model import failures
 from probe.model.observation import Observation
 from probe.sinks import scrub
@@ -268,6 +268,7 @@ async def check(step: Step, env: Env) -> list[Observation]:
         init = obfs2.ObfuscatedInit.make(tag, dc)
         channel = Channel(sock, init.encrypt, init.decrypt)
         await exchange(channel, init.header, tag, nonce, details)
+        details.update(tcp_stats(sock))  # retransmissions: the service's loss (probe.judge.vantage)
 
     failure, details, watch = await converse(step.address, step.port, env.timeout, env.source, talk)
     return [step.observe("mtproto", failures.MTPROTO_HANDSHAKE, failure, watch,
@@ -286,6 +287,7 @@ async def plain(step: Step, env: Env) -> list[Observation]:
 
     async def talk(sock: socket.socket, details: dict[str, object]) -> None:
         await exchange(Channel(sock), INTERMEDIATE_TAG, INTERMEDIATE_TAG, nonce, details)
+        details.update(tcp_stats(sock))
 
     failure, details, watch = await converse(step.address, step.port, env.timeout, env.source, talk)
     return [step.observe("mtproto", failures.MTPROTO_HANDSHAKE, failure, watch,

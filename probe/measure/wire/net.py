@@ -91,16 +91,22 @@ def recv_stamped(sock: socket.socket, size: int) -> tuple[bytes, int]:
 
 # tcpi_segs_out (u32) at offset 136: needs the longer struct (Linux >= 4.2).
 _TCP_INFO_SEGS_LEN = 140
+# tcpi_dsack_dups (u32) at offset 216 (Linux >= 4.19): segments the peer reported receiving
+# twice (D-SACK), i.e. retransmissions that were not needed (the answer, not the request,
+# was lost).
+_TCP_INFO_DSACK_LEN = 220
 
 
 def tcp_stats(sock: socket.socket) -> dict[str, float | int]:
     """What the kernel knows of a connection's path so far: its smoothed RTT (seconds), the
-    segments it retransmitted and the segments it sent. Empty where TCP_INFO is missing.
-    Read before the socket is closed; the vantage's loss and RTT are measured with it."""
+    segments it retransmitted and the segments it sent, and of the retransmissions those
+    the peer reported as duplicates (D-SACK: the request had arrived, the answer was lost).
+    Empty where TCP_INFO is missing. Read before the socket is closed; the vantage's loss
+    and RTT, and the service's retransmissions, are measured with it."""
     if _TCP_INFO is None:
         return {}
     try:
-        info = sock.getsockopt(_IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SEGS_LEN)
+        info = sock.getsockopt(_IPPROTO_TCP, _TCP_INFO, _TCP_INFO_DSACK_LEN)
     except OSError:
         return {}
     if len(info) < _TCP_INFO_LEN:
@@ -109,6 +115,8 @@ def tcp_stats(sock: socket.socket) -> dict[str, float | int]:
                                      "tcp_retransmits": _unpack_rtt(info, 100)[0]}
     if len(info) >= _TCP_INFO_SEGS_LEN:
         stats["tcp_segments_out"] = _unpack_rtt(info, 136)[0]
+    if len(info) >= _TCP_INFO_DSACK_LEN and stats["tcp_retransmits"]:
+        stats["tcp_dsack_dups"] = _unpack_rtt(info, 216)[0]
     return stats
 
 

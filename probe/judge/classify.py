@@ -11,6 +11,7 @@ the evidence for it is positive (a fingerprint, a second answer, a working neutr
 from __future__ import annotations
 
 import statistics
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -727,8 +728,10 @@ def classify_target(view: TargetView) -> Verdict:
             if rule.explain is not None:
                 reason += f"; {rule.explain(view)}"
             residual = view.residual() if rule.id in RESIDUAL_RULES else None
+            # interned: targets that share a cause share its text (10,000 DCs behind one
+            # unproven vantage held 10,000 copies of one 365-byte reason: 3.6 MB)
             return Verdict(view.target.messenger, view.target.name, rule.verdict, rule.id,
-                           reason, [*evidence, *blocked_baseline],
+                           sys.intern(reason), [*evidence, *blocked_baseline],
                            circumvention=view.target.circumvention,
                            residual=residual.to_json() if residual is not None else None,
                            details=rule.figures(view) if rule.figures is not None else {})

@@ -39,8 +39,8 @@ address family:
   attempt overtakes one that waits), so every step succeeds and only the retransmissions
   show it. Per attempt of the service's steps that got their answer, "troubled" is: timed
   out, needed a retransmission the peer did not report as a duplicate (TCP_INFO, D-SACK),
-  or was overtaken by a later attempt's success after waiting a retransmission timer
-  longer than that success took (troubled_counts); it is compared with the baseline's
+  or was overtaken, still connecting, by a later attempt's success after waiting a
+  retransmission timer longer than that success took (troubled_counts); it is compared with the baseline's
   handshakes that timed out or needed a retransmission (`_retried`), by the same test at
   the same levels. The baseline's sample grows (samples_to_decide, at most
   MAX_SAMPLES_FOR_LOSS a family) when the service's troubled attempts are too many for a
@@ -309,10 +309,12 @@ def lost_counts(observations: Iterable[Observation]) -> Counts:
     return lost, tries
 
 
-#: An attempt overtaken by a later one's success (cancelled, never finished) that had waited
-#: this much longer than the success took lost a packet on the way: Linux's shortest
-#: retransmission timeout is 200 ms (a lost SYN costs 1 s), and a slow server makes every
-#: attempt slow alike, the successful one included.
+#: An attempt overtaken by a later one's success (cancelled, never finished) while its TCP
+#: connect was still pending, having waited this much longer than the success took, lost
+#: its SYN or SYN-ACK: Linux's shortest retransmission timeout is 200 ms (a lost SYN costs
+#: 1 s). Attempts that had connected are not listed (probe.measure.round): a busy server
+#: answers connections out of order, and under CPU load that alone made a later attempt
+#: win often enough to read as targeted loss at a control vantage.
 RECOVERY_SECONDS = 0.2
 #: The largest sample (handshakes of one family) the service's troubled attempts ask for
 #: (samples_to_decide).

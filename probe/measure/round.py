@@ -185,8 +185,9 @@ def _unsteady(obs: Observation) -> bool:
                for a, f in zip(tries, figures, strict=False))
 
 
-def _stamp(times: dict[int, float], index: int, loop: asyncio.AbstractEventLoop) -> None:
-    times[index] = loop.time()
+def _stamp(times: dict[int, tuple[float, Meter]], index: int, loop: asyncio.AbstractEventLoop,
+           meter: Meter) -> None:
+    times[index] = (loop.time(), meter)
 
 
 class Round:
@@ -232,7 +233,7 @@ class Round:
         self.result.screened = tuple(sorted(self.screen))
 
     async def _once(self, check: str, step: Step, screening: bool = False,
-                    begun: Callable[[], None] | None = None) -> list[Observation]:
+                    begun: Callable[[Meter], None] | None = None) -> list[Observation]:
         # Transfers measure throughput: one at a time (the baseline's included), so that
         # a shared bottleneck is not read as the service being throttled.
         meter = Meter(step.target.messenger or "baseline", self.ledger)
@@ -241,7 +242,7 @@ class Round:
         try:
             async with self._semaphore, (self._transfers if transfer else _NO_LOCK):
                 if begun is not None:
-                    begun()  # the check itself starts now (a slot of the cap was free)
+                    begun(meter)  # the check itself starts now (a slot of the cap was free)
                 env = self._envs[check]
                 if screening and check == "dns":  # the vantage's own resolver only
                     env = replace(env, resolvers=tuple(
@@ -284,7 +285,7 @@ class Round:
         launched = 0
         # when each attempt's check began (past the concurrency cap: one still waiting for
         # a slot has sent nothing, whatever a later one did meanwhile)
-        begun: dict[int, float] = {}
+        begun: dict[int, tuple[float, Meter]] = {}
         overtaken: list[float] = []  # ages of the attempts still running at the success
         try:
             while success is None:
@@ -309,8 +310,11 @@ class Round:
                     if success is None and (main is None or main.ok):
                         success = finished[index]
                         now = loop.time()
-                        overtaken = [round(now - begun[i], 3)
-                                     for t, i in running.items() if t not in done and i in begun]
+                        # only those still connecting: their SYN or SYN-ACK was lost. One
+                        # connected and still waiting has a slow server (a busy one answers
+                        # connections out of order), which is no loss
+                        overtaken = [round(now - begun[i][0], 3) for t, i in running.items()
+                                     if t not in done and i in begun and not begun[i][1].connected]
         finally:
             for task in running:
                 task.cancel()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import yaml
 
@@ -198,3 +200,49 @@ async def test_throttled_transfer_is_throttling(world: World) -> None:
 async def test_fast_transfer_is_never_throttling(world: World) -> None:
     v = (await _throttle_round(world, None))[f"{WEB}/v4"]
     assert (v.verdict, v.rule) == ("ok", "all_checks_ok")
+
+
+async def test_a_slow_server_answering_out_of_order_is_no_loss(world: World) -> None:
+    """A busy server answers its connections out of order: the front's first TLS handshake
+    (connected, then kept waiting a second) is overtaken by the next attempt's. That attempt
+    had its connect, so nothing was lost: it is not an overtaken one, and the front is ok.
+    (Before, any overtaking counted as a lost packet, and a CPU-starved lab server made a
+    control vantage call Signal `ip_blocking`.)"""
+    upstream = world.web.port
+    delayed = 0
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal delayed
+        try:
+            first = await reader.read(65536)
+            if WEB.encode() in first and delayed == 0:  # the first handshake for the name waits
+                delayed += 1
+                await asyncio.sleep(1.0)
+            up_reader, up_writer = await asyncio.open_connection("127.0.20.1", upstream)
+            up_writer.write(first)
+
+            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer),
+                                 return_exceptions=True)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(relay, "127.0.20.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        data = world.config_data()
+        data["messengers"]["telegram"]["domains"] = [{"name": WEB, "port": port}]
+        result = await run_round(parse_config(yaml.safe_dump(data), "unit.yaml"))
+    finally:
+        server.close()
+    assert delayed == 1
+    tls = next(o for o in result.observations
+               if o.check == "tls" and o.primary and o.target == f"{WEB}/v4")
+    assert tls.ok and len(tls.tries()) >= 1
+    assert "overtaken_seconds" not in tls.details, tls.details
+    assert verdicts(result)[f"{WEB}/v4"].verdict == "ok"

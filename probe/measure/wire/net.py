@@ -156,6 +156,12 @@ def _expire(future: asyncio.Future[float]) -> None:
         future.set_exception(TimeoutError())
 
 
+def _connected() -> None:
+    meter = METER.get()
+    if meter is not None:
+        meter.connected = True
+
+
 async def connect(
     address: str, port: int, timeout: float, source: Source
 ) -> tuple[socket.socket, float]:
@@ -176,6 +182,7 @@ async def connect(
         if err == 0:
             t1 = _perf_counter()
             rtt = kernel_rtt(sock)
+            _connected()
             return sock, t1 - t0 if rtt is None else rtt
         if err not in _IN_PROGRESS:
             raise _connect_error(err, peer)
@@ -190,6 +197,7 @@ async def connect(
             timer.cancel()
             loop.remove_writer(fd)
         rtt = kernel_rtt(sock)
+        _connected()
         return sock, t1 - t0 if rtt is None else rtt
     except BaseException:
         sock.close()
@@ -299,13 +307,17 @@ class Meter:
     ledger under the check's label. A socket closed after its check ended (a pooled DoH
     connection) still reaches the ledger."""
 
-    __slots__ = ("label", "ledger", "received", "sent")
+    __slots__ = ("connected", "label", "ledger", "received", "sent")
 
     def __init__(self, label: str, ledger: Ledger | None = None) -> None:
         self.label = label
         self.ledger = ledger
         self.sent = 0
         self.received = 0
+        # whether one of the check's TCP connects completed (`connect`): an attempt still
+        # connecting when a later one succeeded lost its SYN or SYN-ACK; one that connected
+        # and still waited was slowed by its server (probe.measure.round `_confirmed`)
+        self.connected = False
 
     def add(self, sent: int, received: int) -> None:
         self.sent += sent

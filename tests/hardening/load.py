@@ -130,6 +130,7 @@ async def run_load(targets: int, clients: int, seconds: float, interval: float,
             cpu1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
             load = await hammer(base, clients, seconds, gzip)
             loaded_to = time.time()
+            load["wall_seconds"] = loaded_to - loaded_from
             cpu2 = {name: cpu_seconds(pid) for name, pid in pids.items()}
             load["cpu_percent_quiet"] = {n: round(100 * (cpu1[n] - cpu0[n]) / (loaded_from - quiet_from))
                                          for n in pids}

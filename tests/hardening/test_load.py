@@ -22,8 +22,11 @@ async def test_short_load_run() -> None:
         assert load[path]["p99_ms"] < 5000  # paced, never refused or timed out
     quiet, loaded = figures["rounds_without_load"], figures["rounds_under_load"]
     assert quiet["rounds"] >= 1 and loaded["rounds"] >= 1, figures
-    # the HTTP side is paced: the probe spends little CPU on a flood
-    assert load["cpu_percent_loaded"]["probe"] < 60, load
+    # the HTTP side is paced: never more requests served than the token bucket admits,
+    # however fast the clients ask (the CPU this saves is a benchmark figure: the load run)
+    pacer = Pacer()
+    served = load["/metrics"]["requests"] + load["/api/status"]["requests"]
+    assert served <= pacer.burst + pacer.rate * load["wall_seconds"] + 2, load
     CASES["load/requests (short run)"] += load["/metrics"]["requests"] + load["/api/status"]["requests"]
 
 

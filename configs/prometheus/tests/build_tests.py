@@ -690,10 +690,33 @@ def shutdown() -> Scenario:
     return s
 
 
+def throttled() -> Scenario:
+    """Issue 19: the messenger is squeezed, not walled off (WhatsApp in Russia, 2025: slowed by
+    70-80%, text still worked): from 10m its web front is `throttling` at ir-mci, the DCs stay
+    ok and the control reaches everything. It is interference, so it pages like a block, 70 s
+    after onset (well within 10 minutes), naming the mechanism; never an outage."""
+    s = Scenario("a throttled messenger pages as interference within 10 minutes, never as an outage", 20)
+    s.vantage("ir-mci", "IR", "subject")
+    for target in DCS:
+        s.target("ir-mci", target, rounds("ok", 1))
+    s.target("ir-mci", WEB, rounds("ok", 20, "throttling", 30))
+    control(s)
+    s.none("10m", *ALL_ALERTS)
+    s.alert("MessengerBlocked", "11m10s", blocked_alert("throttling on 1 targets"))
+    s.alert("MessengerBlocked", "19m", blocked_alert("throttling on 1 targets"))
+    s.expect("vantage_messenger:reach_status:code", "15m",
+             [status("ir-mci", "IR", "subject", 5), status("nl-ams", "NL", "control", 3)])
+    s.expect("messenger:reach_control_verdict_ok:max_ratio", "15m",
+             [('messenger:reach_control_verdict_ok:max_ratio{messenger="telegram"}', 1)])
+    s.none("15m", *(a for a in ALL_ALERTS if a != "MessengerBlocked"))
+    return s
+
+
 SCENARIOS = (iran_block, onset_to_page, intermittent, blip, lossy, blocked_baseline, uplink_cut,
              old_probe_offline, outage, no_control, country_precedence, probe_health, probe_absent,
              budget_shedding, endpoint_down, endpoint_retired_while_watched, controls_offline_or_blind,
-             only_control_offline, trust_anchor_expiring, mostly_down_at_control, shutdown)
+             only_control_offline, trust_anchor_expiring, mostly_down_at_control, shutdown,
+             throttled)
 
 
 def render() -> str:

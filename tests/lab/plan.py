@@ -155,9 +155,9 @@ class Front:
 FRONTS = (
     Front("telegram.org", "198.18.72.10", "2001:db8:64:48::10", "http://telegram.org/"),
     Front("web.telegram.org", "198.18.72.11", "2001:db8:64:48::11", "https://web.telegram.org/"),
-    Front("t.me", "198.18.72.12", "2001:db8:64:48::12", "https://t.me/"),
+    Front("t.me", "198.18.72.12", "2001:db8:64:48::12"),
     Front("api.telegram.org", "198.18.72.13", "2001:db8:64:48::13"),
-    Front("core.telegram.org", "198.18.72.14", "2001:db8:64:48::14", "https://core.telegram.org/"),
+    Front("core.telegram.org", "198.18.72.14", "2001:db8:64:48::14"),
 )
 FRONT_NAMES = tuple(f.name for f in FRONTS)
 #: The web client's per-DC WebSocket hosts (the catalogue's `web_client` group): TLS fronts

@@ -9,7 +9,8 @@ shipped rules (unchanged: `for`, windows, 15 s scrapes, 10 s evaluation). Then:
   the run, extrapolated to a day, next to the probe's own count (reach_bytes_total);
 - at minute 1, one WhatsApp chat endpoint (no sentinel watches it) is blackholed: how long
   until the probe's verdict for it is a block (the sweep's job);
-- halfway, every Telegram address is blackholed: onset -> MessengerBlocked firing.
+- halfway, every address of one messenger (`--block`, Telegram by default) is blackholed:
+  onset -> MessengerBlocked firing.
 
 Prints a report and writes build/bench-traffic.json.
 """
@@ -38,7 +39,12 @@ PORT = 9650
 SCRAPE = "15s"  # configs/prometheus/prometheus.yml
 SINGLE = plan.WHATSAPP_CHAT[6]  # e7.whatsapp.net: no sentinel watches it
 SINGLE_TARGET = f"{SINGLE.name}/v4:443"
-TELEGRAM = [*plan.dc_addresses(), *plan.addresses(plan.FRONTS)]
+#: what a whole-messenger block blackholes: every address the lab gives the messenger
+BLOCKED = {
+    "telegram": [*plan.dc_addresses(), *plan.addresses(plan.FRONTS)],
+    "whatsapp": plan.addresses((*plan.WHATSAPP_CHAT, plan.WHATSAPP_GATEWAY, *plan.WHATSAPP_FRONTS)),
+    "signal": plan.addresses((*plan.SIGNAL_PINNED_CA, *plan.SIGNAL_LAB_CA)),
+}
 
 
 def interface_bytes() -> tuple[int, int]:
@@ -96,16 +102,16 @@ def start_probe(vantage: str, lab: Lab, workdir: Path) -> promstack.Probe:
     return probe
 
 
-def telegram_page_firing(prom: promstack.Prometheus) -> bool:
+def page_firing(prom: promstack.Prometheus, messenger: str) -> bool:
     return any(a["labels"].get("vantage") == "lab-subject"
-               and a["labels"].get("messenger") == "telegram"
+               and a["labels"].get("messenger") == messenger
                for a in prom.firing("MessengerBlocked"))
 
 
-def run(minutes: float, workdir: Path) -> dict[str, Any]:
+def run(minutes: float, workdir: Path, blocked: str = "telegram") -> dict[str, Any]:
     if workdir.exists():
         shutil.rmtree(workdir)
-    results: dict[str, Any] = {"minutes": minutes}
+    results: dict[str, Any] = {"minutes": minutes, "blocked": blocked}
     started: list[Any] = []
     with LabLock(), Lab() as lab, lab.managed():
         try:
@@ -126,9 +132,9 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
             t0 = time.monotonic()
             wall0 = time.time()
             iface0, socket0 = interface_bytes(), socket_bytes(subject)
-            single_onset = telegram_onset = None
-            single_seen = telegram_paged = None
-            telegram_at = minutes * 60 / 2
+            single_onset = whole_onset = None
+            single_seen = whole_paged = None
+            whole_at = minutes * 60 / 2
             while True:
                 now = time.monotonic() - t0
                 if single_onset is None and now >= 60:
@@ -136,11 +142,11 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
                     single_onset = now
                     results["single_onset_wall"] = time.time()
                     print(f"[{now:6.0f}s] blackholed {SINGLE_TARGET} ({SINGLE.v4})", flush=True)
-                if telegram_onset is None and now >= telegram_at:
-                    lab.censor(drop_to(TELEGRAM))
-                    telegram_onset = now
-                    results["telegram_onset_wall"] = time.time()
-                    print(f"[{now:6.0f}s] blackholed every Telegram address", flush=True)
+                if whole_onset is None and now >= whole_at:
+                    lab.censor(drop_to(BLOCKED[blocked]))
+                    whole_onset = now
+                    results["whole_onset_wall"] = time.time()
+                    print(f"[{now:6.0f}s] blackholed every {blocked} address", flush=True)
                 if single_onset is not None and single_seen is None:
                     with contextlib.suppress(OSError, ValueError):
                         verdict, measured = verdict_of(subject, SINGLE_TARGET)
@@ -148,14 +154,14 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
                             single_seen = now
                             print(f"[{now:6.0f}s] {SINGLE_TARGET}: {verdict} "
                                   f"(measured {measured})", flush=True)
-                if telegram_onset is not None and telegram_paged is None:
+                if whole_onset is not None and whole_paged is None:
                     with contextlib.suppress(OSError, promstack.StackError):
-                        if telegram_page_firing(prom):
-                            telegram_paged = now
-                            print(f"[{now:6.0f}s] MessengerBlocked firing for telegram", flush=True)
+                        if page_firing(prom, blocked):
+                            whole_paged = now
+                            print(f"[{now:6.0f}s] MessengerBlocked firing for {blocked}", flush=True)
                 # past the goals (page 3 min, single endpoint 15 min) a miss is a miss
-                page_over = telegram_paged is not None or (
-                    telegram_onset is not None and now - telegram_onset > 600)
+                page_over = whole_paged is not None or (
+                    whole_onset is not None and now - whole_onset > 600)
                 single_over = single_seen is not None or (
                     single_onset is not None and now - single_onset > 900 + 60)
                 done = now >= minutes * 60 and page_over and single_over
@@ -184,8 +190,9 @@ def run(minutes: float, workdir: Path) -> dict[str, Any]:
         "single_endpoint": {"target": SINGLE_TARGET,
                             "detected_seconds": None if single_seen is None or single_onset is None
                             else round(single_seen - single_onset, 1)},
-        "telegram_block": {"onset_to_page_seconds": None if telegram_paged is None
-                           or telegram_onset is None else round(telegram_paged - telegram_onset, 1)},
+        "whole_block": {"messenger": blocked,
+                        "onset_to_page_seconds": None if whole_paged is None
+                        or whole_onset is None else round(whole_paged - whole_onset, 1)},
     })
     return results
 
@@ -197,10 +204,10 @@ BLOCKING = {"dns_injection", "dns_blocking", "ip_blocking", "tcp_reset", "sni_fi
 def rounds_since(directory: Path, since: float, results: dict[str, Any]) -> dict[str, Any]:
     """From the subject's evidence: the bytes of paced rounds (sentinels, screening,
     sweeps) and of full rounds (a change's, transfers) since `since`, and when the probe
-    first published a blocking Telegram verdict after the onset."""
+    first published a blocking verdict of the blocked messenger after the onset."""
     paced = full = count_full = after = 0
     published = None
-    onset = results.get("telegram_onset_wall")
+    onset = results.get("whole_onset_wall")
     for path in sorted(directory.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             with contextlib.suppress(ValueError):
@@ -219,12 +226,12 @@ def rounds_since(directory: Path, since: float, results: dict[str, Any]) -> dict
                 else:
                     paced += nbytes
                 if onset is not None and published is None and finished >= onset and any(
-                        v["messenger"] == "telegram" and v["verdict"] in BLOCKING
+                        v["messenger"] == results["blocked"] and v["verdict"] in BLOCKING
                         for v in r.get("verdicts", [])):
                     published = round(finished - onset, 1)
     return {"paced_bytes": paced, "paced_seconds": round((onset or time.time()) - since, 1),
             "full_bytes": full, "full_rounds": count_full, "after_onset_bytes": after,
-            "telegram_verdict_published_seconds": published}
+            "verdict_published_seconds": published}
 
 
 def _unix(stamp: str) -> float:
@@ -235,7 +242,7 @@ def _unix(stamp: str) -> float:
 def report(r: dict[str, Any]) -> str:
     iface, sock = r["interface_bytes"], r["socket_bytes"]
     single = r["single_endpoint"]["detected_seconds"]
-    page = r["telegram_block"]["onset_to_page_seconds"]
+    page, blocked = r["whole_block"]["onset_to_page_seconds"], r["whole_block"]["messenger"]
     return "\n".join([
         "traffic: probe run, shipped defaults (interval 30 s, sweep 600 s, budget 30 MB/day), "
         "three messengers, lab",
@@ -251,7 +258,7 @@ def report(r: dict[str, Any]) -> str:
         f"  single endpoint blocked  {r['single_endpoint']['target']}: "
         + (f"verdict changed after {single:.0f} s (goal <= 900 s)" if single is not None
            else f"NOT detected in {(r['seconds'] - 60) / 60:.0f} min"),
-        "  whole Telegram blocked   onset -> MessengerBlocked firing "
+        f"  whole {blocked:9} blocked onset -> MessengerBlocked firing "
         + (f"{page:.0f} s (goal <= 180 s)" if page is not None else "NOT firing"),
         *phases(r),
         *pace(r.get("budget")),
@@ -263,15 +270,15 @@ def phases(r: dict[str, Any]) -> list[str]:
     if not rounds or not r.get("seconds"):
         return []
     day = 86400 / max(1.0, rounds["paced_seconds"])
-    lines = [f"  paced, to the TG onset   {rounds['paced_bytes'] / 1e3:.0f} kB in "
+    lines = [f"  paced, to the onset      {rounds['paced_bytes'] / 1e3:.0f} kB in "
              f"{rounds['paced_seconds'] / 60:.1f} min ({rounds['paced_bytes'] * day / 1e6:.1f} MB/day:"
              " sentinels, screening, sweeps; by the sockets),",
              f"  full rounds              {rounds['full_bytes'] / 1e3:.0f} kB in "
              f"{rounds['full_rounds']} (a change's, transfers; the whole run)",
              f"  other rounds after onset {rounds['after_onset_bytes'] / 1e3:.0f} kB (by the sockets)"]
-    if rounds.get("telegram_verdict_published_seconds") is not None:
-        lines.append("  Telegram verdict         published by the probe "
-                     f"{rounds['telegram_verdict_published_seconds']:.0f} s after onset")
+    if rounds.get("verdict_published_seconds") is not None:
+        lines.append(f"  {r['whole_block']['messenger']:9} verdict       published by the probe "
+                     f"{rounds['verdict_published_seconds']:.0f} s after onset")
     return lines
 
 
@@ -293,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench traffic", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=12.0, help="run length (>= 10)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-traffic")
+    parser.add_argument("--block", choices=sorted(BLOCKED), default="telegram",
+                        help="the messenger blackholed halfway (default: telegram)")
     args = parser.parse_args(argv)
     reason = lab_available()
     if reason:
@@ -301,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if not promstack.have_prometheus():
         print("bench traffic: no prometheus binary (Debian package prometheus)")
         return 2
-    results = run(args.minutes, args.workdir)
+    results = run(args.minutes, args.workdir, args.block)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(report(results))

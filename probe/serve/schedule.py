@@ -10,7 +10,9 @@ handshakes towards blocked services from one address. So the work comes in tiers
   (a DC's MTProto exchange, ~2 kB): one per messenger every interval the budget allows,
   the families in turn. Those with a DNS step cost more (the control resolvers' DoH
   connections, ~8-16 kB): one per messenger, together in one round (they share those
-  connections), less often;
+  connections), less often. A messenger with no sentinel measured every interval
+  (WhatsApp's and Signal's are names) has one screened every interval in between (see
+  screening), so a whole-messenger block by address or name is seen within an interval;
 - **screening**: when the budget cannot pay for a full-depth sweep every `schedule.sweep`,
   every target's lookup at the vantage's own resolver and its TCP connect (a few hundred
   bytes), a slice each interval. A screening never gives a verdict: when its outcome
@@ -399,6 +401,13 @@ class Planner:
                        pd if m in self.dns_sentinels else math.inf)
                 for m in self.sentinels if self.sentinels[m]}
 
+    def screened_sentinels(self) -> dict[str, list[str]]:
+        """The sentinels of each messenger none of whose sentinels the budget measures every
+        interval: one of them is screened every interval (next_work)."""
+        interval = self.config.schedule.interval
+        return {m: self.sentinels[m] for m, period in self.sentinel_periods().items()
+                if period > interval}
+
     def sentinel_seconds(self) -> float:
         """The longest any messenger waits for a sentinel, at the pace the budget buys."""
         return max(self.sentinel_periods().values(), default=float(self.config.schedule.interval))
@@ -508,11 +517,25 @@ class Planner:
         self.slice_sites = set(sites)
         screen: set[str] = set()
         if "sweeps" not in shed and rate is not None and self.screening():
-            # every target's lookup and connect, as many as the screening's share pays for
             names = [t.name for t in self.targets]
             put_by = step * SHARES["screening"] * rate
             dearest = max(self.screen_costs.of([n], SCREEN_GUESS) for n in names)
             self.screen_credit = min(max(dearest, put_by), self.screen_credit + put_by)
+            # first, a messenger none of whose sentinels the budget measures every interval
+            # (no fixed-address one: WhatsApp's and Signal's are names) has one of them
+            # screened, in turn: a lookup and a connect (~650 B) see a whole-messenger block
+            # by address or name within an interval, and the change measures that sentinel
+            # at full depth at once (follow_up), not at the DNS sentinels' slower pace
+            for messenger, sentinels in self.screened_sentinels().items():
+                turn = self.turns.get(f"screen:{messenger}", 0)
+                name = sentinels[turn % len(sentinels)]
+                cost = self.screen_costs.of([name], SCREEN_GUESS)
+                if not only.isdisjoint(sentinels) or cost > self.screen_credit:
+                    continue
+                self.screen_credit -= cost
+                screen.add(name)
+                self.turns[f"screen:{messenger}"] = turn + 1
+            # then every target's lookup and connect, as many as the share still pays for
             taken = 0
             while taken < len(names):
                 name = names[(self.screen_cursor + taken) % len(names)]
@@ -671,6 +694,8 @@ class Planner:
                                                   in self.sentinel_periods().items()},
                 "sentinel_cycle_seconds": round(self.sentinel_cycle_seconds(), 1),
                 "sentinel_dns_seconds": None if not math.isfinite(dns) else round(dns, 1),
+                # the messengers whose sentinels are screened every interval in between
+                "sentinel_screened": sorted(self.screened_sentinels()),
                 "sweep_seconds": round(self.sweep_seconds(), 1),
                 "screen_seconds": None if screen is None else round(screen, 1),
                 "sweep_bytes": round(self.costs.of(self.rotation))}

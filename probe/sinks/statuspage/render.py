@@ -284,8 +284,11 @@ def budget_line(round_: Mapping[str, Any]) -> str:
         every = (f" every endpoint screened (lookup and connect) every {_duration(screen)} and"
                  f" measured in full every {_duration(sweep)}" if isinstance(screen, int | float)
                  else f" every endpoint once every {_duration(sweep)}")
-        pace = (f" At this budget: a sentinel of each messenger at least every {_duration(sentinel)},"
-                f"{every}.")
+        screened = budget.get("sentinel_screened") or []
+        between = (f" ({', '.join(str(m) for m in screened)}: one screened every"
+                   " interval in between)" if screened else "")
+        pace = (f" At this budget: a sentinel of each messenger at least every {_duration(sentinel)}"
+                f"{between},{every}.")
     return f"Traffic today (UTC): {_size(used)}{of}; this round {_size(this)}.{pace}"
 
 

@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if not promstack.have_prometheus():
         print("bench traffic: no prometheus binary (Debian package prometheus)")
         return 2
-    results = run(args.minutes, args.workdir, args.block)
+    results = run(args.minutes, args.workdir.resolve(), args.block)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(report(results))

@@ -10,14 +10,17 @@ handshakes towards blocked services from one address. So the work comes in tiers
   (a DC's MTProto exchange, ~2 kB): one per messenger every interval the budget allows,
   the families in turn. Those with a DNS step cost more (the control resolvers' DoH
   connections, ~8-16 kB): one per messenger, together in one round (they share those
-  connections), less often. A messenger with no sentinel measured every interval
-  (WhatsApp's and Signal's are names) has one screened every interval in between (see
-  screening), so a whole-messenger block by address or name is seen within an interval;
+  connections), less often. A messenger no fixed-address sentinel watches every interval
+  (WhatsApp's and Signal's are names) has one of its sentinels screened (a lookup and a
+  connect, ~650 B) every interval the sentinels' share allows, so a whole-messenger block
+  by address or name is seen within an interval;
 - **screening**: when the budget cannot pay for a full-depth sweep every `schedule.sweep`,
   every target's lookup at the vantage's own resolver and its TCP connect (a few hundred
   bytes), a slice each interval. A screening never gives a verdict: when its outcome
   differs from the target's last full-depth measurement, that target is measured at full
-  depth at once (with the baseline sample its loss test needs), and that judges.
+  depth at once (with the baseline sample its loss test needs), and that judges. While
+  a messenger is in the middle of a change, the changes screenings see on its other
+  targets are batched (BATCH_SECONDS) and judged together with one sample.
   It sees what fails a lookup or a connect (a blackholed, refused or unreachable address,
   a failing resolver); a block at the TLS, SNI or protocol level on one endpoint, or an
   injected address that still connects, is left to the sentinels and the full-depth
@@ -76,6 +79,7 @@ from probe.inputs.config import Config
 from probe.inputs.plan import MessengerPlan, baseline_targets, plan
 from probe.measure.round import Signature, is_transfer, screen_view, signature
 from probe.model.observation import Observation, RoundDraft, RoundResult, VantageNetwork, Verdict
+from probe.model.verdicts import BLOCKING_VERDICTS
 
 SHED_ORDER = ("transfers", "sweeps", "full_rounds", "sentinels")
 # the bucket's fill (share of its capacity) below which each kind of work is shed
@@ -97,6 +101,10 @@ SHARES = {"sentinels": 0.45, "screening": 0.35, "sweeps": 0.05}
 # the most of the sentinels' share the fixed-address sentinels (a DC's MTProto exchange,
 # ~2 kB) may take: the rest pays for the DNS-comparison sentinels (~8-16 kB each)
 FIXED_MAX = 0.6
+# the most of what the fixed-address sentinels leave that the sentinel screenings may take
+# (a lookup and a connect per messenger no fixed-address sentinel watches every interval,
+# ~1.3 kB an interval for WhatsApp and Signal): the rest pays for the DNS comparisons
+SCREENED_MAX = 0.6
 # what a screening is taken to cost before one was counted (a lookup and a connect)
 SCREEN_GUESS = 700.0
 COST_WEIGHT = 0.3  # a new measurement's weight in a target's average cost (EWMA)
@@ -104,6 +112,12 @@ COST_WEIGHT = 0.3  # a new measurement's weight in a target's average cost (EWMA
 # cost, if less): a round's first DNS comparison pays for the control resolvers'
 # connections (about 8 kB in the lab), which a bigger slice shares
 SWEEP_BATCH_BYTES = 32_000
+# While a messenger is in the middle of a change (a target of it turned to or from a block
+# this long ago or less), what screenings see change on its other targets (not its
+# sentinels: they page) waits this long and is then measured at full depth together, with
+# one baseline sample: a whole-messenger block found target by target cost ~120 kB a
+# target (its own loss sample) and emptied the bucket in minutes
+BATCH_SECONDS = 300
 
 def sentinels(targets: Iterable[Target]) -> dict[str, list[str]]:
     """Per messenger: the first fixed-address target of each family and the first target
@@ -288,6 +302,7 @@ class Planner:
     # is next per messenger and kind
     fixed_credit: float = 0.0
     dns_credit: float = 0.0
+    screened_credit: float = 0.0
     turns: dict[str, int] = field(default_factory=dict)
     sweep_credit: float = 0.0  # bytes the sweeps' share has put by
     # the last absorbed round's changes: targets a screening saw change, and messengers in
@@ -298,6 +313,10 @@ class Planner:
     screen_costs: Costs = field(default_factory=Costs)  # a screening's bytes per target
     screen_credit: float = 0.0  # bytes the screening's share has put by
     screen_cursor: int = 0
+    # per messenger, when one of its targets last turned to or from a block; and the targets
+    # a screening saw change since, waiting to be measured at full depth together
+    verdict_changed: dict[str, float] = field(default_factory=dict)
+    deferred: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.configure(self.config)
@@ -336,10 +355,12 @@ class Planner:
         dns = {m: [n for n in names if n in with_dns] for m, names in self.sentinels.items()}
         self.fixed_sentinels = {m: v for m, v in fixed.items() if v}
         self.dns_sentinels = {m: v for m, v in dns.items() if v}
+        self.messenger_of = {t.name: t.messenger for t in self.targets if t.messenger is not None}
         self.transfer_targets = {t.name for t in self.targets
                                  if any(is_transfer(s.check) for s in t.steps)}
         names = {t.name for t in self.targets}
         self.known = {k: v for k, v in self.known.items() if k in names}
+        self.deferred = {k: v for k, v in self.deferred.items() if k in names}
         self.bucket.adopt(config.budget.bytes_per_day)
 
     def messenger_targets(self, messengers: Iterable[str]) -> set[str]:
@@ -377,21 +398,59 @@ class Planner:
         return sum(self._mean(self.costs, names) for names in kind.values())
 
     def sentinel_pace(self) -> tuple[float, float]:
-        """(fixed-address, DNS-comparison) sentinel periods: every interval when the whole
-        set fits, else the fixed ones as often as FIXED_MAX of the sentinels' share pays
-        for (every interval at 30 MB/day in the lab: a DC costs ~2 kB) and the DNS ones,
-        one per messenger together (they share the control resolvers' connections), at
-        the pace the rest of the share pays for."""
+        """(fixed-address, DNS-comparison) sentinel periods (see _pace)."""
+        pf, _, pd = self._pace()
+        return pf, pd
+
+    def _fixed_period(self) -> float:
+        """The fixed-address sentinels' period: as often as FIXED_MAX of the sentinels'
+        share pays for (every interval at 30 MB/day in the lab: a DC costs ~2 kB)."""
+        fixed = self._kind_cost(self.fixed_sentinels)
+        if not fixed:
+            return math.inf
+        rate = self.rate or math.inf
+        return max(float(self.config.schedule.interval), fixed / (FIXED_MAX * SHARES["sentinels"] * rate))
+
+    def _pace(self) -> tuple[float, float, float]:
+        """(fixed-address, screened, DNS-comparison) sentinel periods: every interval when
+        the whole set fits, else the fixed ones first (_fixed_period), then the screenings
+        of the messengers they leave unwatched (screened_sentinels) with up to SCREENED_MAX
+        of what is left, and the DNS ones, one per messenger together (they share the
+        control resolvers' connections), at the pace the rest of the share pays for."""
         interval = float(self.config.schedule.interval)
         rate = self.rate
         if rate is None or self.sentinels_fit():
-            return interval, interval
-        share = SHARES["sentinels"] * rate
-        fixed, dns = self._kind_cost(self.fixed_sentinels), self._kind_cost(self.dns_sentinels)
-        pf = max(interval, fixed / (FIXED_MAX * share)) if fixed else math.inf
-        left = share - (fixed / pf if fixed else 0.0)
+            return interval, interval, interval
+        pf = self._fixed_period()
+        fixed = self._kind_cost(self.fixed_sentinels)
+        left = SHARES["sentinels"] * rate - (fixed / pf if fixed else 0.0)
+        screens = self._screen_cost(self.screened_sentinels())
+        ps = max(interval, screens / (SCREENED_MAX * left)) if screens else math.inf
+        left -= screens / ps if screens else 0.0
+        dns = self._kind_cost(self.dns_sentinels)
         pd = max(interval, dns / left) if dns else math.inf
-        return pf, pd
+        return pf, ps, pd
+
+    def _screen_cost(self, kind: dict[str, list[str]]) -> float:
+        """Bytes of one round of sentinel screenings: one per messenger (each in turn)."""
+        return sum(self._mean_screen(names) for names in kind.values())
+
+    def _mean_screen(self, names: list[str]) -> float:
+        return self.screen_costs.of(names, SCREEN_GUESS) / len(names) if names else 0.0
+
+    def screened_sentinels(self) -> dict[str, list[str]]:
+        """The sentinels of each messenger no fixed-address sentinel watches every interval
+        (WhatsApp's and Signal's are names; any messenger's when the budget stretches the
+        fixed ones): one of them is screened, a lookup and a connect (~650 B), at the
+        screened pace (every interval at 30 MB/day), in turn. That sees a whole-messenger
+        block by address or name at once, and the change measures the sentinel at full
+        depth (follow_up); the DNS comparison comes at its slower pace."""
+        rate = self.rate
+        if rate is None or self.sentinels_fit():
+            return {}
+        late = self._fixed_period() > self.config.schedule.interval
+        return {m: names for m, names in self.sentinels.items()
+                if names and (late or m not in self.fixed_sentinels)}
 
     def sentinel_periods(self) -> dict[str, float]:
         """Per messenger, how often one of its sentinels is measured (its fixed-address
@@ -400,13 +459,6 @@ class Planner:
         return {m: min(pf if m in self.fixed_sentinels else math.inf,
                        pd if m in self.dns_sentinels else math.inf)
                 for m in self.sentinels if self.sentinels[m]}
-
-    def screened_sentinels(self) -> dict[str, list[str]]:
-        """The sentinels of each messenger none of whose sentinels the budget measures every
-        interval: one of them is screened every interval (next_work)."""
-        interval = self.config.schedule.interval
-        return {m: self.sentinels[m] for m, period in self.sentinel_periods().items()
-                if period > interval}
 
     def sentinel_seconds(self) -> float:
         """The longest any messenger waits for a sentinel, at the pace the budget buys."""
@@ -468,14 +520,18 @@ class Planner:
             return Work("transfers", set(self.transfer_targets), None, True)
         rate = self.rate
         only: set[str] = set()
+        screen: set[str] = set()
         if rate is None or self.sentinels_fit():
             only = {n for names in self.sentinels.values() for n in names}
-            self.fixed_credit = self.dns_credit = 0.0
+            self.fixed_credit = self.dns_credit = self.screened_credit = 0.0
         else:
-            pf, pd = self.sentinel_pace()
-            for kind, period, attr in ((self.fixed_sentinels, pf, "fixed_credit"),
-                                       (self.dns_sentinels, pd, "dns_credit")):
-                cost = self._kind_cost(kind)
+            pf, ps, pd = self._pace()
+            screened = self.screened_sentinels()
+            for kind, period, attr, cost, into in (
+                    (self.fixed_sentinels, pf, "fixed_credit",
+                     self._kind_cost(self.fixed_sentinels), only),
+                    (self.dns_sentinels, pd, "dns_credit", self._kind_cost(self.dns_sentinels), only),
+                    (screened, ps, "screened_credit", self._screen_cost(screened), screen)):
                 if not kind or not math.isfinite(period):
                     continue
                 # what is left over after a measurement carries (up to one more), so a
@@ -485,9 +541,11 @@ class Planner:
                 if credit >= cost:
                     credit -= cost
                     for messenger, names in kind.items():  # one each, in turn
+                        if into is screen and not only.isdisjoint(names):
+                            continue  # measured at full depth this interval already
                         key = f"{attr}:{messenger}"
                         turn = self.turns.get(key, 0)
-                        only.add(names[turn % len(names)])
+                        into.add(names[turn % len(names)])
                         self.turns[key] = turn + 1
                 setattr(self, attr, credit)
         sites: set[str] = set()
@@ -515,27 +573,12 @@ class Planner:
                 (sites if name in self.sites else only).add(name)
             self.cursor = (self.cursor + len(entries)) % len(self.rotation)
         self.slice_sites = set(sites)
-        screen: set[str] = set()
         if "sweeps" not in shed and rate is not None and self.screening():
             names = [t.name for t in self.targets]
             put_by = step * SHARES["screening"] * rate
             dearest = max(self.screen_costs.of([n], SCREEN_GUESS) for n in names)
             self.screen_credit = min(max(dearest, put_by), self.screen_credit + put_by)
-            # first, a messenger none of whose sentinels the budget measures every interval
-            # (no fixed-address one: WhatsApp's and Signal's are names) has one of them
-            # screened, in turn: a lookup and a connect (~650 B) see a whole-messenger block
-            # by address or name within an interval, and the change measures that sentinel
-            # at full depth at once (follow_up), not at the DNS sentinels' slower pace
-            for messenger, sentinels in self.screened_sentinels().items():
-                turn = self.turns.get(f"screen:{messenger}", 0)
-                name = sentinels[turn % len(sentinels)]
-                cost = self.screen_costs.of([name], SCREEN_GUESS)
-                if not only.isdisjoint(sentinels) or cost > self.screen_credit:
-                    continue
-                self.screen_credit -= cost
-                screen.add(name)
-                self.turns[f"screen:{messenger}"] = turn + 1
-            # then every target's lookup and connect, as many as the share still pays for
+            # every target's lookup and connect, as many as the screening's share pays for
             taken = 0
             while taken < len(names):
                 name = names[(self.screen_cursor + taken) % len(names)]
@@ -598,6 +641,7 @@ class Planner:
                 by_target.setdefault(obs.target, []).append(obs)
         changed: set[str] = set()
         self.screen_changed, self.depth_changed = set(), set()
+        watching = {n for names in self.sentinels.values() for n in names}
         for verdict in result.verdicts:
             sig = signature(by_target.get(verdict.target, []))
             known = self.known.get(verdict.target)
@@ -605,6 +649,11 @@ class Planner:
                 seen = screen_view(sig)
                 if known is not None and seen != screen_view(known.signature,
                                                              {e[0] for e in seen}):
+                    if (verdict.target not in watching and verdict.messenger is not None
+                            and now - self.verdict_changed.get(verdict.messenger, -math.inf)
+                            < BATCH_SECONDS):
+                        self.deferred.setdefault(verdict.target, now)
+                        continue
                     changed.add(verdict.messenger)
                     self.screen_changed.add(verdict.target)
                 continue
@@ -612,17 +661,31 @@ class Planner:
                 known.measured = now
                 continue
             if full or known is None:
-                self.known[verdict.target] = Known(verdict, sig, now)
+                self._know(verdict, sig, now)
             elif known.signature == sig:
                 known.measured = now
             else:
                 changed.add(verdict.messenger)
                 self.depth_changed.add(verdict.messenger)
                 if accept:
-                    self.known[verdict.target] = Known(verdict, sig, now)
+                    self._know(verdict, sig, now)
+        if self.deferred and now - min(self.deferred.values()) >= BATCH_SECONDS:
+            # the batch is due: measured at full depth together, with one baseline sample
+            self.screen_changed |= set(self.deferred)
+            changed |= {self.messenger_of[n] for n in self.deferred if n in self.messenger_of}
+            self.deferred = {}
         if result.transfers_ran:
             self.last_transfers = now
         return changed
+
+    def _know(self, verdict: Verdict, sig: Signature, now: float) -> None:
+        """A target's new verdict; when it turns to or from a block, its messenger is in
+        the middle of a change (BATCH_SECONDS)."""
+        old = self.known.get(verdict.target)
+        if (old is not None and verdict.messenger is not None
+                and (old.verdict.verdict in BLOCKING_VERDICTS) != (verdict.verdict in BLOCKING_VERDICTS)):
+            self.verdict_changed[verdict.messenger] = now
+        self.known[verdict.target] = Known(verdict, sig, now)
 
     def merged(self, started: float, fresh: list[RoundResult], shed: list[str]) -> RoundResult:
         """The interval as the sinks see it: every planned target's current verdict (carried
@@ -681,7 +744,7 @@ class Planner:
 
     def report(self, shed: list[str]) -> dict[str, object]:
         b = self.bucket
-        dns = self.sentinel_pace()[1]
+        _, screen_pace, dns = self._pace()
         screen = self.screen_seconds()
         return {"bytes_per_day": b.bytes_per_day, "used_today": b.used_today,
                 "day": b.day, "fill": round(b.fill, 4), "shedding": list(shed),
@@ -696,6 +759,8 @@ class Planner:
                 "sentinel_dns_seconds": None if not math.isfinite(dns) else round(dns, 1),
                 # the messengers whose sentinels are screened every interval in between
                 "sentinel_screened": sorted(self.screened_sentinels()),
+                "sentinel_screen_seconds": None if not math.isfinite(screen_pace)
+                else round(screen_pace, 1),
                 "sweep_seconds": round(self.sweep_seconds(), 1),
                 "screen_seconds": None if screen is None else round(screen, 1),
                 "sweep_bytes": round(self.costs.of(self.rotation))}

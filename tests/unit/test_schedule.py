@@ -363,7 +363,7 @@ async def test_a_messenger_without_a_sentinel_every_interval_has_one_screened(
     assert fixed > 30 and dns > 30
     assert planner.screened_sentinels() == {"telegram": planner.sentinels["telegram"]}
     assert planner.report([])["sentinel_screened"] == ["telegram"]
-    assert "(telegram: one screened every interval in between)" in budget_line(
+    assert "(telegram: one screened, a lookup and a connect, every 30 s in between)" in budget_line(
         {"budget": planner.report([])})  # the status page
     now = planner.bucket.updated
     for i in range(1, 21):  # ten minutes: a sentinel, measured or screened, every interval

@@ -285,8 +285,10 @@ def budget_line(round_: Mapping[str, Any]) -> str:
                  f" measured in full every {_duration(sweep)}" if isinstance(screen, int | float)
                  else f" every endpoint once every {_duration(sweep)}")
         screened = budget.get("sentinel_screened") or []
-        between = (f" ({', '.join(str(m) for m in screened)}: one screened every"
-                   " interval in between)" if screened else "")
+        every_screen = budget.get("sentinel_screen_seconds")
+        between = (f" ({', '.join(str(m) for m in screened)}: one screened, a lookup and a"
+                   f" connect, every {_duration(every_screen)} in between)"
+                   if screened and isinstance(every_screen, int | float) else "")
         pace = (f" At this budget: a sentinel of each messenger at least every {_duration(sentinel)}"
                 f"{between},{every}.")
     return f"Traffic today (UTC): {_size(used)}{of}; this round {_size(this)}.{pace}"

@@ -12,7 +12,7 @@ handshakes towards blocked services from one address. So the work comes in tiers
   connections, ~8-16 kB): one per messenger, together in one round (they share those
   connections), less often. A messenger no fixed-address sentinel watches every interval
   (WhatsApp's and Signal's are names) has one of its sentinels screened (a lookup and a
-  connect, ~650 B) every interval the sentinels' share allows, so a whole-messenger block
+  connect, ~0.7-1.2 kB) every interval the sentinels' share allows, so a whole-messenger block
   by address or name is seen within an interval;
 - **screening**: when the budget cannot pay for a full-depth sweep every `schedule.sweep`,
   every target's lookup at the vantage's own resolver and its TCP connect (a few hundred
@@ -103,7 +103,8 @@ SHARES = {"sentinels": 0.45, "screening": 0.35, "sweeps": 0.05}
 FIXED_MAX = 0.6
 # the most of what the fixed-address sentinels leave that the sentinel screenings may take
 # (a lookup and a connect per messenger no fixed-address sentinel watches every interval,
-# ~1.3 kB an interval for WhatsApp and Signal): the rest pays for the DNS comparisons
+# ~2.4 kB an interval for WhatsApp and Signal in the lab): the rest pays for the DNS
+# comparisons
 SCREENED_MAX = 0.6
 # what a screening is taken to cost before one was counted (a lookup and a connect)
 SCREEN_GUESS = 700.0
@@ -441,7 +442,7 @@ class Planner:
     def screened_sentinels(self) -> dict[str, list[str]]:
         """The sentinels of each messenger no fixed-address sentinel watches every interval
         (WhatsApp's and Signal's are names; any messenger's when the budget stretches the
-        fixed ones): one of them is screened, a lookup and a connect (~650 B), at the
+        fixed ones): one of them is screened, a lookup and a connect (~0.7-1.2 kB), at the
         screened pace (every interval at 30 MB/day), in turn. That sees a whole-messenger
         block by address or name at once, and the change measures the sentinel at full
         depth (follow_up); the DNS comparison comes at its slower pace."""
@@ -657,6 +658,7 @@ class Planner:
                     changed.add(verdict.messenger)
                     self.screen_changed.add(verdict.target)
                 continue
+            self.deferred.pop(verdict.target, None)  # measured at full depth: judged here
             if verdict.target in reused and known is not None:
                 known.measured = now
                 continue
@@ -757,7 +759,7 @@ class Planner:
                                                   in self.sentinel_periods().items()},
                 "sentinel_cycle_seconds": round(self.sentinel_cycle_seconds(), 1),
                 "sentinel_dns_seconds": None if not math.isfinite(dns) else round(dns, 1),
-                # the messengers whose sentinels are screened every interval in between
+                # the messengers whose sentinels are screened in between, and how often
                 "sentinel_screened": sorted(self.screened_sentinels()),
                 "sentinel_screen_seconds": None if not math.isfinite(screen_pace)
                 else round(screen_pace, 1),

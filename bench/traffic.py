@@ -10,7 +10,8 @@ shipped rules (unchanged: `for`, windows, 15 s scrapes, 10 s evaluation). Then:
 - at minute 1, one WhatsApp chat endpoint (no sentinel watches it) is blackholed: how long
   until the probe's verdict for it is a block (the sweep's job);
 - halfway, every address of one messenger (`--block`, Telegram by default) is blackholed:
-  onset -> MessengerBlocked firing.
+  onset -> MessengerBlocked firing. `--block none` blocks nothing (not e7 either): the
+  run measures what a quiet day costs.
 
 Prints a report and writes build/bench-traffic.json.
 """
@@ -108,7 +109,9 @@ def page_firing(prom: promstack.Prometheus, messenger: str) -> bool:
                for a in prom.firing("MessengerBlocked"))
 
 
-def run(minutes: float, workdir: Path, blocked: str = "telegram") -> dict[str, Any]:
+def run(minutes: float, workdir: Path, blocked: str | None = "telegram") -> dict[str, Any]:
+    """`blocked`: the messenger blackholed halfway (and e7 at minute 1); None: nothing is
+    blocked, the run measures what a quiet day costs."""
     if workdir.exists():
         shutil.rmtree(workdir)
     results: dict[str, Any] = {"minutes": minutes, "blocked": blocked}
@@ -137,12 +140,12 @@ def run(minutes: float, workdir: Path, blocked: str = "telegram") -> dict[str, A
             whole_at = minutes * 60 / 2
             while True:
                 now = time.monotonic() - t0
-                if single_onset is None and now >= 60:
+                if blocked and single_onset is None and now >= 60:
                     lab.censor(drop_to([SINGLE.v4]))
                     single_onset = now
                     results["single_onset_wall"] = time.time()
                     print(f"[{now:6.0f}s] blackholed {SINGLE_TARGET} ({SINGLE.v4})", flush=True)
-                if whole_onset is None and now >= whole_at:
+                if blocked and whole_onset is None and now >= whole_at:
                     lab.censor(drop_to(BLOCKED[blocked]))
                     whole_onset = now
                     results["whole_onset_wall"] = time.time()
@@ -154,7 +157,7 @@ def run(minutes: float, workdir: Path, blocked: str = "telegram") -> dict[str, A
                             single_seen = now
                             print(f"[{now:6.0f}s] {SINGLE_TARGET}: {verdict} "
                                   f"(measured {measured})", flush=True)
-                if whole_onset is not None and whole_paged is None:
+                if blocked and whole_onset is not None and whole_paged is None:
                     with contextlib.suppress(OSError, promstack.StackError):
                         if page_firing(prom, blocked):
                             whole_paged = now
@@ -164,7 +167,7 @@ def run(minutes: float, workdir: Path, blocked: str = "telegram") -> dict[str, A
                     whole_onset is not None and now - whole_onset > 600)
                 single_over = single_seen is not None or (
                     single_onset is not None and now - single_onset > 900 + 60)
-                done = now >= minutes * 60 and page_over and single_over
+                done = now >= minutes * 60 and ((page_over and single_over) or not blocked)
                 if done or now >= minutes * 60 + 20 * 60:
                     break
                 time.sleep(2)
@@ -255,11 +258,12 @@ def report(r: dict[str, Any]) -> str:
         f"({r['socket_vs_interface']:.1%} of the interface's count)",
         f"  bytes per day            {r['bytes_per_day'] / 1e6:.1f} MB (interface count, extrapolated;"
         " goal <= 30 MB)",
-        f"  single endpoint blocked  {r['single_endpoint']['target']}: "
-        + (f"verdict changed after {single:.0f} s (goal <= 900 s)" if single is not None
-           else f"NOT detected in {(r['seconds'] - 60) / 60:.0f} min"),
-        f"  whole {blocked:9} blocked onset -> MessengerBlocked firing "
-        + (f"{page:.0f} s (goal <= 180 s)" if page is not None else "NOT firing"),
+        *([] if blocked is None else [
+            f"  single endpoint blocked  {r['single_endpoint']['target']}: "
+            + (f"verdict changed after {single:.0f} s (goal <= 900 s)" if single is not None
+               else f"NOT detected in {(r['seconds'] - 60) / 60:.0f} min"),
+            f"  whole {blocked:9} blocked onset -> MessengerBlocked firing "
+            + (f"{page:.0f} s (goal <= 180 s)" if page is not None else "NOT firing")]),
         *phases(r),
         *pace(r.get("budget")),
     ])
@@ -300,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench traffic", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=12.0, help="run length (>= 10)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-traffic")
-    parser.add_argument("--block", choices=sorted(BLOCKED), default="telegram",
-                        help="the messenger blackholed halfway (default: telegram)")
+    parser.add_argument("--block", choices=[*sorted(BLOCKED), "none"], default="telegram",
+                        help="the messenger blackholed halfway (default: telegram); none: "
+                        "nothing blocked, only what a quiet day costs")
     args = parser.parse_args(argv)
     reason = lab_available()
     if reason:
@@ -310,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if not promstack.have_prometheus():
         print("bench traffic: no prometheus binary (Debian package prometheus)")
         return 2
-    results = run(args.minutes, args.workdir.resolve(), args.block)
+    results = run(args.minutes, args.workdir.resolve(), None if args.block == "none" else args.block)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(report(results))

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -242,6 +242,21 @@ class Bucket:
             return []
         fill = self.tokens / self.capacity
         return [w for w in SHED_ORDER if fill <= SHED_BELOW[w] if w != "sentinels" or fill <= 0]
+
+    def restore(self, finished: float, budget: Mapping[str, object], now: float) -> None:
+        """A restart: take up what the last round before it had left (its `budget`, written
+        in the evidence log when it `finished`), refilled since. Without this every start
+        had a full bucket and ran a full round (~0.6 MB): a probe restarted often, by a
+        crash loop or a volunteer's reboots, spent past its budget."""
+        if self.capacity is None or not finished <= now:
+            return
+        fill, used, day = budget.get("fill"), budget.get("used_today"), budget.get("day")
+        if isinstance(fill, int | float) and 0 <= fill <= 1:
+            self.tokens = min(self.tokens, fill * self.capacity)
+            self.updated = finished
+            self.refill(now)
+        if day == self.day and isinstance(used, int) and used >= 0:
+            self.used_today += used
 
     def adopt(self, bytes_per_day: int | None) -> None:
         """A reload changed the budget: keep today's use, rescale the bucket."""

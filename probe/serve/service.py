@@ -37,7 +37,7 @@ from probe.measure.round import SAMPLE_STAGGER, run_round
 from probe.model.observation import RoundResult
 from probe.serve.schedule import Bucket, Planner, Prepared, Work
 from probe.sinks import scrub
-from probe.sinks.evidence import EvidenceCollector, EvidenceLog
+from probe.sinks.evidence import EvidenceCollector, EvidenceLog, last_budget
 from probe.sinks.metrics import Metrics
 from probe.sinks.scrub import vantage_addresses
 
@@ -105,6 +105,9 @@ class Service:
         self._tasks: set[asyncio.Future[tuple[bool, str]]] = set()
         self.metrics.config_loaded(config.vantage.name, True, config_anchor_files(config))
         self.planner = Planner(config, Bucket(config.budget.bytes_per_day))
+        last = last_budget(config.evidence.directory)  # a restart spends what was left
+        if last is not None:
+            self.planner.bucket.restore(*last, time.time())
         # residual drops seen, so that a round inside one knows it (probe.judge.residual)
         self.residuals = ResidualMemory()
 

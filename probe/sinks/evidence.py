@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,34 @@ def read_rounds(path: Path, torn: list[TornLine] | None = None) -> Iterator[dict
 
 
 MAX_LINE_BYTES = 256 << 20  # a line longer than this is skipped, never held whole
+TAIL_BYTES = 4 << 20  # how much of the log's end last_budget reads
+
+
+def last_budget(directory: Path | None) -> tuple[float, dict[str, Any]] | None:
+    """(finished, budget) of the last whole round in the current log that has a budget:
+    what a restarted probe has spent of its traffic budget (probe.serve.schedule.Bucket).
+    Reads at most TAIL_BYTES from the end; None when there is no such round."""
+    if directory is None:
+        return None
+    try:
+        with (directory / CURRENT).open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - TAIL_BYTES))
+            tail = handle.read(TAIL_BYTES)
+    except OSError:
+        return None
+    for raw in reversed(tail.split(b"\n")[1:] if size > TAIL_BYTES else tail.split(b"\n")):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            continue  # empty, torn or cut by the tail's start
+        budget = data.get("budget") if isinstance(data, dict) else None
+        if isinstance(budget, dict) and isinstance(data.get("finished"), str):
+            try:
+                return datetime.fromisoformat(data["finished"]).timestamp(), budget
+            except ValueError:
+                continue
+    return None
 
 
 def _lines(handle: Any, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:

@@ -423,3 +423,30 @@ async def test_screened_changes_during_a_messengers_change_are_judged_together(
             break
     assert {v.target: v.verdict for v in result.verdicts}[dc2] == "tcp_reset"
     assert planner.deferred == {} and any(w.tier == "full" and dc2 in (w.only or ()) for w in works)
+
+
+async def test_a_restart_takes_up_the_budget_where_it_was_left(world: World, tmp_path: Path) -> None:
+    # the bucket lived in memory only: every start had a full bucket and ran a full round
+    # (~0.6 MB in the lab), so a probe restarted often (a crash loop, a volunteer's reboots)
+    # spent past its budget. The evidence log's last round has the bucket's fill and the
+    # day's use: a restart takes them up, refilled for the time it was down
+    data = world.config_data()
+    path = write_config(world, tmp_path / "probe.yaml", schedule={**data["schedule"], "interval": 30},
+                        budget={"bytes_per_day": 6_000_000}, evidence={"directory": str(tmp_path / "ev")})
+    first = Service(path, load_config(path))
+    result = await first.run_one()
+    assert result is not None
+    bucket = first.planner.bucket
+    assert bucket.fill < 1 and bucket.used_today > 0
+    again = Service(path, load_config(path))  # the restart, moments later
+    restored = again.planner.bucket
+    assert restored.fill == pytest.approx(bucket.fill, abs=0.01)
+    assert restored.used_today == bucket.used_today
+    # a log whose end is garbage (a torn line, a hostile write) restores nothing and breaks
+    # nothing: a full bucket, as before
+    with (tmp_path / "ev" / "evidence.jsonl").open("ab") as handle:
+        handle.write(b'{"budget": {"fill": "lots"}, "finished": "yesterday"}\n\x00\xff{torn')
+    fresh = Service(path, load_config(path)).planner.bucket
+    assert fresh.fill == pytest.approx(bucket.fill, abs=0.01)  # the last whole round's
+    (tmp_path / "ev" / "evidence.jsonl").write_bytes(b"\x00\xff not json\n")
+    assert Service(path, load_config(path)).planner.bucket.fill == 1.0

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from probe.model.verdicts import BLOCKING_VERDICTS
 from tests.fleet import promstack
 from tests.lab import plan
 from tests.lab.configs import probe_config
@@ -200,8 +201,6 @@ def run(minutes: float, workdir: Path, blocked: str | None = "telegram") -> dict
     return results
 
 
-BLOCKING = {"dns_injection", "dns_blocking", "ip_blocking", "tcp_reset", "sni_filtering",
-            "tls_interception", "protocol_filtering", "http_blockpage", "throttling"}
 
 
 def rounds_since(directory: Path, since: float, results: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +228,7 @@ def rounds_since(directory: Path, since: float, results: dict[str, Any]) -> dict
                 else:
                     paced += nbytes
                 if onset is not None and published is None and finished >= onset and any(
-                        v["messenger"] == results["blocked"] and v["verdict"] in BLOCKING
+                        v["messenger"] == results["blocked"] and v["verdict"] in BLOCKING_VERDICTS
                         for v in r.get("verdicts", [])):
                     published = round(finished - onset, 1)
     return {"paced_bytes": paced, "paced_seconds": round((onset or time.time()) - since, 1),

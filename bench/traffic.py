@@ -201,8 +201,6 @@ def run(minutes: float, workdir: Path, blocked: str | None = "telegram") -> dict
     return results
 
 
-
-
 def rounds_since(directory: Path, since: float, results: dict[str, Any]) -> dict[str, Any]:
     """From the subject's evidence: the bytes of paced rounds (sentinels, screening,
     sweeps) and of full rounds (a change's, transfers) since `since`, and when the probe

@@ -46,8 +46,10 @@ class Params:
     # share above one half, three of the last four rounds (two of four never page).
     window: str = "2m"
     block_share: float = 0.6
-    # ... of at least this many samples: a vantage (or a Prometheus) that just started has a
-    # short history in which one blocked round would be the whole window.
+    # ... of at least this many samples, from at least two rounds: a vantage (or a
+    # Prometheus) that just started has a short history in which one blocked round would be
+    # the whole window (scraped more often than the probe's interval, four samples can all
+    # be one round: the lab's 30%-loss fleet test paged on its first round, CI 2026-12-06).
     min_samples: int = 4
     # Rule groups are evaluated this often (part of onset -> page).
     interval: str = "10s"
@@ -144,8 +146,12 @@ def recording_rules(p: Params) -> list[dict[str, Any]]:
                   f"  (\n"
                   f"      sum by ({per_target}) (count_over_time(reach_verdict{s(blocking)}[{w}]))\n"
                   f"    / on (vantage) group_left ()\n"
-                  f"      (sum by (vantage) (count_over_time(reach_round_last_timestamp_seconds{s()}[{w}]))"
+                  f"      (\n"
+                  f"        (sum by (vantage) (count_over_time(reach_round_last_timestamp_seconds{s()}[{w}]))"
                   f" >= {p.min_samples})\n"
+                  f"        and on (vantage)\n"
+                  f"        (sum by (vantage) (changes(reach_round_last_timestamp_seconds{s()}[{w}])) >= 1)\n"
+                  f"      )\n"
                   f"    >= {p.block_share}\n"
                   f"  )\n"
                   f"  and on (messenger, target) (min_over_time({control_ok}[{w}]) == 1)\n"

@@ -63,17 +63,20 @@ class Scenario:
     def vantage(self, name: str, country: str, role: str, *, online: int | None = 1,
                 baseline: int = 1, degraded: int | None = 0, loss: float | None = 0.0,
                 baseline_blocked: int | None = 0, sites: dict[str, int | str] | None = None,
-                cut: int | str | None = 0, until: int | None = None) -> None:
+                cut: int | str | None = 0, until: int | None = None,
+                stamps: str | None = None) -> None:
         """One vantage's per-vantage series. None leaves a metric out (an older probe), a
         string is the series' values as they are; `until` is the sample at which the probe
-        goes silent (its scrapes fail)."""
+        goes silent (its scrapes fail); `stamps`: its rounds' timestamps (default: a new
+        round at every scrape)."""
         v = f'{JOB},instance="{name}",vantage="{name}"'
         up = self.const(1) if until is None else f"1x{until - 1} 0x{self.samples - until - 1}"
         self.add(f'up{{{JOB},instance="{name}",vantage="{name}"}}', up)
         self.add(f'reach_vantage_info{{{v},country="{country}",asn="64500",network="lab",role="{role}"}}',
                  self.const(1, until))
         self.add(f"reach_baseline_success{{{v}}}", self.const(baseline, until))
-        stamps = f"0+{SCRAPE}x{self.samples - 1}" if until is None else f"0+{SCRAPE}x{until - 1} stale"
+        if stamps is None:
+            stamps = f"0+{SCRAPE}x{self.samples - 1}" if until is None else f"0+{SCRAPE}x{until - 1} stale"
         self.add(f"reach_round_last_timestamp_seconds{{{v}}}", stamps)
         for metric, value in (("reach_vantage_online", online), ("reach_vantage_degraded", degraded),
                               ("reach_baseline_blocked", baseline_blocked),
@@ -216,6 +219,23 @@ def onset_to_page() -> Scenario:
     s.alert("MessengerBlocked", "11m10s", blocked_alert("ip_blocking on 1 targets"))
     s.expect("vantage_messenger:reach_status:code", "11m",
              [status("ir-mci", "IR", "subject", 2), status("nl-ams", "NL", "control", 3)])
+    return s
+
+
+def first_round_only() -> Scenario:
+    """A probe (or a Prometheus) that just started: its first round, scraped eight times over
+    two minutes, has dc1 ip_blocking. One round is no persistent block, however often it is
+    scraped: no page until a second round says the same (the lab's 30%-loss fleet test
+    paged on a first round's verdict, its scrapes 4x as frequent as its rounds)."""
+    s = Scenario("a first round alone never pages, however often it is scraped", 5)
+    s.vantage("ir-mci", "IR", "subject", stamps=f"100x7 200+{SCRAPE}x{s.samples - 9}")
+    s.target("ir-mci", DCS[0], rounds("ip_blocking", 20))
+    s.target("ir-mci", DCS[1], rounds("ok", 1))
+    s.target("ir-mci", WEB, rounds("ok", 1))
+    control(s)
+    s.none("1m", "MessengerBlocked")
+    s.none("1m50s", "MessengerBlocked")
+    s.alert("MessengerBlocked", "2m10s", blocked_alert("ip_blocking on 1 targets"))
     return s
 
 
@@ -712,11 +732,11 @@ def throttled() -> Scenario:
     return s
 
 
-SCENARIOS = (iran_block, onset_to_page, intermittent, blip, lossy, blocked_baseline, uplink_cut,
-             old_probe_offline, outage, no_control, country_precedence, probe_health, probe_absent,
-             budget_shedding, endpoint_down, endpoint_retired_while_watched, controls_offline_or_blind,
-             only_control_offline, trust_anchor_expiring, mostly_down_at_control, shutdown,
-             throttled)
+SCENARIOS = (iran_block, onset_to_page, first_round_only, intermittent, blip, lossy,
+             blocked_baseline, uplink_cut, old_probe_offline, outage, no_control,
+             country_precedence, probe_health, probe_absent, budget_shedding, endpoint_down,
+             endpoint_retired_while_watched, controls_offline_or_blind, only_control_offline,
+             trust_anchor_expiring, mostly_down_at_control, shutdown, throttled)
 
 
 def render() -> str:

@@ -44,7 +44,9 @@ def fleet(vantages: int) -> list[FakeProbe]:
         control = i % 10 == 0
         probe = FakeProbe(vantage=f"v{i:04d}", country="NL" if control else f"C{i % 7}",
                           role="control" if control else "subject", catalogue=catalogue,
-                          round_interval=30.0)
+                          # rounds a few seconds apart: a block pages only once two rounds
+                          # say so, and the short runs must see several
+                          round_interval=5.0)
         if not control and i % 3 == 1:
             probe.verdicts = dict(BLOCKED)
         probes.append(probe)

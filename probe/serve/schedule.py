@@ -406,8 +406,8 @@ class Planner:
             self.costs.of(every) <= SHARES["sentinels"] * rate * self.config.schedule.interval)
 
     @staticmethod
-    def _mean(costs: Costs, names: list[str]) -> float:
-        return costs.of(names) / len(names) if names else 0.0
+    def _mean(costs: Costs, names: list[str], guess: float = 0.0) -> float:
+        return costs.of(names, guess) / len(names) if names else 0.0
 
     def _kind_cost(self, kind: dict[str, list[str]]) -> float:
         """Bytes of one round of a kind of sentinel: one per messenger (each in turn)."""
@@ -449,10 +449,7 @@ class Planner:
 
     def _screen_cost(self, kind: dict[str, list[str]]) -> float:
         """Bytes of one round of sentinel screenings: one per messenger (each in turn)."""
-        return sum(self._mean_screen(names) for names in kind.values())
-
-    def _mean_screen(self, names: list[str]) -> float:
-        return self.screen_costs.of(names, SCREEN_GUESS) / len(names) if names else 0.0
+        return sum(self._mean(self.screen_costs, names, SCREEN_GUESS) for names in kind.values())
 
     def screened_sentinels(self) -> dict[str, list[str]]:
         """The sentinels of each messenger no fixed-address sentinel watches every interval

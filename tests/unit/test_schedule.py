@@ -279,6 +279,19 @@ async def test_fixed_address_sentinels_every_interval_dns_less_often(world: Worl
     assert budget["sentinel_seconds"] == 30 and budget["sentinel_dns_seconds"] == round(dns, 1)
 
 
+def record_work(svc: Service) -> list[Work]:
+    """The work of every round the service measures from now on, in order."""
+    works: list[Work] = []
+    measure = svc._measure
+
+    async def recording(config: Config, work: Work) -> RoundResult:
+        works.append(work)
+        return await measure(config, work)
+
+    svc._measure = recording  # type: ignore[method-assign]
+    return works
+
+
 async def test_a_screening_only_triggers_the_full_round(world: World, tmp_path: Path) -> None:
     # 6 MB/day: a full-depth sweep takes far longer than schedule.sweep, so targets are
     # screened in between (a lookup at the vantage's own resolver and a TCP connect). A
@@ -293,14 +306,7 @@ async def test_a_screening_only_triggers_the_full_round(world: World, tmp_path: 
     await world.dcs[1].stop()
     published: list[RoundResult] = []
     svc.round_listeners.append(published.append)
-    works: list[Work] = []
-    measure = svc._measure
-
-    async def recording(config: Config, work: Work) -> RoundResult:
-        works.append(work)
-        return await measure(config, work)
-
-    svc._measure = recording  # type: ignore[method-assign]
+    works = record_work(svc)
     for _ in range(12):
         result = await svc.run_one()
         assert result is not None
@@ -399,14 +405,7 @@ async def test_screened_changes_during_a_messengers_change_are_judged_together(
     dc2 = f"dc2-v4:{world.dc_port}"
     assert dc2 not in planner.sentinels["telegram"]
     await world.dcs[1].stop()
-    works: list[Work] = []
-    measure = svc._measure
-
-    async def recording(config: Config, work: Work) -> RoundResult:
-        works.append(work)
-        return await measure(config, work)
-
-    svc._measure = recording  # type: ignore[method-assign]
+    works = record_work(svc)
     for _ in range(12):
         planner.verdict_changed["telegram"] = time.time()  # in the middle of a change
         result = await svc.run_one()
